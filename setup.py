@@ -1,0 +1,41 @@
+"""iLCDirac Calibration: the PandoraPFA calorimeter calibration as a native DIRAC system.
+
+The wheel holds only ``ILCDIRAC/CalibrationSystem``: installed into an environment that has
+iLCDirac, its files take the place of the older CalibrationSystem shipped inside iLCDirac, so
+DIRAC resolves ``Calibration/Calibration`` and ``Calibration/CalibrationAgent`` to this project.
+"""
+from setuptools import find_packages, setup
+
+SCRIPTS = "ILCDIRAC.CalibrationSystem.scripts"
+
+setup(
+    name="ilcdirac-calibration",
+    version="0.1.0",
+    description="Iterative PandoraPFA calorimeter calibration on DIRAC",
+    python_requires=">=3.11",
+    packages=find_packages(include=["ILCDIRAC.CalibrationSystem", "ILCDIRAC.CalibrationSystem.*"]),
+    package_data={
+        "ILCDIRAC.CalibrationSystem": ["ConfigTemplate.cfg", "data/*/*", "data/*"],
+        "ILCDIRAC.CalibrationSystem.DB": ["*.sql"],
+    },
+    install_requires=[
+        "DIRAC>=8.0,<8.1",
+        "ILCDIRAC>=35.0,<35.1",
+        "numpy",
+        "scipy",
+        "uproot",
+        "boost-histogram",
+        "PyYAML",
+        "SQLAlchemy>=2",
+        "matplotlib",
+    ],
+    entry_points={
+        "console_scripts": [
+            f"dirac-clic-calibration-submit = {SCRIPTS}.dirac_clic_calibration_submit:main",
+            f"dirac-clic-calibration-status = {SCRIPTS}.dirac_clic_calibration_status:main",
+            f"dirac-clic-calibration-worker = {SCRIPTS}.dirac_clic_calibration_worker:main",
+            f"marlin-emulator = ILCDIRAC.CalibrationSystem.Utilities.emulator.cli:main",
+            f"marlin-emulator-samples = ILCDIRAC.CalibrationSystem.Utilities.emulator.cli:samples_main",
+        ],
+    },
+)
