@@ -1,0 +1,566 @@
+"""CalibrationDB: all persistent state of the Calibration system (SQLAlchemy Core).
+
+The database is the only state: a service process may be killed at any instant, or run as
+several replicas on one database, without losing an acknowledged result or closing a step twice.
+- A worker result is committed before the service acknowledges it; results are unique on
+  (calibration, step, worker), so a repeated report is a harmless duplicate.
+- A result only counts while its step is open: the insert and the increment of the step's result
+  counter run in one transaction guarded by ``Status = 'open'``.
+- Closing a step is one transaction that starts with ``UPDATE ... SET Status='closed' WHERE
+  Status='open'``: only the transaction that flips the row goes on, the row lock serialises it
+  against concurrent reports and a concurrent close, and a crash rolls everything back.
+
+Production uses MariaDB/MySQL from the CS section ``Databases/CalibrationDB`` (Host, Port, User,
+Password, DBName as for every DIRAC DB). Without a configured Host the embedded default is an
+SQLite file (option ``SQLitePath``), for a single-machine installation.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import quote_plus
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+metadata = MetaData()
+
+calibrations = Table(
+    "Calibrations",
+    metadata,
+    Column("CalibrationID", Integer, primary_key=True, autoincrement=True),
+    Column("OwnerDN", String(255), nullable=False),
+    Column("Owner", String(64), nullable=False, index=True),
+    Column("OwnerGroup", String(64), nullable=False),
+    Column("Status", String(16), nullable=False, index=True),
+    Column("Reason", Text, nullable=False, default=""),
+    Column("Settings", LongText, nullable=False),
+    Column("State", LongText, nullable=False),
+    Column("Stage", Integer, nullable=True),
+    Column("Phase", Integer, nullable=True),
+    Column("Step", Integer, nullable=False),
+    Column("NumberOfWorkers", Integer, nullable=False),
+    Column("ResultsNeeded", Integer, nullable=False),
+    Column("Backend", String(32), nullable=False),
+    Column("CreationTime", DateTime, nullable=False),
+    Column("LastUpdate", DateTime, nullable=False),
+    Column("EndTime", DateTime, nullable=True),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+steps = Table(
+    "Steps",
+    metadata,
+    Column("CalibrationID", Integer, primary_key=True, autoincrement=False),
+    Column("Step", Integer, primary_key=True, autoincrement=False),
+    Column("Phases", String(255), nullable=False),
+    Column("Constants", LongText, nullable=False),
+    Column("Status", String(16), nullable=False),
+    Column("NResults", Integer, nullable=False, default=0),
+    Column("OpenTime", DateTime, nullable=False),
+    Column("CloseTime", DateTime, nullable=True),
+    Column("Outcome", LongText, nullable=True),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+results = Table(
+    "Results",
+    metadata,
+    Column("CalibrationID", Integer, primary_key=True, autoincrement=False),
+    Column("Step", Integer, primary_key=True, autoincrement=False),
+    Column("WorkerID", Integer, primary_key=True, autoincrement=False),
+    Column("Payload", LongBlob, nullable=False),
+    Column("ReceivedTime", DateTime, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+workers = Table(
+    "Workers",
+    metadata,
+    Column("CalibrationID", Integer, primary_key=True, autoincrement=False),
+    Column("WorkerID", Integer, primary_key=True, autoincrement=False),
+    Column("JobID", String(64), nullable=True),
+    Column("Status", String(32), nullable=False),
+    Column("ApplicationStatus", String(255), nullable=False, default=""),
+    Column("LastStep", Integer, nullable=True),
+    Column("LastSeen", DateTime, nullable=True),
+    Column("Resubmissions", Integer, nullable=False, default=0),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+files = Table(
+    "Files",
+    metadata,
+    Column("CalibrationID", Integer, primary_key=True, autoincrement=False),
+    Column("Name", String(255), primary_key=True),
+    Column("Content", LongBlob, nullable=False),
+    Column("CreationTime", DateTime, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+OPEN, CLOSED = "open", "closed"
+
+
+class CalibrationDBError(Exception):
+    """A request the stored state cannot satisfy (unknown calibration, wrong step, ...)."""
+
+
+class _Rollback(Exception):
+    """Leave a transaction without writing anything."""
+
+
+@dataclass(frozen=True)
+class StepClose:
+    """What the caller's close function decided for a step, written in the closing transaction."""
+
+    outcome: Mapping[str, Any]
+    state: Mapping[str, Any]
+    status: str
+    reason: str
+    stage: int | None
+    phase: int | None
+    nextStep: int | None
+    nextPhases: Sequence[str]
+    nextConstants: Mapping[str, Any] | None
+    files: Mapping[str, bytes]
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def pack(value: Any) -> bytes:
+    return zlib.compress(dumps(value).encode(), 6)
+
+
+def unpack(blob: bytes) -> Any:
+    return json.loads(zlib.decompress(blob).decode())
+
+
+class CalibrationDB:
+    """Typed access to the calibration tables. Methods raise; the DISET layer turns errors into S_ERROR."""
+
+    def __init__(self, url: str | None = None, *, echo: bool = False):
+        self.url = url or url_from_cs()
+        self.engine: Engine = _make_engine(self.url, echo)
+        metadata.create_all(self.engine, checkfirst=True)
+
+    # ---------------------------------------------------------------- calibrations
+    def insertCalibration(
+        self,
+        *,
+        ownerDN: str,
+        owner: str,
+        ownerGroup: str,
+        settings: Mapping[str, Any],
+        state: Mapping[str, Any],
+        stage: int,
+        phase: int,
+        phases: Sequence[str],
+        constants: Mapping[str, Any],
+        numberOfWorkers: int,
+        resultsNeeded: int,
+        backend: str,
+        inputFiles: Mapping[str, bytes],
+    ) -> int:
+        """Create a calibration with its first open step, its worker slots and its input files, atomically."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            calibrationID = conn.execute(
+                insert(calibrations).values(
+                    OwnerDN=ownerDN,
+                    Owner=owner,
+                    OwnerGroup=ownerGroup,
+                    Status="running",
+                    Reason="",
+                    Settings=dumps(settings),
+                    State=dumps(state),
+                    Stage=stage,
+                    Phase=phase,
+                    Step=1,
+                    NumberOfWorkers=numberOfWorkers,
+                    ResultsNeeded=resultsNeeded,
+                    Backend=backend,
+                    CreationTime=stamp,
+                    LastUpdate=stamp,
+                )
+            ).inserted_primary_key[0]
+            _open_step(conn, calibrationID, 1, phases, constants, stamp)
+            conn.execute(
+                insert(workers),
+                [
+                    {"CalibrationID": calibrationID, "WorkerID": w, "Status": "created", "ApplicationStatus": "",
+                     "Resubmissions": 0}
+                    for w in range(numberOfWorkers)
+                ],
+            )
+            for name, content in inputFiles.items():
+                conn.execute(
+                    insert(files).values(CalibrationID=calibrationID, Name=name, Content=zlib.compress(content),
+                                         CreationTime=stamp)
+                )
+        return int(calibrationID)
+
+    def getCalibration(self, calibrationID: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(calibrations).where(calibrations.c.CalibrationID == calibrationID)).mappings().first()
+        if row is None:
+            raise CalibrationDBError(f"calibration {calibrationID} does not exist")
+        return _calibration_dict(row)
+
+    def listCalibrations(self, *, owner: str | None = None, statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Calibrations without their bulky settings/state, newest first."""
+        columns = [c for c in calibrations.c if c.name not in ("Settings", "State")]
+        query = select(*columns).order_by(calibrations.c.CalibrationID.desc())
+        if owner is not None:
+            query = query.where(calibrations.c.Owner == owner)
+        if statuses is not None:
+            query = query.where(calibrations.c.Status.in_(list(statuses)))
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def setCalibrationStatus(self, calibrationID: int, status: str, reason: str, *, onlyIfRunning: bool = True) -> bool:
+        """End a calibration (killed/failed); True if this call changed it."""
+        condition = calibrations.c.CalibrationID == calibrationID
+        if onlyIfRunning:
+            condition = and_(condition, calibrations.c.Status == "running")
+        stamp = now()
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(calibrations).where(condition).values(Status=status, Reason=reason, LastUpdate=stamp, EndTime=stamp)
+            ).rowcount
+        return changed == 1
+
+    # ---------------------------------------------------------------- steps
+    def getStep(self, calibrationID: int, step: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(steps).where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step))
+            ).mappings().first()
+        if row is None:
+            raise CalibrationDBError(f"calibration {calibrationID} has no step {step}")
+        return _step_dict(row)
+
+    def getSteps(self, calibrationID: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(steps).where(steps.c.CalibrationID == calibrationID).order_by(steps.c.Step)
+            ).mappings()
+            return [_step_dict(row) for row in rows]
+
+    def readySteps(self) -> list[tuple[int, int]]:
+        """Open steps of running calibrations that have enough results to close (the safety net)."""
+        query = (
+            select(steps.c.CalibrationID, steps.c.Step)
+            .join(calibrations, calibrations.c.CalibrationID == steps.c.CalibrationID)
+            .where(
+                and_(
+                    calibrations.c.Status == "running",
+                    steps.c.Status == OPEN,
+                    steps.c.NResults >= calibrations.c.ResultsNeeded,
+                )
+            )
+        )
+        with self.engine.connect() as conn:
+            return [(int(c), int(s)) for c, s in conn.execute(query)]
+
+    # ---------------------------------------------------------------- results
+    def addResult(self, calibrationID: int, step: int, workerID: int, payload: Any) -> tuple[str, int, int]:
+        """Store one worker's report for an open step.
+
+        Returns (verdict, results so far, results needed) with verdict "accepted", "duplicate"
+        (this worker already reported this step) or "closed" (the step closed without it; ignored).
+        The row is committed before this returns.
+        """
+        blob = pack(payload)
+        stamp = now()
+        try:
+            with self.engine.begin() as conn:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            insert(results).values(
+                                CalibrationID=calibrationID, Step=step, WorkerID=workerID, Payload=blob,
+                                ReceivedTime=stamp,
+                            )
+                        )
+                except IntegrityError:
+                    return ("duplicate",) + self._count(conn, calibrationID, step)
+                counted = conn.execute(
+                    update(steps)
+                    .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step, steps.c.Status == OPEN))
+                    .values(NResults=steps.c.NResults + 1)
+                ).rowcount
+                if counted != 1:
+                    raise _Rollback()
+                conn.execute(
+                    update(workers)
+                    .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
+                    .values(LastStep=step, LastSeen=stamp)
+                )
+                counts = self._count(conn, calibrationID, step)
+        except _Rollback:
+            with self.engine.connect() as conn:
+                return ("closed",) + self._count(conn, calibrationID, step)
+        return ("accepted",) + counts
+
+    def getResults(self, calibrationID: int, step: int) -> list[tuple[int, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(results.c.WorkerID, results.c.Payload)
+                .where(and_(results.c.CalibrationID == calibrationID, results.c.Step == step))
+                .order_by(results.c.WorkerID)
+            )
+            return [(int(worker), unpack(blob)) for worker, blob in rows]
+
+    def _count(self, conn: Connection, calibrationID: int, step: int) -> tuple[int, int]:
+        row = conn.execute(
+            select(steps.c.NResults, calibrations.c.ResultsNeeded)
+            .join(calibrations, calibrations.c.CalibrationID == steps.c.CalibrationID)
+            .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step))
+        ).first()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    # ---------------------------------------------------------------- closing a step
+    def closeStep(
+        self,
+        calibrationID: int,
+        step: int,
+        decide: Callable[[dict[str, Any], dict[str, Any], list[tuple[int, Any]]], StepClose],
+    ) -> StepClose | None:
+        """Close an open step exactly once. ``decide(calibration, step, results)`` computes what
+        follows; everything it returns is written in the same transaction. Returns None when the
+        step was not open (already closed by someone else, or never existed)."""
+        stamp = now()
+        try:
+            return self._close(calibrationID, step, decide, stamp)
+        except _Rollback:
+            return None
+
+    def _close(self, calibrationID, step, decide, stamp) -> StepClose:
+        with self.engine.begin() as conn:
+            flipped = conn.execute(
+                update(steps)
+                .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step, steps.c.Status == OPEN))
+                .values(Status=CLOSED, CloseTime=stamp)
+            ).rowcount
+            if flipped != 1:
+                raise _Rollback()
+            calibration = _calibration_dict(
+                conn.execute(select(calibrations).where(calibrations.c.CalibrationID == calibrationID)).mappings().one()
+            )
+            if calibration["Status"] != "running":
+                raise _Rollback()
+            stepRow = _step_dict(
+                conn.execute(
+                    select(steps).where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step))
+                ).mappings().one()
+            )
+            stored = [
+                (int(worker), unpack(blob))
+                for worker, blob in conn.execute(
+                    select(results.c.WorkerID, results.c.Payload)
+                    .where(and_(results.c.CalibrationID == calibrationID, results.c.Step == step))
+                    .order_by(results.c.WorkerID)
+                )
+            ]
+            decision = decide(calibration, stepRow, stored)
+            conn.execute(
+                update(steps)
+                .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step))
+                .values(Outcome=dumps(decision.outcome))
+            )
+            values = dict(
+                State=dumps(decision.state),
+                Status=decision.status,
+                Reason=decision.reason,
+                Stage=decision.stage,
+                Phase=decision.phase,
+                LastUpdate=stamp,
+            )
+            if decision.nextStep is not None:
+                _open_step(conn, calibrationID, decision.nextStep, decision.nextPhases, decision.nextConstants, stamp)
+                values["Step"] = decision.nextStep
+            if decision.status != "running":
+                values["EndTime"] = stamp
+            conn.execute(update(calibrations).where(calibrations.c.CalibrationID == calibrationID).values(**values))
+            for name, content in decision.files.items():
+                _put_file(conn, calibrationID, name, content, stamp)
+        return decision
+
+    # ---------------------------------------------------------------- workers
+    def getWorkers(self, calibrationID: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(workers).where(workers.c.CalibrationID == calibrationID).order_by(workers.c.WorkerID)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    def updateWorker(self, calibrationID: int, workerID: int, **values: Any) -> None:
+        allowed = {"JobID", "Status", "ApplicationStatus", "LastStep", "LastSeen", "Resubmissions"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown worker fields {sorted(unknown)}")
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(workers)
+                .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
+                .values(**values)
+            ).rowcount
+        if changed != 1:
+            raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+
+    def workerCounts(self, calibrationIDs: Sequence[int]) -> dict[int, dict[str, int]]:
+        """Per calibration, how many workers are in each state."""
+        if not calibrationIDs:
+            return {}
+        query = (
+            select(workers.c.CalibrationID, workers.c.Status, func.count())
+            .where(workers.c.CalibrationID.in_(list(calibrationIDs)))
+            .group_by(workers.c.CalibrationID, workers.c.Status)
+        )
+        counts: dict[int, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for calibrationID, status, n in conn.execute(query):
+                counts.setdefault(int(calibrationID), {})[status] = int(n)
+        return counts
+
+    # ---------------------------------------------------------------- files
+    def getFile(self, calibrationID: int, name: str) -> bytes:
+        with self.engine.connect() as conn:
+            blob = conn.execute(
+                select(files.c.Content).where(and_(files.c.CalibrationID == calibrationID, files.c.Name == name))
+            ).scalar()
+        if blob is None:
+            raise CalibrationDBError(f"calibration {calibrationID} has no file {name!r}")
+        return zlib.decompress(blob)
+
+    def putFile(self, calibrationID: int, name: str, content: bytes) -> None:
+        with self.engine.begin() as conn:
+            _put_file(conn, calibrationID, name, content, now())
+
+    def listFiles(self, calibrationID: int) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(files.c.Name).where(files.c.CalibrationID == calibrationID)).scalars())
+
+    # ---------------------------------------------------------------- clean-up
+    def deleteCalibrationData(self, calibrationID: int) -> None:
+        """Drop the bulky per-step data (results, files) of an ended calibration; keep the history."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(results).where(results.c.CalibrationID == calibrationID))
+            conn.execute(delete(files).where(files.c.CalibrationID == calibrationID))
+
+
+def _open_step(conn: Connection, calibrationID: int, step: int, phases: Sequence[str], constants: Any, stamp) -> None:
+    conn.execute(
+        insert(steps).values(
+            CalibrationID=calibrationID,
+            Step=step,
+            Phases=",".join(phases),
+            Constants=dumps(constants),
+            Status=OPEN,
+            NResults=0,
+            OpenTime=stamp,
+        )
+    )
+
+
+def _put_file(conn: Connection, calibrationID: int, name: str, content: bytes, stamp) -> None:
+    conn.execute(delete(files).where(and_(files.c.CalibrationID == calibrationID, files.c.Name == name)))
+    conn.execute(
+        insert(files).values(CalibrationID=calibrationID, Name=name, Content=zlib.compress(content), CreationTime=stamp)
+    )
+
+
+def _calibration_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    data = dict(row)
+    data["Settings"] = json.loads(data["Settings"])
+    data["State"] = json.loads(data["State"])
+    return data
+
+
+def _step_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    data = dict(row)
+    data["Phases"] = [p for p in data["Phases"].split(",") if p]
+    data["Constants"] = json.loads(data["Constants"])
+    data["Outcome"] = json.loads(data["Outcome"]) if data["Outcome"] else None
+    return data
+
+
+def _make_engine(url: str, echo: bool) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, echo=echo, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapiConnection, _record):
+            # Let SQLAlchemy issue BEGIN; start write transactions IMMEDIATE so that two closers
+            # serialise instead of failing on lock upgrade.
+            dbapiConnection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_recycle=3600)
+
+
+def mysql_url(host: str, port: int, user: str, password: str, dbName: str) -> str:
+    auth = quote_plus(user) + (":" + quote_plus(password) if password else "")
+    return f"mysql+mysqldb://{auth}@{host}:{int(port)}/{dbName}?charset=utf8mb4"
+
+
+def url_from_cs() -> str:
+    """The database URL from the DIRAC configuration (MariaDB if a Host is configured, else SQLite)."""
+    import os
+
+    from DIRAC import gConfig, rootPath
+    from DIRAC.ConfigurationSystem.Client.PathFinder import getDatabaseSection
+
+    section = getDatabaseSection("Calibration/CalibrationDB")
+    host = gConfig.getValue(f"{section}/Host", gConfig.getValue("/Systems/Databases/Host", ""))
+    if not host:
+        path = gConfig.getValue(f"{section}/SQLitePath", os.path.join(rootPath, "work", "Calibration", "CalibrationDB.sqlite"))
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return f"sqlite+pysqlite:///{os.path.abspath(path)}"
+    return mysql_url(
+        host,
+        gConfig.getValue(f"{section}/Port", gConfig.getValue("/Systems/Databases/Port", 3306)),
+        gConfig.getValue(f"{section}/User", gConfig.getValue("/Systems/Databases/User", "Dirac")),
+        gConfig.getValue(f"{section}/Password", gConfig.getValue("/Systems/Databases/Password", "")),
+        gConfig.getValue(f"{section}/DBName", "CalibrationDB"),
+    )

@@ -1,0 +1,134 @@
+"""What every calibration phase provides, and the context it reads its numbers from.
+
+A phase is the physics of one calibration step type: which samples the workers reconstruct,
+which branches and histograms they reduce to a ``Summary``, which estimator turns the merged
+summary into measurements, which update rule turns measurements into new constants, and when
+the phase counts as converged. Everything here is pure: no DIRAC, no database, no files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummarySpec
+
+#: Kinetic energy of a K0L is its total energy minus this mass (GeV).
+K0L_MASS = 0.497672
+
+Constants = dict[str, Any]
+#: Reconstructed outputs of one sample: branch name -> per-event array, histogram name -> (counts, edges).
+SampleOutput = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PhaseContext:
+    """The numbers from the settings (and detector model) that the phases' physics depends on."""
+
+    energies: Mapping[str, float]
+    digitisationAccuracy: float
+    pandoraPFAAccuracy: float
+    ecalBarrelCosThetaRange: tuple[float, float]
+    ecalEndcapCosThetaRange: tuple[float, float]
+    hcalBarrelCosThetaRange: tuple[float, float]
+    hcalEndcapCosThetaRange: tuple[float, float]
+    nHcalLayers: int = 44
+    nEcalThinLayers: int = 40
+    nEcalThickLayers: int = 0
+    ecalResponseCorrectionForThickLayers: float = 1.0
+    hcalThicknessRatio: float = 1.0
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "PhaseContext":
+        """Build from a resolved settings dict (``Settings.to_dict()``)."""
+        absorberEndcap = settings.get("hcalAbsorberThicknessEndcap", 20.0)
+        absorberRing = settings.get("hcalAbsorberThicknessRing", 20.0)
+        scintEndcap = settings.get("hcalScintillatorThicknessEndcap", 3.0)
+        scintRing = settings.get("hcalScintillatorThicknessRing", 3.0)
+        return cls(
+            energies={
+                "gamma": float(settings.get("gammaEnergy", 10.0)),
+                "kaon": float(settings.get("kaonEnergy", 50.0)),
+                "muon": float(settings.get("muonEnergy", 10.0)),
+                "zuds": float(settings.get("zudsEnergy", 200.0)),
+            },
+            digitisationAccuracy=float(settings["digitisationAccuracy"]),
+            pandoraPFAAccuracy=float(settings["pandoraPFAAccuracy"]),
+            ecalBarrelCosThetaRange=tuple(settings["ecalBarrelCosThetaRange"]),
+            ecalEndcapCosThetaRange=tuple(settings["ecalEndcapCosThetaRange"]),
+            hcalBarrelCosThetaRange=tuple(settings["hcalBarrelCosThetaRange"]),
+            hcalEndcapCosThetaRange=tuple(settings["hcalEndcapCosThetaRange"]),
+            nHcalLayers=int(settings.get("nHcalLayers", 44)),
+            nEcalThinLayers=int(settings.get("nEcalThinLayers", 40)),
+            nEcalThickLayers=int(settings.get("nEcalThickLayers", 0)),
+            ecalResponseCorrectionForThickLayers=float(settings.get("ecalResponseCorrectionForThickLayers", 1.0)),
+            hcalThicknessRatio=(absorberEndcap * scintRing) / (absorberRing * scintEndcap),
+        )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the estimator found in one step: named values with statistical errors, and whether
+    the fit could be trusted at all (a phase that cannot measure fails the calibration)."""
+
+    values: Mapping[str, float]
+    errors: Mapping[str, float] = field(default_factory=dict)
+    ok: bool = True
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": dict(self.values), "errors": dict(self.errors), "ok": self.ok, "reason": self.reason}
+
+
+class Phase:
+    """Base class; each phase module defines one subclass and reads top to bottom."""
+
+    number: int
+    name: str
+    #: The samples the workers reconstruct for this phase ("gamma", "kaon", "muon", "zuds").
+    samples: tuple[str, ...]
+    #: Tree branches the worker reads per sample ("x[0]" means the leading element of a vector branch).
+    branches: Mapping[str, tuple[str, ...]] = {}
+    #: ROOT histograms the worker reads per sample (already filled by PfoAnalysis).
+    rootHistograms: Mapping[str, tuple[str, ...]] = {}
+    #: Constants this phase fits (the others pass through unchanged).
+    fits: tuple[str, ...] = ()
+    #: Single-pass phases advance after one step whatever they measure.
+    iterative: bool = True
+    #: The observables scale exactly with the fitted constants, so one ratio update lands on target.
+    proportional: bool = False
+
+    def spec(self, ctx: PhaseContext) -> SummarySpec:
+        raise NotImplementedError
+
+    def reduce(self, outputs: Mapping[str, SampleOutput], ctx: PhaseContext) -> Summary:
+        """Worker side: per-sample reconstruction outputs -> this phase's summary."""
+        raise NotImplementedError
+
+    def measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
+        """Service side: merged summary -> estimator outputs."""
+        raise NotImplementedError
+
+    def update(self, constants: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
+        """The update rule: new values of the constants this phase fits."""
+        raise NotImplementedError
+
+    def converged(self, measurement: Measurement, ctx: PhaseContext) -> bool:
+        """The original advance criterion, on the means measured with the step's constants."""
+        return not self.iterative
+
+
+def in_window(absCos: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    low, high = window
+    return (absCos > low) & (absCos < high)
+
+
+def fill(spec: SummarySpec, values: Mapping[str, np.ndarray], nEvents: int) -> Summary:
+    """A summary whose histograms are filled from the given per-histogram value arrays."""
+    summary = spec.empty()
+    for name, data in values.items():
+        summary.hists[name].fill(np.asarray(data, dtype=float))
+    summary.nEvents = int(nEvents)
+    return summary

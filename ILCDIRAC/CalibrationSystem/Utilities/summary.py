@@ -1,0 +1,177 @@
+"""The worker report: what one worker sends back for one phase of one step.
+
+Workers never ship ROOT files. They reduce ``PfoAnalysisTree`` to the few histograms (and, where an
+estimator needs per-event pairs, small per-event arrays) that the phase's estimator consumes. The
+phase fixes the binning up front (``SummarySpec``), so reports of all workers add up exactly and a
+malformed or foreign report is rejected before anything is stored.
+
+On the wire a summary is a plain dict of str/int/float/list (safe for DISET's DEncode and JSON).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import boost_histogram as bh
+import numpy as np
+
+SUMMARY_VERSION = 1
+
+
+class SummaryError(ValueError):
+    """A worker report that does not match what the phase expects."""
+
+
+@dataclass(frozen=True)
+class HistSpec:
+    """A regular 1D binning; flow bins are carried along so nothing silently disappears."""
+
+    bins: int
+    low: float
+    high: float
+
+    def axis(self) -> bh.axis.Regular:
+        return bh.axis.Regular(self.bins, self.low, self.high)
+
+    def histogram(self) -> bh.Histogram:
+        return bh.Histogram(self.axis(), storage=bh.storage.Double())
+
+
+@dataclass(frozen=True)
+class SummarySpec:
+    """What a phase expects from each worker: named histograms and named per-event arrays."""
+
+    hists: Mapping[str, HistSpec] = field(default_factory=dict)
+    arrays: tuple[str, ...] = ()
+    maxArrayLength: int = 2_000_000
+
+    def empty(self) -> "Summary":
+        return Summary({name: spec.histogram() for name, spec in self.hists.items()},
+                       {name: np.zeros(0, dtype=np.float32) for name in self.arrays}, 0)
+
+
+@dataclass
+class Summary:
+    """Histograms plus per-event arrays plus the number of events the worker processed."""
+
+    hists: dict[str, bh.Histogram]
+    arrays: dict[str, np.ndarray]
+    nEvents: int
+
+    def values(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """In-range bin contents and bin edges of one histogram, as the estimators take them."""
+        hist = self.hists[name]
+        return np.asarray(hist.values(), dtype=float), np.asarray(hist.axes[0].edges, dtype=float)
+
+    def to_payload(self) -> dict[str, Any]:
+        hists = {}
+        for name, hist in self.hists.items():
+            axis = hist.axes[0]
+            counts = hist.values(flow=True)
+            integral = np.all(counts == np.round(counts))
+            hists[name] = {
+                "bins": int(axis.size),
+                "low": float(axis.edges[0]),
+                "high": float(axis.edges[-1]),
+                "counts": counts.astype(np.int64).tolist() if integral else counts.tolist(),
+            }
+        arrays = {name: np.asarray(arr, dtype=np.float32).astype(float).tolist() for name, arr in self.arrays.items()}
+        return {"version": SUMMARY_VERSION, "nEvents": int(self.nEvents), "hists": hists, "arrays": arrays}
+
+    @classmethod
+    def from_payload(cls, payload: Any, spec: SummarySpec) -> "Summary":
+        """Validate a report against the phase's spec; raise SummaryError naming the first problem found."""
+        if not isinstance(payload, Mapping):
+            raise SummaryError(f"summary must be a dict, not {type(payload).__name__}")
+        if payload.get("version") != SUMMARY_VERSION:
+            raise SummaryError(f"summary version {payload.get('version')!r} is not {SUMMARY_VERSION}")
+        unknown = set(payload) - {"version", "nEvents", "hists", "arrays"}
+        if unknown:
+            raise SummaryError(f"summary has unknown fields {sorted(unknown)}")
+        nEvents = payload.get("nEvents")
+        if not isinstance(nEvents, int) or isinstance(nEvents, bool) or nEvents < 0:
+            raise SummaryError(f"summary nEvents must be a non-negative integer, not {nEvents!r}")
+        hists = _hists_from_payload(payload.get("hists"), spec)
+        arrays = _arrays_from_payload(payload.get("arrays"), spec)
+        return cls(hists, arrays, nEvents)
+
+    @staticmethod
+    def merge(summaries: Sequence["Summary"], spec: SummarySpec) -> "Summary":
+        """Add histograms and concatenate arrays in the given (worker) order: deterministic."""
+        merged = spec.empty()
+        for summary in summaries:
+            for name in spec.hists:
+                merged.hists[name] += summary.hists[name]
+            merged.nEvents += summary.nEvents
+        for name in spec.arrays:
+            parts = [summary.arrays[name] for summary in summaries]
+            merged.arrays[name] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        return merged
+
+
+def _hists_from_payload(raw: Any, spec: SummarySpec) -> dict[str, bh.Histogram]:
+    if not isinstance(raw, Mapping):
+        raise SummaryError("summary 'hists' must be a dict")
+    if set(raw) != set(spec.hists):
+        missing, extra = sorted(set(spec.hists) - set(raw)), sorted(set(raw) - set(spec.hists))
+        raise SummaryError(f"summary histograms do not match the phase: missing {missing}, unexpected {extra}")
+    hists = {}
+    for name, hspec in spec.hists.items():
+        entry = raw[name]
+        if not isinstance(entry, Mapping):
+            raise SummaryError(f"histogram {name!r} must be a dict")
+        if entry.get("bins") != hspec.bins or not _close(entry.get("low"), hspec.low) or not _close(
+            entry.get("high"), hspec.high
+        ):
+            raise SummaryError(
+                f"histogram {name!r} binning ({entry.get('bins')}, {entry.get('low')}, {entry.get('high')}) "
+                f"is not the phase's ({hspec.bins}, {hspec.low}, {hspec.high})"
+            )
+        counts = _numbers(entry.get("counts"), f"histogram {name!r} counts")
+        if counts.size != hspec.bins + 2:
+            raise SummaryError(f"histogram {name!r} has {counts.size} counts, expected {hspec.bins + 2} (with flow)")
+        if np.any(counts < 0):
+            raise SummaryError(f"histogram {name!r} has negative counts")
+        hist = hspec.histogram()
+        hist.view(flow=True)[...] = counts
+        hists[name] = hist
+    return hists
+
+
+def _arrays_from_payload(raw: Any, spec: SummarySpec) -> dict[str, np.ndarray]:
+    if not isinstance(raw, Mapping):
+        raise SummaryError("summary 'arrays' must be a dict")
+    if set(raw) != set(spec.arrays):
+        missing, extra = sorted(set(spec.arrays) - set(raw)), sorted(set(raw) - set(spec.arrays))
+        raise SummaryError(f"summary arrays do not match the phase: missing {missing}, unexpected {extra}")
+    arrays = {}
+    for name in spec.arrays:
+        values = _numbers(raw[name], f"array {name!r}")
+        if values.size > spec.maxArrayLength:
+            raise SummaryError(f"array {name!r} has {values.size} entries, more than {spec.maxArrayLength}")
+        arrays[name] = values.astype(np.float32)
+    lengths = {arr.size for arr in arrays.values()}
+    if len(lengths) > 1:
+        raise SummaryError(f"summary arrays have different lengths {sorted(lengths)}")
+    return arrays
+
+
+def _numbers(raw: Any, what: str) -> np.ndarray:
+    if not isinstance(raw, (list, tuple)):
+        raise SummaryError(f"{what} must be a list of numbers")
+    try:
+        values = np.array(raw)
+    except ValueError as exc:
+        raise SummaryError(f"{what} is not a flat list of numbers: {exc}") from None
+    if values.size and (values.ndim != 1 or values.dtype.kind not in "iuf"):
+        raise SummaryError(f"{what} must be a flat list of numbers")
+    values = values.astype(float)
+    if not np.all(np.isfinite(values)):
+        raise SummaryError(f"{what} contains NaN or infinity")
+    return values
+
+
+def _close(value: Any, expected: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value - expected) <= 1e-9 * max(
+        1.0, abs(expected)
+    )
