@@ -430,6 +430,15 @@ class CalibrationDB:
             ).mappings()
             return [dict(row) for row in rows]
 
+    def getWorker(self, calibrationID: int, workerID: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(workers).where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
+            ).mappings().first()
+        if row is None:
+            raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+        return dict(row)
+
     def updateWorker(self, calibrationID: int, workerID: int, **values: Any) -> None:
         allowed = {"JobID", "Status", "ApplicationStatus", "LastStep", "LastSeen", "Resubmissions"}
         unknown = set(values) - allowed

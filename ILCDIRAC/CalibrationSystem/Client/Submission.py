@@ -1,0 +1,103 @@
+"""What ``dirac-clic-calibration-submit`` does, and which local files travel with a calibration.
+
+The service stores the user's Marlin steering file and the Pandora settings/likelihood files the
+calibration needs, so every worker gets identical copies once, wherever it runs. Files are
+looked up next to the steering file, next to the settings file, then among the files this
+package ships; a Pandora file found nowhere is left to the reconstruction's own installation
+(e.g. the iLCSoft release), as Marlin would.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from ILCDIRAC.CalibrationSystem.Client.Backends import backend_named
+from ILCDIRAC.CalibrationSystem.logic.calibrations import STEERING_FILE
+from ILCDIRAC.CalibrationSystem.Utilities.settings import SettingsError, load_settings
+
+SHIPPED_PANDORA = Path(__file__).resolve().parent.parent / "data" / "pandora"
+HISTOGRAM_FILE = re.compile(r"<HistogramFile>\s*([^<\s]+)\s*</HistogramFile>")
+
+
+class SubmissionError(ValueError):
+    """A file the calibration needs cannot be read."""
+
+
+def _find(name: str, folders: list[Path]) -> Path | None:
+    candidate = Path(name)
+    if candidate.is_absolute():
+        return candidate if candidate.is_file() else None
+    return next((folder / name for folder in folders if (folder / name).is_file()), None)
+
+
+def collect_input_files(settings: Mapping[str, Any], baseDir: Path) -> dict[str, str]:
+    """{file name: text} for the steering file (as ``steering.xml``) and the Pandora files."""
+    steeringPath = _find(settings["steeringFile"], [baseDir])
+    if steeringPath is None:
+        raise SubmissionError(f"steering file {settings['steeringFile']!r} not found (looked in {baseDir})")
+    folders = [steeringPath.parent, baseDir, SHIPPED_PANDORA]
+    files = {STEERING_FILE: steeringPath.read_text()}
+    pending = [settings["pandoraSettingsFile"], settings["pandoraSettingsTrainingFile"]]
+    while pending:
+        name = pending.pop(0)
+        if Path(name).name in files:
+            continue
+        path = _find(name, folders)
+        if path is None:
+            continue
+        text = path.read_text()
+        files[path.name] = text
+        pending.extend(HISTOGRAM_FILE.findall(text))
+    return files
+
+
+def _load(settingsFile: str):
+    try:
+        return load_settings(settingsFile)
+    except SettingsError as exc:
+        print(f"ERROR: {settingsFile}: {len(exc.problems)} problem(s) in the settings:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return None
+    except OSError as exc:
+        print(f"ERROR: cannot read settings file {settingsFile}: {exc.strerror}", file=sys.stderr)
+        return None
+
+
+def dry_run(settingsFile: str) -> int:
+    settings = _load(settingsFile)
+    if settings is None:
+        return 1
+    print(settings.resolved_text())
+    return 0
+
+
+def submit(settingsFile: str, workDir: Path) -> int:
+    from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
+
+    settings = _load(settingsFile)
+    if settings is None:
+        return 1
+    resolved = settings.to_dict()
+    try:
+        files = collect_input_files(resolved, Path(settingsFile).resolve().parent)
+    except SubmissionError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    client = CalibrationClient()
+    created = client.createCalibration(resolved, files)
+    if not created["OK"]:
+        print(f"ERROR: the Calibration service refused the calibration: {created['Message']}", file=sys.stderr)
+        return 1
+    calibrationID = created["Value"]
+    backend = backend_named(resolved["backend"], workDir=workDir)
+    jobs = backend.submit(calibrationID, range(resolved["numberOfJobs"]))
+    registered = client.registerWorkers(calibrationID, {str(w): j for w, j in jobs.items()})
+    if not registered["OK"]:
+        print(f"ERROR: calibration {calibrationID} created, but its workers could not be registered: "
+              f"{registered['Message']}", file=sys.stderr)
+        return 1
+    print(calibrationID)
+    return 0

@@ -1,0 +1,231 @@
+"""The calibration worker: the loop that runs inside every job (or local process).
+
+Once: ask the service for the set-up (event slices, settings, steering and Pandora files).
+Per step: write the Marlin steering file with the step's constants, run
+``<marlinExecutable> steering.xml``, read the PfoAnalysis output with uproot, reduce it to each
+active phase's summary and submit it; then wait (sleeping, with jittered back-off) for the
+next step. The worker relies on nothing but the reconstruction contract, so real Marlin, the
+emulator or any other command honouring it can be calibrated.
+
+Exit codes: 0 the calibration ended (finished, killed or failed: the service decided),
+2 the service stayed unreachable longer than the patience, 3 the service refused a request,
+4 the reconstruction failed.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ILCDIRAC.CalibrationSystem.Utilities import steering
+from ILCDIRAC.CalibrationSystem.Utilities.pfoanalysis import ReconstructionOutputError, read_outputs
+from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
+from ILCDIRAC.CalibrationSystem.Utilities.slicing import Slice
+
+log = logging.getLogger("CalibrationWorker")
+
+EXIT_ENDED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_RECONSTRUCTION = 0, 2, 3, 4
+STEERING_FILE = "steering.xml"
+
+
+class ServiceUnreachable(Exception):
+    """The service did not answer for longer than the worker's patience."""
+
+
+class ServiceRefused(Exception):
+    """The service answered with an error: retrying the same request cannot help."""
+
+
+class ReconstructionFailed(Exception):
+    """The reconstruction command failed or left no usable output."""
+
+
+@dataclass(frozen=True)
+class Polling:
+    """How a worker waits: jittered exponential back-off between ``minimum`` and ``maximum``
+    seconds, and how long (``patience``) it keeps trying while the service is unreachable."""
+
+    minimum: float = 5.0
+    maximum: float = 120.0
+    factor: float = 1.6
+    patience: float = 3600.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "Polling":
+        return cls(**{k: float(v) for k, v in (data or {}).items() if k in cls.__dataclass_fields__})
+
+
+class Backoff:
+    """Delays that grow by ``factor`` up to ``maximum``, each jittered to 50-150 % so hundreds of
+    workers do not poll in lockstep."""
+
+    def __init__(self, polling: Polling, rng: random.Random):
+        self.polling, self.rng, self.current = polling, rng, polling.minimum
+
+    def next(self) -> float:
+        delay = self.current * self.rng.uniform(0.5, 1.5)
+        self.current = min(self.current * self.polling.factor, self.polling.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.polling.minimum
+
+
+class Worker:
+    """One calibration worker; ``rpc`` is a CalibrationClient (or anything with its methods)."""
+
+    def __init__(
+        self,
+        rpc: Any,
+        calibrationID: int,
+        workerID: int,
+        workDir: Path,
+        *,
+        report: Callable[[str], None] = lambda message: None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ):
+        self.rpc, self.calibrationID, self.workerID = rpc, calibrationID, workerID
+        self.workDir = Path(workDir)
+        self.report, self.sleep = report, sleep
+        self.rng = rng or random.Random(os.getpid() ^ int(time.time()))
+        self.polling = Polling()
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        try:
+            setup = self.call("getWorkerSetup", self.calibrationID, self.workerID)
+            self.prepare(setup)
+            lastStep, waiting = 0, Backoff(self.polling, self.rng)
+            while True:
+                params = self.call("getStepParameters", self.calibrationID, self.workerID, lastStep)
+                action = params["action"]
+                if action == "run":
+                    self.report(params["applicationStatus"])
+                    report = self.reconstruct(params)
+                    answer = self.call("submitResult", self.calibrationID, params["step"], self.workerID, report)
+                    log.info("step %s submitted: %s", params["step"], answer["verdict"])
+                    lastStep = params["step"]
+                    waiting.reset()
+                elif action == "wait":
+                    self.report(params["applicationStatus"])
+                    self.sleep(waiting.next())
+                else:
+                    message = f"PandoraCalib_{self.calibrationID}: Calibration is {action}."
+                    if action == "finished":
+                        message = f"PandoraCalib_{self.calibrationID}: Calibration is finished."
+                    self.report(message)
+                    log.info("calibration %s %s %s", self.calibrationID, action, params.get("reason", ""))
+                    return EXIT_ENDED
+        except ServiceUnreachable as exc:
+            log.error("giving up: %s", exc)
+            self.report(f"PandoraCalib_{self.calibrationID}: service unreachable, worker stopped")
+            return EXIT_UNREACHABLE
+        except ServiceRefused as exc:
+            log.error("service refused: %s", exc)
+            self.report(f"PandoraCalib_{self.calibrationID}: {exc}"[:255])
+            return EXIT_REFUSED
+        except ReconstructionFailed as exc:
+            log.error("reconstruction failed: %s", exc)
+            self.report(f"PandoraCalib_{self.calibrationID}: reconstruction failed"[:255])
+            return EXIT_RECONSTRUCTION
+
+    def call(self, method: str, *args: Any) -> Any:
+        """One RPC, retried with jittered back-off while the service cannot be reached."""
+        backoff = Backoff(Polling(minimum=1.0, maximum=self.polling.maximum, patience=self.polling.patience), self.rng)
+        deadline = time.monotonic() + self.polling.patience
+        while True:
+            result = getattr(self.rpc, method)(*args)
+            if result["OK"]:
+                return result["Value"]
+            message = result["Message"]
+            if result.get("Errno") == errno.EINVAL or "Unauthorized" in message:
+                raise ServiceRefused(f"{method}: {message}")
+            if time.monotonic() >= deadline:
+                raise ServiceUnreachable(f"{method} failed for {self.polling.patience:.0f} s, last error: {message}")
+            delay = backoff.next()
+            log.warning("%s failed (%s); retrying in %.1f s", method, message, delay)
+            self.sleep(delay)
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self, setup: Mapping[str, Any]) -> None:
+        self.settings = setup["settings"]
+        self.ctx = PhaseContext.from_settings(self.settings)
+        self.slices = {sample: Slice.from_dict(s) for sample, s in setup["samples"].items()}
+        self.polling = Polling.from_dict(setup.get("polling"))
+        self.workDir.mkdir(parents=True, exist_ok=True)
+        for name, text in setup["files"].items():
+            (self.workDir / name).write_text(text)
+        self.steering = setup["files"][STEERING_FILE]
+
+    # ------------------------------------------------------------------ one step
+    def reconstruct(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the reconstruction once per sample the active phases need and reduce it per phase."""
+        phases = {key: phase_for(key) for key in params["phases"]}
+        samples = sorted({sample for phase in phases.values() for sample in phase.samples})
+        outputs = {}
+        for sample in samples:
+            rootFile = self.run_reconstruction(params, sample)
+            branches = {b for p in phases.values() for b in p.branches.get(sample, ())}
+            histograms = {h for p in phases.values() for h in p.rootHistograms.get(sample, ())}
+            try:
+                outputs[sample] = read_outputs(rootFile, sorted(branches), sorted(histograms))
+            except ReconstructionOutputError as exc:
+                raise ReconstructionFailed(str(exc)) from None
+        return {
+            "phases": {
+                key: phase.reduce({s: outputs[s] for s in phase.samples}, self.ctx).to_payload()
+                for key, phase in phases.items()
+            }
+        }
+
+    def steering_for(self, params: Mapping[str, Any], sample: str, rootFile: str) -> str:
+        """The user's steering file with this step's constants, this worker's slice and output file."""
+        events = self.slices[sample]
+        settings = self.settings
+        digi, pandora = settings["DDCaloDigiName"], settings["DDPandoraPFANewProcessorName"]
+        xml = steering.set_global_parameters(
+            self.steering,
+            {"LCIOInputFiles": list(events.files), "MaxRecordNumber": events.events, "SkipNEvents": events.skip},
+        )
+        xml = steering.apply_constants(
+            xml,
+            params["constants"],
+            digi_name=digi,
+            pandora_name=pandora,
+            n_thin_layers=settings["nEcalThinLayers"],
+            n_thick_layers=settings["nEcalThickLayers"],
+        )
+        pandoraParameters: dict[str, Any] = {"PandoraSettingsXmlFile": settings["pandoraSettingsFile"]}
+        if settings["disableSoftwareCompensation"]:
+            pandoraParameters["MaxClusterEnergyToApplySoftComp"] = 0
+        xml = steering.set_processor_parameters(xml, pandora, pandoraParameters)
+        return steering.set_processor_parameters(xml, settings["PfoAnalysisName"], {"RootFile": rootFile})
+
+    def run_reconstruction(self, params: Mapping[str, Any], sample: str) -> Path:
+        step = params["step"]
+        name = f"step{step}_{sample}"
+        rootFile = self.workDir / f"pfoanalysis_{name}.root"
+        rootFile.unlink(missing_ok=True)
+        steeringFile = self.workDir / f"steering_{name}.xml"
+        steeringFile.write_text(self.steering_for(params, sample, rootFile.name))
+        command = shlex.split(self.settings["marlinExecutable"]) + [steeringFile.name]
+        logFile = self.workDir / f"marlin_{name}.log"
+        started = time.monotonic()
+        with open(logFile, "w") as output:
+            try:
+                completed = subprocess.run(command, cwd=self.workDir, stdout=output, stderr=subprocess.STDOUT)
+            except OSError as exc:
+                raise ReconstructionFailed(f"cannot run {command[0]!r}: {exc}") from None
+        if completed.returncode != 0:
+            tail = logFile.read_text()[-2000:].strip().splitlines()[-5:]
+            raise ReconstructionFailed(f"{' '.join(command)} exited with {completed.returncode}: {' | '.join(tail)}")
+        log.info("step %s %s reconstructed in %.1f s", step, sample, time.monotonic() - started)
+        return rootFile

@@ -1,0 +1,366 @@
+"""What the Calibration service does, as plain functions over a CalibrationDB.
+
+The DISET handler only authenticates, checks argument types and calls these; the physics lives
+in ``Utilities`` (phases, procedure), the persistence in ``DB``. Every function either returns a
+JSON-safe value or raises ``CalibrationError`` with a message meant for the caller, leaving the
+stored state unchanged.
+"""
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
+from ILCDIRAC.CalibrationSystem.Utilities import steering
+from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
+from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
+from ILCDIRAC.CalibrationSystem.Utilities.settings import SettingsError, settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.slicing import slice_problems, worker_slice
+from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummaryError
+
+RUNNING, KILLED, FAILED = "running", "killed", "failed"
+STEERING_FILE = "steering.xml"
+SAMPLES = ("gamma", "kaon", "muon", "zuds")
+
+
+class CalibrationError(Exception):
+    """A request that cannot be honoured; the message goes back to the caller unchanged."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as DIRAC authenticated them."""
+
+    dn: str
+    username: str
+    group: str
+    properties: frozenset[str]
+    isAdmin: bool = False
+
+
+# ------------------------------------------------------------------------------------ creation
+def create_calibration(db: CalibrationDB, caller: Caller, settingsDict: Any, inputFiles: Any) -> int:
+    """Validate settings and input files completely, then store the calibration and its first step."""
+    try:
+        settings = settings_from_dict(settingsDict)
+    except SettingsError as exc:
+        raise CalibrationError(f"invalid settings: {exc}") from None
+    files = _input_files(inputFiles)
+    resolved = settings.to_dict()
+    problems = _steering_problems(files[STEERING_FILE], resolved)
+    sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
+    for sample in sorted({s for key in sequence for s in phase_for(key).samples}):
+        problems += slice_problems(
+            resolved[f"{sample}Files"], resolved[f"{sample}EventsPerFile"], resolved["numberOfJobs"], sample
+        )
+    if problems:
+        raise CalibrationError("cannot create calibration: " + "; ".join(problems))
+    state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
+    stage, phase = split_key(state.current)
+    nWorkers = resolved["numberOfJobs"]
+    return db.insertCalibration(
+        ownerDN=caller.dn,
+        owner=caller.username,
+        ownerGroup=caller.group,
+        settings=resolved,
+        state=state.to_dict(),
+        stage=stage,
+        phase=phase,
+        phases=state.active,
+        constants=state.constants,
+        numberOfWorkers=nWorkers,
+        resultsNeeded=results_needed(resolved["fractionOfFinishedJobsNeededToStartNextStep"], nWorkers),
+        backend=resolved["backend"],
+        inputFiles={name: text.encode() for name, text in files.items()},
+    )
+
+
+def results_needed(fraction: float, numberOfWorkers: int) -> int:
+    """ceil(fraction * workers), immune to 0.9 * 100 = 90.00000000000001."""
+    return max(1, math.ceil(round(fraction * numberOfWorkers, 9)))
+
+
+def _input_files(inputFiles: Any) -> dict[str, str]:
+    if not isinstance(inputFiles, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in inputFiles.items()
+    ):
+        raise CalibrationError("input files must be a dict of file name -> text content")
+    if STEERING_FILE not in inputFiles:
+        raise CalibrationError(f"input files must contain the Marlin steering file as {STEERING_FILE!r}")
+    bad = [name for name in inputFiles if "/" in name or name.startswith(".") or not name]
+    if bad:
+        raise CalibrationError(f"input file names must be plain file names, not {bad}")
+    return dict(inputFiles)
+
+
+def _steering_problems(xml: str, settings: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key in ("DDCaloDigiName", "DDPandoraPFANewProcessorName", "PfoAnalysisName"):
+        try:
+            steering.read_parameters(xml, settings[key])
+        except ValueError as exc:
+            problems.append(f"steering file: {exc}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------ access
+def _owned(db: CalibrationDB, caller: Caller, calibrationID: int) -> dict[str, Any]:
+    """The calibration row if the caller owns it (or is an admin); the same error otherwise, so
+    other users cannot even learn which IDs exist."""
+    try:
+        calibration = db.getCalibration(calibrationID)
+    except CalibrationDBError:
+        calibration = None
+    if calibration is None or (calibration["Owner"] != caller.username and not caller.isAdmin):
+        raise CalibrationError(f"calibration {calibrationID} does not exist or does not belong to {caller.username}")
+    return calibration
+
+
+def calibration_status(db: CalibrationDB, caller: Caller, calibrationID: int | None = None) -> list[dict[str, Any]]:
+    """One calibration, or all of the caller's, newest first, with worker and step progress."""
+    if calibrationID is not None:
+        _owned(db, caller, calibrationID)
+        rows = [r for r in db.listCalibrations() if r["CalibrationID"] == calibrationID]
+    else:
+        rows = db.listCalibrations(owner=caller.username)
+    counts = db.workerCounts([r["CalibrationID"] for r in rows])
+    report = []
+    for row in rows:
+        step = db.getStep(row["CalibrationID"], row["Step"])
+        report.append(
+            {
+                "calibrationID": row["CalibrationID"],
+                "owner": row["Owner"],
+                "ownerGroup": row["OwnerGroup"],
+                "status": row["Status"],
+                "reason": row["Reason"],
+                "stage": row["Stage"],
+                "phase": row["Phase"],
+                "step": row["Step"],
+                "phases": step["Phases"],
+                "resultsThisStep": step["NResults"],
+                "resultsNeeded": row["ResultsNeeded"],
+                "numberOfWorkers": row["NumberOfWorkers"],
+                "workers": counts.get(row["CalibrationID"], {}),
+                "backend": row["Backend"],
+                "created": row["CreationTime"].isoformat(),
+                "lastUpdate": row["LastUpdate"].isoformat(),
+                "ended": row["EndTime"].isoformat() if row["EndTime"] else None,
+                "constants": step["Constants"],
+            }
+        )
+    return report
+
+
+def calibration_history(db: CalibrationDB, caller: Caller, calibrationID: int) -> list[dict[str, Any]]:
+    """Every step with the constants it ran with and what its estimators found."""
+    _owned(db, caller, calibrationID)
+    return [
+        {
+            "step": s["Step"],
+            "phases": s["Phases"],
+            "constants": s["Constants"],
+            "status": s["Status"],
+            "results": s["NResults"],
+            "outcome": s["Outcome"],
+            "opened": s["OpenTime"].isoformat(),
+            "closed": s["CloseTime"].isoformat() if s["CloseTime"] else None,
+        }
+        for s in db.getSteps(calibrationID)
+    ]
+
+
+def kill_calibration(db: CalibrationDB, caller: Caller, calibrationID: int) -> bool:
+    """Stop a running calibration; its workers learn it at their next poll."""
+    calibration = _owned(db, caller, calibrationID)
+    if calibration["Status"] != RUNNING:
+        raise CalibrationError(f"calibration {calibrationID} is already {calibration['Status']}")
+    return db.setCalibrationStatus(calibrationID, KILLED, f"killed by {caller.username}")
+
+
+# ------------------------------------------------------------------------------------ workers
+def _worker(calibration: Mapping[str, Any], workerID: Any) -> int:
+    if not isinstance(workerID, int) or isinstance(workerID, bool) or not 0 <= workerID < calibration["NumberOfWorkers"]:
+        raise CalibrationError(
+            f"worker ID {workerID!r} is not one of the {calibration['NumberOfWorkers']} workers of "
+            f"calibration {calibration['CalibrationID']}"
+        )
+    return workerID
+
+
+def worker_setup(
+    db: CalibrationDB, caller: Caller, calibrationID: int, workerID: int, polling: Mapping[str, float]
+) -> dict[str, Any]:
+    """Everything a worker needs once: its event slices, the settings, the steering and Pandora
+    files, and how it should poll (the service's WorkerPoll* options)."""
+    calibration = _owned(db, caller, calibrationID)
+    workerID = _worker(calibration, workerID)
+    settings = calibration["Settings"]
+    nWorkers = calibration["NumberOfWorkers"]
+    samples = {}
+    for sample in SAMPLES:
+        fileList = settings.get(f"{sample}Files") or []
+        if fileList:
+            samples[sample] = worker_slice(fileList, settings[f"{sample}EventsPerFile"], nWorkers, workerID).to_dict()
+    return {
+        "calibrationID": calibrationID,
+        "workerID": workerID,
+        "settings": settings,
+        "samples": samples,
+        "files": {name: db.getFile(calibrationID, name).decode() for name in sorted(db.listFiles(calibrationID))},
+        "polling": dict(polling),
+    }
+
+
+def register_workers(db: CalibrationDB, caller: Caller, calibrationID: int, jobIDs: Any) -> int:
+    """Record the job (or process) ID each worker runs as, after the backend started them."""
+    calibration = _owned(db, caller, calibrationID)
+    if not isinstance(jobIDs, Mapping) or not all(isinstance(j, (str, int)) for j in jobIDs.values()):
+        raise CalibrationError("job IDs must be a dict of worker ID -> job ID")
+    parsed = {}
+    for key, jobID in jobIDs.items():
+        try:
+            workerID = int(key)
+        except (TypeError, ValueError):
+            raise CalibrationError(f"worker ID {key!r} is not an integer") from None
+        parsed[_worker(calibration, workerID)] = str(jobID)
+    for workerID, jobID in parsed.items():
+        db.updateWorker(calibrationID, workerID, JobID=jobID, Status="submitted")
+    return len(parsed)
+
+
+def application_status(calibrationID: int, action: str, step: int | None = None, key: str | None = None) -> str:
+    """The ApplicationStatus wording of the original talk, shown on the DIRAC job monitor."""
+    if action == "run":
+        stage, phase = split_key(key)
+        return f"Running: stage: {stage}; phase: {phase}; step: {step}"
+    if action == "wait":
+        return f"PandoraCalib_{calibrationID}: step {step} is finished. Waiting for other jobs"
+    if action == "finished":
+        return f"PandoraCalib_{calibrationID}: Calibration is finished."
+    return f"PandoraCalib_{calibrationID}: Calibration is {action}."
+
+
+def step_parameters(
+    db: CalibrationDB, caller: Caller, calibrationID: int, workerID: int, lastStep: int | None
+) -> dict[str, Any]:
+    """What a worker does next: run step N with these constants, wait, or stop."""
+    calibration = _owned(db, caller, calibrationID)
+    workerID = _worker(calibration, workerID)
+    if lastStep is not None and (not isinstance(lastStep, int) or isinstance(lastStep, bool) or lastStep < 0):
+        raise CalibrationError(f"last step must be a non-negative integer or None, not {lastStep!r}")
+    status = calibration["Status"]
+    if status != RUNNING:
+        action = {FINISHED: "finished", KILLED: "killed", FAILED: "failed"}[status]
+        db.updateWorker(calibrationID, workerID, Status=action, ApplicationStatus=application_status(calibrationID, action),
+                        LastSeen=now())
+        return {"action": action, "reason": calibration["Reason"]}
+    current = calibration["Step"]
+    stored = db.getWorker(calibrationID, workerID)["LastStep"]
+    done = max(s for s in (lastStep, stored, 0) if s is not None)
+    if done >= current:
+        message = application_status(calibrationID, "wait", done)
+        db.updateWorker(calibrationID, workerID, Status="waiting", ApplicationStatus=message, LastSeen=now())
+        return {"action": "wait", "step": current, "applicationStatus": message}
+    step = db.getStep(calibrationID, current)
+    message = application_status(calibrationID, "run", current, step["Phases"][0])
+    db.updateWorker(calibrationID, workerID, Status="running", ApplicationStatus=message, LastSeen=now())
+    stage, phase = split_key(step["Phases"][0])
+    return {
+        "action": "run",
+        "step": current,
+        "stage": stage,
+        "phase": phase,
+        "phases": step["Phases"],
+        "constants": step["Constants"],
+        "applicationStatus": message,
+    }
+
+
+def submit_result(
+    db: CalibrationDB, caller: Caller, calibrationID: int, step: int, workerID: int, payload: Any
+) -> dict[str, Any]:
+    """Validate and store one worker's report; close the step when enough workers reported."""
+    calibration = _owned(db, caller, calibrationID)
+    workerID = _worker(calibration, workerID)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise CalibrationError(f"step must be a positive integer, not {step!r}")
+    if step > calibration["Step"]:
+        raise CalibrationError(f"calibration {calibrationID} has not reached step {step} (current {calibration['Step']})")
+    stepRow = db.getStep(calibrationID, step)
+    if stepRow["Status"] == "open":
+        _validate_report(payload, stepRow["Phases"], PhaseContext.from_settings(calibration["Settings"]))
+    verdict, have, needed = db.addResult(calibrationID, step, workerID, payload)
+    closed = False
+    if verdict == "accepted" and have >= needed:
+        closed = close_step(db, calibrationID, step) is not None
+    return {"verdict": verdict, "results": have, "needed": needed, "closedStep": closed}
+
+
+def _validate_report(payload: Any, phases: list[str], ctx: PhaseContext) -> None:
+    if not isinstance(payload, Mapping) or set(payload) != {"phases"} or not isinstance(payload["phases"], Mapping):
+        raise CalibrationError("a worker report must be {'phases': {'<stage>.<phase>': summary, ...}}")
+    reported = set(payload["phases"])
+    if reported != set(phases):
+        raise CalibrationError(f"the report covers phases {sorted(reported)}, but the step measures {phases}")
+    for key in phases:
+        try:
+            Summary.from_payload(payload["phases"][key], phase_for(key).spec(ctx))
+        except SummaryError as exc:
+            raise CalibrationError(f"bad report for phase {key}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------ closing
+def close_step(db: CalibrationDB, calibrationID: int, step: int) -> StepClose | None:
+    """Close the step once (guarded in the DB); None if someone else closed it first."""
+    return db.closeStep(calibrationID, step, decide_close)
+
+
+def close_ready_steps(db: CalibrationDB) -> list[dict[str, Any]]:
+    """The safety net: close every open step that already has enough results."""
+    closed = []
+    for calibrationID, step in db.readySteps():
+        decision = close_step(db, calibrationID, step)
+        if decision is not None:
+            closed.append({"calibrationID": calibrationID, "step": step, "status": decision.status})
+    return closed
+
+
+def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored: list[tuple[int, Any]]) -> StepClose:
+    """Merge the reports, run each active phase's estimator and advance the state machine.
+
+    Pure apart from its inputs; an unexpected error fails the calibration with the reason rather
+    than leaving the step open for ever."""
+    state = ProcedureState.from_dict(calibration["State"])
+    try:
+        ctx = PhaseContext.from_settings(calibration["Settings"])
+        measurements = {}
+        for key in step["Phases"]:
+            phase = phase_for(key)
+            spec = phase.spec(ctx)
+            merged = Summary.merge([Summary.from_payload(p["phases"][key], spec) for _, p in stored], spec)
+            measurements[key] = phase.measure(merged, ctx)
+        newState, outcome = advance(state, measurements, ctx)
+        outcomeDict = outcome.to_dict()
+        outcomeDict["workers"] = [worker for worker, _ in stored]
+    except Exception as exc:  # noqa: BLE001 - any failure must end the calibration visibly, not loop
+        newState = ProcedureState.from_dict(state.to_dict())
+        newState.status, newState.active = FAILED, []
+        newState.reason = f"internal error while closing step {step['Step']}: {type(exc).__name__}: {exc}"
+        outcomeDict = {"step": step["Step"], "error": newState.reason, "traceback": traceback.format_exc()}
+    running = newState.status == RUNNING
+    stage, phase = split_key(newState.current) if running else (calibration["Stage"], calibration["Phase"])
+    return StepClose(
+        outcome=outcomeDict,
+        state=newState.to_dict(),
+        status=newState.status,
+        reason=newState.reason,
+        stage=stage,
+        phase=phase,
+        nextStep=newState.step if running else None,
+        nextPhases=newState.active,
+        nextConstants=newState.constants if running else None,
+        files={},
+    )

@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Run one calibration worker: the loop a calibration job executes.
+
+Asks the Calibration service for its set-up, then per step runs the reconstruction with the
+step's constants, submits the histogram summary and waits for the next step.
+
+Example:
+  $ dirac-clic-calibration-worker --calibration 12 --worker 3 --workdir ./worker3
+"""
+import logging
+import os
+from pathlib import Path
+
+from DIRAC import S_OK
+from DIRAC import exit as DIRACExit
+from DIRAC.Core.Base.Script import Script
+
+
+@Script()
+def main():
+    options = {"workdir": "."}
+
+    def setter(key, convert):
+        def callback(value):
+            options[key] = convert(value)
+            return S_OK()
+
+        return callback
+
+    Script.registerSwitch("", "calibration=", "calibration ID", setter("calibration", int))
+    Script.registerSwitch("", "worker=", "worker ID", setter("worker", int))
+    Script.registerSwitch("", "workdir=", "work directory (default: current)", setter("workdir", str))
+    Script.parseCommandLine(ignoreErrors=False)
+    missing = [key for key in ("calibration", "worker") if key not in options]
+    if missing:
+        Script.showHelp(exitCode=1)
+
+    from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
+    from ILCDIRAC.CalibrationSystem.Client.Worker import Worker
+    from ILCDIRAC.CalibrationSystem.Client.StatusReport import status_reporter
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    worker = Worker(
+        CalibrationClient(),
+        options["calibration"],
+        options["worker"],
+        Path(options["workdir"]),
+        report=status_reporter(os.environ.get("JOBID")),
+    )
+    DIRACExit(worker.run())
+
+
+if __name__ == "__main__":
+    main()
