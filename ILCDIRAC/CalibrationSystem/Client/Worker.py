@@ -179,12 +179,13 @@ class Worker:
                 outputs[sample] = read_outputs(rootFile, sorted(branches), sorted(histograms))
             except ReconstructionOutputError as exc:
                 raise ReconstructionFailed(str(exc)) from None
-        return {
-            "phases": {
-                key: phase.reduce({s: outputs[s] for s in phase.samples}, self.ctx).to_payload()
-                for key, phase in phases.items()
-            }
-        }
+        summaries = {}
+        for key, phase in phases.items():
+            try:
+                summaries[key] = phase.reduce({s: outputs[s] for s in phase.samples}, self.ctx).to_payload()
+            except (KeyError, ValueError) as exc:
+                raise ReconstructionFailed(f"phase {key}: cannot reduce the reconstruction output: {exc}") from None
+        return {"phases": summaries}
 
     def steering_for(self, params: Mapping[str, Any], sample: str, rootFile: str) -> str:
         """The user's steering file with this step's constants, this worker's slice and output file."""

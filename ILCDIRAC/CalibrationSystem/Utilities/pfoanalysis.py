@@ -14,6 +14,19 @@ import uproot
 
 TREE = "PfoAnalysisTree"
 
+#: PfoAnalysis's calibration histograms (CalibrationHelper): name -> (bins, low, high) in GeV.
+CALIBRATION_HISTOGRAMS: dict[str, tuple[int, float, float]] = {
+    "ECalDirectionCorrectedCaloHitEnergy": (500, 0.0, 0.1),
+    "HCalDirectionCorrectedCaloHitEnergy": (500, 0.0, 0.1),
+    "MuonDirectionCorrectedCaloHitEnergy": (500, 0.0, 0.002),
+    "HCalDirectionCorrectedSimCaloHitBarrel": (200, 0.0, 0.001),
+    "HCalDirectionCorrectedSimCaloHitEndCap": (200, 0.0, 0.001),
+    "HCalDirectionCorrectedSimCaloHitOther": (200, 0.0, 0.005),
+    "HCalBarrelDirectionCorrectionSimCaloHit": (200, 0.0, 1.0),
+    "HCalEndCapDirectionCorrectionSimCaloHit": (200, 0.0, 1.0),
+    "HCalOtherDirectionCorrectionSimCaloHit": (200, 0.0, 1.0),
+}
+
 
 class ReconstructionOutputError(ValueError):
     """The reconstruction did not leave the file, tree, branch or histogram the phase needs."""

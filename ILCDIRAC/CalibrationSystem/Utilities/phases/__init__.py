@@ -5,8 +5,14 @@ this catalogue only says what each phase number means.
 """
 from ILCDIRAC.CalibrationSystem.Utilities.phases.base import Measurement, Phase, PhaseContext
 from ILCDIRAC.CalibrationSystem.Utilities.phases.ecal_digitisation import EcalDigitisation
+from ILCDIRAC.CalibrationSystem.Utilities.phases.em_scale import EmScale
+from ILCDIRAC.CalibrationSystem.Utilities.phases.hadronic_scale import HadronicScale
+from ILCDIRAC.CalibrationSystem.Utilities.phases.hcal_digitisation import HcalDigitisation
+from ILCDIRAC.CalibrationSystem.Utilities.phases.mip_scale import MipScale
 
-PHASES: dict[int, Phase] = {phase.number: phase for phase in (EcalDigitisation(),)}
+PHASES: dict[int, Phase] = {
+    phase.number: phase for phase in (EcalDigitisation(), HcalDigitisation(), MipScale(), EmScale(), HadronicScale())
+}
 
 
 def phase_for(key: str) -> Phase:

@@ -132,3 +132,18 @@ def fill(spec: SummarySpec, values: Mapping[str, np.ndarray], nEvents: int) -> S
         summary.hists[name].fill(np.asarray(data, dtype=float))
     summary.nEvents = int(nEvents)
     return summary
+
+
+def root_histograms(spec: SummarySpec, output: SampleOutput, names, into: Summary | None = None) -> Summary:
+    """Copy histograms PfoAnalysis filled into a summary, insisting on the binning the phase expects."""
+    summary = into if into is not None else spec.empty()
+    for name in names:
+        counts, edges = output[name]
+        expected = spec.hists[name]
+        if len(counts) != expected.bins or not np.allclose([edges[0], edges[-1]], [expected.low, expected.high]):
+            raise ValueError(
+                f"histogram {name} has {len(counts)} bins on [{edges[0]}, {edges[-1]}], "
+                f"PfoAnalysis writes {expected.bins} on [{expected.low}, {expected.high}]"
+            )
+        summary.hists[name].view()[...] = np.asarray(counts, dtype=float)
+    return summary

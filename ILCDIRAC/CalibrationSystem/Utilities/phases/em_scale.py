@@ -1,0 +1,74 @@
+"""Phase 3, electromagnetic scale: ECalToEMGeVCalibration (and HCalToEMGeVCalibration) from photons.
+
+Sample: single photons (gammaEnergy, 10 GeV).
+Selection: one target, a photon, reconstructed as exactly one PFO that is a photon, with (almost)
+  no HCAL part: pfoHCalToEmEnergy < 1 % of E. No cos(theta) cut.
+Histogram: pfoECalToEmEnergy, finely binned (E/1000 on [0, 3E]); the service rebins to the
+  original width pandoraPFAAccuracy * E.
+Estimator: Gaussian fit inside the rms90 window -> m.
+Update: k' = E k / m; HCalToEMGeVCalibration := ECalToEMGeVCalibration.
+Converged: |m - E| / E < pandoraPFAAccuracy.
+The EM energy is linear in the EM scale (the MIP thresholds act before it), so one update lands
+on target up to small threshold and fragment effects.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ILCDIRAC.CalibrationSystem.Utilities.estimators import gaussian_fit_mean, rebin_to_accuracy
+from ILCDIRAC.CalibrationSystem.Utilities.phases.base import Constants, Measurement, Phase, PhaseContext, SampleOutput, fill
+from ILCDIRAC.CalibrationSystem.Utilities.summary import HistSpec, Summary, SummarySpec
+
+FINE_BINS_PER_E = 1000
+RANGE_IN_E = 3.0
+
+
+class EmScale(Phase):
+    number = 3
+    name = "ElectroMagneticEnergy"
+    samples = ("gamma",)
+    branches = {
+        "gamma": (
+            "nPfoTargetsTotal",
+            "nPfoTargetsPhotons",
+            "nPfosTotal",
+            "nPfosPhotons",
+            "pfoECalToEmEnergy",
+            "pfoHCalToEmEnergy",
+        )
+    }
+    fits = ("ECalToEMGeVCalibration", "HCalToEMGeVCalibration")
+
+    def spec(self, ctx: PhaseContext) -> SummarySpec:
+        energy = ctx.energies["gamma"]
+        return SummarySpec(hists={"emEnergy": HistSpec(int(FINE_BINS_PER_E * RANGE_IN_E), 0.0, RANGE_IN_E * energy)})
+
+    def reduce(self, outputs: Mapping[str, SampleOutput], ctx: PhaseContext) -> Summary:
+        tree = outputs["gamma"]
+        energy = ctx.energies["gamma"]
+        em = np.asarray(tree["pfoECalToEmEnergy"], dtype=float)
+        selected = (
+            (np.asarray(tree["nPfoTargetsTotal"]) == 1)
+            & (np.asarray(tree["nPfoTargetsPhotons"]) == 1)
+            & (np.asarray(tree["nPfosTotal"]) == 1)
+            & (np.asarray(tree["nPfosPhotons"]) == 1)
+            & (np.asarray(tree["pfoHCalToEmEnergy"], dtype=float) < 0.01 * energy)
+        )
+        return fill(self.spec(ctx), {"emEnergy": em[selected]}, nEvents=em.size)
+
+    def measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
+        counts, edges = rebin_to_accuracy(*merged.values("emEnergy"), ctx.energies["gamma"], ctx.pandoraPFAAccuracy)
+        fit = gaussian_fit_mean(counts, edges)
+        if not fit.ok:
+            return Measurement({}, ok=False, reason=f"photon EM energy peak: {fit.reason}")
+        return Measurement({"emMean": fit.mean}, {"emMean": fit.meanError})
+
+    def update(self, constants: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
+        scale = ctx.energies["gamma"] * float(constants["ECalToEMGeVCalibration"]) / measurement.values["emMean"]
+        return {"ECalToEMGeVCalibration": scale, "HCalToEMGeVCalibration": scale}
+
+    def converged(self, measurement: Measurement, ctx: PhaseContext) -> bool:
+        energy = ctx.energies["gamma"]
+        return abs(measurement.values["emMean"] - energy) / energy < ctx.pandoraPFAAccuracy

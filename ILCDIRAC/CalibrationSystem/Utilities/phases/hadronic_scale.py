@@ -1,0 +1,95 @@
+"""Phase 4, hadronic scale by the chi-square method: HCalToHadGeVCalibration and
+ECalToHadGeVCalibrationBarrel (= EndCap) from 50 GeV K0L.
+
+Sample: single K0L (kaonEnergy, 50 GeV); target is the kinetic energy T = E - m(K0L).
+Selection (workers): one target, a neutral hadron, reconstructed as exactly one PFO that is a
+  neutral hadron, starting well inside the HCAL: pfoMinHCalLayerToEdge > ceil(0.1 nHcalLayers).
+  Workers send the per-event pairs (pfoECalToHadEnergy, pfoHCalToHadEnergy) of these events.
+Selection (service): a 3-sigma band around the ideal line E_E/T + E_H/T = 1, sigma = 0.55 sqrt(E).
+Estimator: chi-square method — the intercept pair (I_E, I_H) on the grid
+  I = T/2 + E acc k minimising the summed squared, error-weighted distances of the events to the
+  line E_E/I_E + E_H/I_H = 1.
+Update: HCalToHad' = T HCalToHad / I_H; ECalToHadBarrel' = T ECalToHadBarrel / I_E; EndCap := Barrel.
+Converged: max(|I_E - T|, |I_H - T|) / T < pandoraPFAAccuracy.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+from ILCDIRAC.CalibrationSystem.Utilities.estimators import chi_square_hadronic_scale, csm_band_selection
+from ILCDIRAC.CalibrationSystem.Utilities.phases.base import (
+    K0L_MASS,
+    Constants,
+    Measurement,
+    Phase,
+    PhaseContext,
+    SampleOutput,
+)
+from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummarySpec
+
+
+class HadronicScale(Phase):
+    number = 4
+    name = "HadronicEnergy"
+    samples = ("kaon",)
+    branches = {
+        "kaon": (
+            "nPfoTargetsTotal",
+            "nPfoTargetsNeutralHadrons",
+            "nPfosTotal",
+            "nPfosNeutralHadrons",
+            "pfoMinHCalLayerToEdge",
+            "pfoECalToHadEnergy",
+            "pfoHCalToHadEnergy",
+        )
+    }
+    fits = ("HCalToHadGeVCalibration", "ECalToHadGeVCalibrationBarrel", "ECalToHadGeVCalibrationEndCap")
+
+    def spec(self, ctx: PhaseContext) -> SummarySpec:
+        return SummarySpec(arrays=("eEcal", "eHcal"))
+
+    def reduce(self, outputs: Mapping[str, SampleOutput], ctx: PhaseContext) -> Summary:
+        tree = outputs["kaon"]
+        minLayers = math.ceil(round(0.1 * ctx.nHcalLayers, 9))
+        selected = (
+            (np.asarray(tree["nPfoTargetsTotal"]) == 1)
+            & (np.asarray(tree["nPfoTargetsNeutralHadrons"]) == 1)
+            & (np.asarray(tree["nPfosTotal"]) == 1)
+            & (np.asarray(tree["nPfosNeutralHadrons"]) == 1)
+            & (np.asarray(tree["pfoMinHCalLayerToEdge"]) > minLayers)
+        )
+        summary = self.spec(ctx).empty()
+        summary.arrays["eEcal"] = np.asarray(tree["pfoECalToHadEnergy"], dtype=np.float32)[selected]
+        summary.arrays["eHcal"] = np.asarray(tree["pfoHCalToHadEnergy"], dtype=np.float32)[selected]
+        summary.nEvents = int(selected.size)
+        return summary
+
+    def measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
+        energy = ctx.energies["kaon"]
+        target = energy - K0L_MASS
+        eEcal, eHcal = merged.arrays["eEcal"].astype(float), merged.arrays["eHcal"].astype(float)
+        band = csm_band_selection(eEcal, eHcal, target)
+        result = chi_square_hadronic_scale(eEcal[band], eHcal[band], target, ctx.pandoraPFAAccuracy, beamEnergy=energy)
+        if not result.ok:
+            return Measurement({}, ok=False, reason=f"chi-square hadronic scale: {result.reason}")
+        return Measurement(
+            {"interceptEcal": result.interceptEcal, "interceptHcal": result.interceptHcal, "events": float(band.sum())}
+        )
+
+    def update(self, constants: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
+        target = ctx.energies["kaon"] - K0L_MASS
+        ecal = target * float(constants["ECalToHadGeVCalibrationBarrel"]) / measurement.values["interceptEcal"]
+        return {
+            "HCalToHadGeVCalibration": target * float(constants["HCalToHadGeVCalibration"])
+            / measurement.values["interceptHcal"],
+            "ECalToHadGeVCalibrationBarrel": ecal,
+            "ECalToHadGeVCalibrationEndCap": ecal,
+        }
+
+    def converged(self, measurement: Measurement, ctx: PhaseContext) -> bool:
+        target = ctx.energies["kaon"] - K0L_MASS
+        deviation = max(abs(measurement.values[k] - target) for k in ("interceptEcal", "interceptHcal"))
+        return deviation / target < ctx.pandoraPFAAccuracy

@@ -1,0 +1,121 @@
+"""Phase 2, MIP scales and the HCAL ring: E/H/MuonCalToMip and CalibrHCALOther.
+
+Samples: single muons (muonEnergy, 10 GeV) for the MIP peaks, and K0L for the ring constant.
+Muons: PfoAnalysis fills the digitised hit energy times the direction correction (sin(theta) in
+  the barrel, |cos(theta)| in the endcap) of ECAL, HCAL and muon-system hits; the MIP peak is the
+  centre of the highest bin and XToMip = 1 / peak (so the values are quantised by the bin width,
+  as in the original). The direction-corrected *simulated* hit energies of the HCAL endcap and
+  ring give their MIP peaks with the local-maximum finder.
+K0L: the means of the per-hit direction factors in the HCAL endcap and ring, and the endcap mean
+  m_EC of contained K0L with the step's (already calibrated) constants.
+Update: CalibrHCALOther = (<dc>_EC / <dc>_ring) (MIP_EC / MIP_ring) (t_abs,EC t_sc,ring) /
+  (t_abs,ring t_sc,EC) CalibrHCALEndcap T / m_EC, with the thicknesses from the detector model.
+  (The original took m_EC from the previous phase's last step and so applied that ratio twice.)
+A single pass: the phase completes after one step.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+
+from ILCDIRAC.CalibrationSystem.Utilities.estimators import histogram_mean, mip_peak, simcalohit_peak
+from ILCDIRAC.CalibrationSystem.Utilities.pfoanalysis import CALIBRATION_HISTOGRAMS
+from ILCDIRAC.CalibrationSystem.Utilities.phases.base import (
+    K0L_MASS,
+    Constants,
+    Measurement,
+    Phase,
+    PhaseContext,
+    SampleOutput,
+    root_histograms,
+)
+from ILCDIRAC.CalibrationSystem.Utilities.phases.hcal_digitisation import (
+    BRANCHES as KAON_BRANCHES,
+    contained_kaon_energies,
+    fitted_hcal_mean,
+    kaon_binning,
+)
+from ILCDIRAC.CalibrationSystem.Utilities.summary import HistSpec, Summary, SummarySpec
+
+MUON_HISTOGRAMS = (
+    "ECalDirectionCorrectedCaloHitEnergy",
+    "HCalDirectionCorrectedCaloHitEnergy",
+    "MuonDirectionCorrectedCaloHitEnergy",
+    "HCalDirectionCorrectedSimCaloHitEndCap",
+    "HCalDirectionCorrectedSimCaloHitOther",
+)
+KAON_HISTOGRAMS = ("HCalEndCapDirectionCorrectionSimCaloHit", "HCalOtherDirectionCorrectionSimCaloHit")
+TO_MIP = {
+    "ECalToMipCalibration": "ECalDirectionCorrectedCaloHitEnergy",
+    "HCalToMipCalibration": "HCalDirectionCorrectedCaloHitEnergy",
+    "MuonToMipCalibration": "MuonDirectionCorrectedCaloHitEnergy",
+}
+
+
+class MipScale(Phase):
+    number = 2
+    name = "MuonAndHCalOtherDigitisation"
+    samples = ("muon", "kaon")
+    branches = {"kaon": KAON_BRANCHES}
+    rootHistograms = {"muon": MUON_HISTOGRAMS, "kaon": KAON_HISTOGRAMS}
+    fits = tuple(TO_MIP) + ("CalibrHCALOther",)
+    iterative = False
+
+    def spec(self, ctx: PhaseContext) -> SummarySpec:
+        hists = {name: HistSpec(*CALIBRATION_HISTOGRAMS[name]) for name in MUON_HISTOGRAMS + KAON_HISTOGRAMS}
+        hists["hcalEndcap"] = kaon_binning(ctx)
+        return SummarySpec(hists=hists)
+
+    def reduce(self, outputs: Mapping[str, SampleOutput], ctx: PhaseContext) -> Summary:
+        spec = self.spec(ctx)
+        summary = root_histograms(spec, outputs["muon"], MUON_HISTOGRAMS)
+        summary = root_histograms(spec, outputs["kaon"], KAON_HISTOGRAMS, into=summary)
+        summary.hists["hcalEndcap"].fill(contained_kaon_energies(outputs["kaon"], ctx)["hcalEndcap"])
+        summary.nEvents = len(outputs["kaon"]["TotalCaloHitEnergy"])
+        return summary
+
+    def measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
+        values, errors, problems = {}, {}, []
+        for constant, name in TO_MIP.items():
+            counts, edges = merged.values(name)
+            if counts.sum() <= 0:
+                problems.append(f"{name} is empty")
+                continue
+            values[f"{constant}Peak"] = mip_peak(counts, edges)
+        for region, name in (("Endcap", "HCalDirectionCorrectedSimCaloHitEndCap"), ("Ring", "HCalDirectionCorrectedSimCaloHitOther")):
+            counts, edges = merged.values(name)
+            if counts.sum() <= 0:
+                problems.append(f"{name} is empty")
+                continue
+            values[f"simMip{region}"] = simcalohit_peak(counts, edges)
+        for region, name in (("Endcap", "HCalEndCapDirectionCorrectionSimCaloHit"), ("Ring", "HCalOtherDirectionCorrectionSimCaloHit")):
+            counts, edges = merged.values(name)
+            if counts.sum() <= 0:
+                problems.append(f"{name} is empty")
+                continue
+            values[f"directionFactor{region}"] = histogram_mean(counts, edges)
+        fit = fitted_hcal_mean(merged, "hcalEndcap", ctx)
+        if fit.ok:
+            values["endcapMean"], errors["endcapMean"] = fit.mean, fit.meanError
+        else:
+            problems.append(f"endcap HCAL K0L peak: {fit.reason}")
+        if any(v <= 0 for v in values.values()):
+            problems.append(f"non-positive peak or mean in {sorted(k for k, v in values.items() if v <= 0)}")
+        return Measurement(values, errors, ok=not problems, reason="; ".join(problems))
+
+    def update(self, constants: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
+        v = measurement.values
+        target = ctx.energies["kaon"] - K0L_MASS
+        updated = {constant: 1.0 / v[f"{constant}Peak"] for constant in TO_MIP}
+        updated["CalibrHCALOther"] = (
+            (v["directionFactorEndcap"] / v["directionFactorRing"])
+            * (v["simMipEndcap"] / v["simMipRing"])
+            * ctx.hcalThicknessRatio
+            * float(constants["CalibrHCALEndcap"])
+            * target
+            / v["endcapMean"]
+        )
+        return updated
+
+
+
