@@ -1,0 +1,289 @@
+"""Detector models as data: everything geometry-dependent the calibration needs.
+
+The old procedure hard-coded processor names, cos(theta) windows, layer counts and HCAL
+thicknesses per detector in code; here each model is one YAML file in ``data/detectors/``, so
+supporting a new detector means adding a file. A file may name a ``base`` model and give only
+what differs (the FCC-ee ECAL variants do this); ``startingConstants`` then merge per constant.
+
+The keys of a model file that the settings take over are spelled exactly like the settings keys
+(``SETTINGS_KEYS``), so "a user setting overrides a model value" is a plain per-key override.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import yaml
+
+from ILCDIRAC.CalibrationSystem.Utilities.steering import CALIBRATED_CONSTANTS, CONSTANT_PROCESSOR
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "detectors"
+
+#: Suffixes that mark ``detectorModel`` as a geometry tarball the jobs must ship.
+TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
+
+#: Model values that the settings take over unless the user sets them.
+SETTINGS_KEYS = (
+    "DDCaloDigiName",
+    "DDPandoraPFANewProcessorName",
+    "PfoAnalysisName",
+    "ecalBarrelCosThetaRange",
+    "ecalEndcapCosThetaRange",
+    "hcalBarrelCosThetaRange",
+    "hcalEndcapCosThetaRange",
+    "nEcalThinLayers",
+    "nEcalThickLayers",
+    "ecalResponseCorrectionForThickLayers",
+    "ecalFirstLayerNumber",
+    "nHcalLayers",
+    "hcalAbsorberThicknessEndcap",
+    "hcalAbsorberThicknessRing",
+    "hcalScintillatorThicknessEndcap",
+    "hcalScintillatorThicknessRing",
+    "ecalMipThreshold",
+    "hcalMipThreshold",
+)
+_DESCRIPTIVE_KEYS = ("name", "aliases", "base", "description", "sources", "nEcalLayers",
+                     "ecalAbsorberThicknessThin", "ecalAbsorberThicknessThick", "startingConstants")
+_FILE_KEYS = frozenset(SETTINGS_KEYS + _DESCRIPTIVE_KEYS)
+_RANGE_KEYS = tuple(k for k in SETTINGS_KEYS if k.endswith("CosThetaRange"))
+_STR_KEYS = ("DDCaloDigiName", "DDPandoraPFANewProcessorName", "PfoAnalysisName")
+_INT_KEYS = ("nEcalThinLayers", "nEcalThickLayers", "ecalFirstLayerNumber", "nHcalLayers")
+_POSITIVE_FLOAT_KEYS = ("hcalAbsorberThicknessEndcap", "hcalAbsorberThicknessRing", "hcalScintillatorThicknessEndcap",
+                        "hcalScintillatorThicknessRing", "ecalMipThreshold", "hcalMipThreshold")
+
+
+class DetectorModelError(ValueError):
+    """An unknown model name, or a model data file that is malformed."""
+
+
+@dataclass(frozen=True)
+class DetectorModel:
+    """One detector model; lengths in mm, MIP thresholds in MIPs, constants under Marlin names."""
+
+    name: str
+    aliases: tuple[str, ...]
+    description: str
+    DDCaloDigiName: str
+    DDPandoraPFANewProcessorName: str
+    PfoAnalysisName: str
+    ecalBarrelCosThetaRange: tuple[float, float]
+    ecalEndcapCosThetaRange: tuple[float, float]
+    hcalBarrelCosThetaRange: tuple[float, float]
+    hcalEndcapCosThetaRange: tuple[float, float]
+    nEcalLayers: int
+    nEcalThinLayers: int
+    nEcalThickLayers: int
+    #: None when the model has no thick layers (then nothing needs correcting).
+    ecalResponseCorrectionForThickLayers: float | None
+    #: Number of the first ECAL layer in the cell ID (DDCaloDigi compares it with ``ECALLayers``).
+    ecalFirstLayerNumber: int
+    nHcalLayers: int
+    hcalAbsorberThicknessEndcap: float
+    hcalAbsorberThicknessRing: float
+    hcalScintillatorThicknessEndcap: float
+    hcalScintillatorThicknessRing: float
+    ecalMipThreshold: float
+    hcalMipThreshold: float
+    ecalAbsorberThicknessThin: float | None = None
+    ecalAbsorberThicknessThick: float | None = None
+    startingConstants: Mapping[str, Any] = field(default_factory=dict)
+    sources: str = ""
+
+    def settings_defaults(self) -> dict[str, Any]:
+        """The settings values this model supplies (``SETTINGS_KEYS``), as plain JSON-safe values."""
+        values = {key: getattr(self, key) for key in SETTINGS_KEYS}
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
+
+    def constants(self) -> dict[str, Any]:
+        """A mutable copy of the default starting constants (``CalibrECAL`` as a list)."""
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in self.startingConstants.items()}
+
+
+def is_tarball(name: str) -> bool:
+    """Whether ``detectorModel`` names a geometry tarball rather than a model."""
+    return name.lower().endswith(TARBALL_SUFFIXES)
+
+
+def model_stem(name: str) -> str:
+    """The model name inside a tarball path or LFN: ``/a/b/FCCee_01_v04_ecal20_10.tgz`` -> the stem."""
+    base = PurePosixPath(name.strip()).name
+    for suffix in TARBALL_SUFFIXES:
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def available_models() -> list[str]:
+    """The canonical names of every model in the data folder."""
+    return sorted(_models())
+
+
+def load_detector_model(name: str) -> DetectorModel:
+    """The model called ``name`` (or an alias, or a geometry tarball named after the model)."""
+    if not isinstance(name, str) or not name.strip():
+        raise DetectorModelError(f"a detector model name must be a non-empty string, not {name!r}")
+    models = _models()
+    index = _name_index()
+    stem = model_stem(name)
+    for candidate in (stem, stem.lower()):
+        if candidate in index:
+            return models[index[candidate]]
+    names = sorted(_all_names())
+    close = difflib.get_close_matches(stem, names, n=1, cutoff=0.6)
+    if not close:
+        lowered = {n.lower(): n for n in names}
+        close = [lowered[c] for c in difflib.get_close_matches(stem.lower(), list(lowered), n=1, cutoff=0.6)]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise DetectorModelError(f"unknown detector model {stem!r}{hint}; known models: {', '.join(names)}")
+
+
+def _all_names() -> set[str]:
+    return {n for model in _models().values() for n in (model.name, *model.aliases)}
+
+
+@functools.lru_cache(maxsize=None)
+def _name_index() -> dict[str, str]:
+    """Name or alias (exact, and lower-cased when that is unambiguous) -> canonical name."""
+    index: dict[str, str] = {}
+    lowered: dict[str, set[str]] = {}
+    for model in _models().values():
+        for n in (model.name, *model.aliases):
+            index[n] = model.name
+            lowered.setdefault(n.lower(), set()).add(model.name)
+    for low, owners in lowered.items():
+        if len(owners) == 1:
+            index.setdefault(low, next(iter(owners)))
+    return index
+
+
+@functools.lru_cache(maxsize=None)
+def _models() -> dict[str, DetectorModel]:
+    raw = {}
+    for path in sorted(DATA_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, dict):
+            raise DetectorModelError(f"{path}: a detector model file must hold a mapping")
+        unknown = sorted(set(data) - _FILE_KEYS)
+        if unknown:
+            raise DetectorModelError(f"{path}: unknown keys {unknown}")
+        if data.get("name") != path.stem:
+            raise DetectorModelError(f"{path}: 'name' must be the file name stem {path.stem!r}")
+        raw[path.stem] = data
+    models = {name: _build(name, _resolve(name, raw, ())) for name in raw}
+    names: dict[str, str] = {}
+    for model in models.values():
+        for n in (model.name, *model.aliases):
+            if n in names:
+                raise DetectorModelError(f"detector model name {n!r} is used by {names[n]} and {model.name}")
+            names[n] = model.name
+    return models
+
+
+def _resolve(name: str, raw: Mapping[str, dict], chain: tuple[str, ...]) -> dict[str, Any]:
+    """The model's data with its ``base`` chain merged in (constants merged per key)."""
+    if name in chain:
+        raise DetectorModelError(f"detector model {name}: circular 'base' chain {' -> '.join(chain + (name,))}")
+    if name not in raw:
+        raise DetectorModelError(f"detector model {chain[-1]}: base model {name!r} does not exist")
+    data = dict(raw[name])
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    merged = _resolve(base, raw, chain + (name,))
+    constants = {**merged.get("startingConstants", {}), **data.get("startingConstants", {})}
+    merged.update({k: v for k, v in data.items() if k != "aliases"})
+    merged["aliases"] = data.get("aliases", [])
+    merged["startingConstants"] = constants
+    return merged
+
+
+def _build(name: str, data: dict[str, Any]) -> DetectorModel:
+    """Check a model's data completely and freeze it; every problem is reported at once."""
+    problems: list[str] = []
+    required = set(SETTINGS_KEYS) | {"nEcalLayers", "startingConstants"}
+    missing = sorted(k for k in required if k not in data)
+    problems += [f"missing key {k!r}" for k in missing]
+    values: dict[str, Any] = {}
+    for key in _RANGE_KEYS:
+        r = data.get(key)
+        if key in data:
+            if not (isinstance(r, list) and len(r) == 2 and all(_is_number(x) for x in r) and 0 <= r[0] < r[1] <= 1):
+                problems.append(f"{key} must be two increasing numbers in [0, 1], not {r!r}")
+            else:
+                values[key] = (float(r[0]), float(r[1]))
+    for key in _STR_KEYS:
+        if key in data:
+            if not isinstance(data[key], str) or not data[key]:
+                problems.append(f"{key} must be a non-empty string")
+            values[key] = data[key]
+    for key in _INT_KEYS + ("nEcalLayers",):
+        if key in data:
+            if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0:
+                problems.append(f"{key} must be a non-negative integer, not {data[key]!r}")
+            values[key] = data[key]
+    for key in _POSITIVE_FLOAT_KEYS + ("ecalAbsorberThicknessThin", "ecalAbsorberThicknessThick",
+                                       "ecalResponseCorrectionForThickLayers"):
+        v = data.get(key)
+        if v is not None and not (_is_number(v) and v > 0):
+            problems.append(f"{key} must be a positive number, not {v!r}")
+        values[key] = None if v is None else float(v)
+    if not missing:
+        if data["nEcalThinLayers"] + data["nEcalThickLayers"] != data["nEcalLayers"]:
+            problems.append("nEcalThinLayers + nEcalThickLayers must equal nEcalLayers")
+        if data["nEcalThickLayers"] > 0 and data.get("ecalResponseCorrectionForThickLayers") is None:
+            problems.append("a model with thick ECAL layers needs ecalResponseCorrectionForThickLayers")
+    constants, constantProblems = _check_constants(data.get("startingConstants", {}))
+    problems += constantProblems
+    if problems:
+        raise DetectorModelError(f"detector model {name} ({DATA_DIR / (name + '.yaml')}): " + "; ".join(problems))
+    aliases = data.get("aliases") or []
+    return DetectorModel(
+        name=name,
+        aliases=tuple(aliases),
+        description=str(data.get("description", "")).strip(),
+        sources=str(data.get("sources", "")).strip(),
+        startingConstants=MappingProxyType(constants),
+        **{k: v for k, v in values.items() if k not in ("name",)},
+    )
+
+
+def _check_constants(constants: Any) -> tuple[dict[str, Any], list[str]]:
+    if not isinstance(constants, dict):
+        return {}, ["startingConstants must be a mapping"]
+    problems = [f"startingConstants: unknown constant {k!r}" for k in constants if k not in CONSTANT_PROCESSOR]
+    problems += [f"startingConstants: missing {k!r}" for k in CALIBRATED_CONSTANTS if k not in constants]
+    frozen: dict[str, Any] = {}
+    for key, value in constants.items():
+        if key == "CalibrECAL":
+            if not (isinstance(value, list) and len(value) == 2 and all(_is_number(x) and x > 0 for x in value)):
+                problems.append(f"startingConstants: CalibrECAL must be [thin, thick] positive numbers, not {value!r}")
+                continue
+            frozen[key] = (float(value[0]), float(value[1]))
+        elif _is_number(value) and value > 0:
+            frozen[key] = float(value)
+        else:
+            problems.append(f"startingConstants: {key} must be a positive number, not {value!r}")
+    return frozen, problems
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+__all__ = [
+    "DATA_DIR",
+    "DetectorModel",
+    "DetectorModelError",
+    "SETTINGS_KEYS",
+    "TARBALL_SUFFIXES",
+    "available_models",
+    "is_tarball",
+    "load_detector_model",
+    "model_stem",
+]

@@ -1,0 +1,679 @@
+"""The user's calibration settings: load (YAML or the talk's legacy text), validate, resolve.
+
+One validated, frozen ``Settings`` comes out of either format. Validation collects *every*
+problem before failing, each naming its key, so a user fixes a settings file in one go
+(``dirac-clic-calibration-submit --dry-run FILE``). Resolution fills in defaults and the
+detector model's values (a user setting wins per key) and expands sample list files, so the
+service and the workers only ever see ``Settings.to_dict()``: plain, complete, JSON-safe.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import math
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
+    DetectorModel,
+    DetectorModelError,
+    is_tarball,
+    load_detector_model,
+)
+from ILCDIRAC.CalibrationSystem.Utilities.steering import CONSTANT_PROCESSOR, SOFT_COMP
+
+DEFAULT_PHASE_SEQUENCE = ("1.0", "1.1", "1.2", "1.3", "1.4", "2.5", "3.0", "3.1", "3.2", "3.3", "3.4")
+#: Phase number -> (name, samples it reconstructs).
+PHASES: dict[int, tuple[str, tuple[str, ...]]] = {
+    0: ("ECalDigi", ("gamma",)),
+    1: ("HCalDigi", ("kaon",)),
+    2: ("MuonAndHCalOtherDigi", ("muon", "kaon")),
+    3: ("ElectroMagEnergy", ("gamma",)),
+    4: ("HadronicEnergy", ("kaon",)),
+    5: ("PhotonTraining", ("zuds",)),
+}
+SAMPLES = ("gamma", "kaon", "muon", "zuds")
+BACKENDS = ("dirac", "local")
+STRATEGIES = ("fast", "legacy")
+#: Keys computed from ``detectorModel``; accepted on input only when they agree with it.
+DERIVED_KEYS = ("detectorModelName", "geometryTarball")
+_PHASE_KEY = re.compile(r"^(\d+)\.(\d+)$")
+
+
+class SettingsError(ValueError):
+    """Everything wrong with a settings file; ``problems`` lists each, naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# ------------------------------------------------------------------------------------ the keys
+_REQUIRED = object()
+_MODEL = object()
+
+
+@dataclass(frozen=True)
+class _Key:
+    kind: str  # int, float, bool, str, optstr, choice, range, files, phases, constants
+    default: Any
+    check: Callable[[Any], str | None] | None = None
+    choices: tuple[str, ...] = ()
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else f"must be > 0, got {v!r}"
+
+
+def _at_least(low: int) -> Callable[[int], str | None]:
+    return lambda v: None if v >= low else f"must be >= {low}, got {v!r}"
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"
+
+
+def _accuracy(v: float) -> str | None:
+    return None if 0 < v < 0.5 else f"must be in (0, 0.5), got {v!r}"
+
+
+def _first_layer(v: int) -> str | None:
+    return None if v in (0, 1) else f"must be 0 or 1, got {v!r}"
+
+
+KEYS: dict[str, _Key] = {
+    "numberOfJobs": _Key("int", 100, _at_least(1)),
+    "fractionOfFinishedJobsNeededToStartNextStep": _Key("float", 0.9, _fraction),
+    "digitisationAccuracy": _Key("float", 0.05, _accuracy),
+    "pandoraPFAAccuracy": _Key("float", 0.025, _accuracy),
+    "startStage": _Key("int", 1, _at_least(0)),
+    "startPhase": _Key("int", 0, _at_least(0)),
+    "stopStage": _Key("int", 99, _at_least(0)),
+    "stopPhase": _Key("int", 99, _at_least(0)),
+    "phaseSequence": _Key("phases", None),
+    "disableSoftwareCompensation": _Key("bool", True),
+    "detectorModel": _Key("str", _REQUIRED),
+    "ecalBarrelCosThetaRange": _Key("range", _MODEL),
+    "ecalEndcapCosThetaRange": _Key("range", _MODEL),
+    "hcalBarrelCosThetaRange": _Key("range", _MODEL),
+    "hcalEndcapCosThetaRange": _Key("range", _MODEL),
+    "nEcalThinLayers": _Key("int", _MODEL, _at_least(1)),
+    "nEcalThickLayers": _Key("int", _MODEL, _at_least(0)),
+    "ecalResponseCorrectionForThickLayers": _Key("float", _MODEL, _positive),
+    "ecalFirstLayerNumber": _Key("int", _MODEL, _first_layer),
+    "nHcalLayers": _Key("int", _MODEL, _at_least(1)),
+    "hcalAbsorberThicknessEndcap": _Key("float", _MODEL, _positive),
+    "hcalAbsorberThicknessRing": _Key("float", _MODEL, _positive),
+    "hcalScintillatorThicknessEndcap": _Key("float", _MODEL, _positive),
+    "hcalScintillatorThicknessRing": _Key("float", _MODEL, _positive),
+    "ecalMipThreshold": _Key("float", _MODEL, _positive),
+    "hcalMipThreshold": _Key("float", _MODEL, _positive),
+    "marlinVersion": _Key("optstr", None),
+    "DDCaloDigiName": _Key("str", _MODEL),
+    "DDPandoraPFANewProcessorName": _Key("str", _MODEL),
+    "PfoAnalysisName": _Key("str", _MODEL),
+    "outputPath": _Key("optstr", None),
+    "outputSE": _Key("optstr", None),
+    "steeringFile": _Key("str", _REQUIRED),
+    "gammaFiles": _Key("files", ()),
+    "kaonFiles": _Key("files", ()),
+    "muonFiles": _Key("files", ()),
+    "zudsFiles": _Key("files", ()),
+    "gammaEnergy": _Key("float", 10.0, _positive),
+    "kaonEnergy": _Key("float", 50.0, _positive),
+    "muonEnergy": _Key("float", 10.0, _positive),
+    "zudsEnergy": _Key("float", 200.0, _positive),
+    "gammaEventsPerFile": _Key("int", 1000, _at_least(1)),
+    "kaonEventsPerFile": _Key("int", 1000, _at_least(1)),
+    "muonEventsPerFile": _Key("int", 1000, _at_least(1)),
+    "zudsEventsPerFile": _Key("int", 1000, _at_least(1)),
+    "startingConstants": _Key("constants", None),
+    "maxIterationsPerPhase": _Key("int", 30, _at_least(1)),
+    "maxFailedWorkerFraction": _Key("float", 0.5, _fraction),
+    "maxResubmissionsPerWorker": _Key("int", 3, _at_least(0)),
+    "marlinExecutable": _Key("str", "Marlin"),
+    "backend": _Key("choice", "dirac", choices=BACKENDS),
+    "strategy": _Key("choice", "fast", choices=STRATEGIES),
+    "pandoraSettingsFile": _Key("str", "PandoraSettingsDefault.xml"),
+    "pandoraSettingsTrainingFile": _Key("str", "PandoraSettingsPhotonTraining.xml"),
+    "cpuTime": _Key("int", 172800, _at_least(1)),
+    "platform": _Key("str", "x86_64-el9-gcc13-opt"),
+}
+_STRING_KINDS = ("str", "optstr", "choice")
+
+
+# ------------------------------------------------------------------------------------ Settings
+@dataclass(frozen=True)
+class Settings:
+    """Validated, resolved settings; field names are the settings keys (see docs/SETTINGS.md)."""
+
+    numberOfJobs: int
+    fractionOfFinishedJobsNeededToStartNextStep: float
+    digitisationAccuracy: float
+    pandoraPFAAccuracy: float
+    startStage: int
+    startPhase: int
+    stopStage: int
+    stopPhase: int
+    #: The phases that will run, after the start/stop cut.
+    phaseSequence: tuple[str, ...]
+    disableSoftwareCompensation: bool
+    detectorModel: str
+    ecalBarrelCosThetaRange: tuple[float, float]
+    ecalEndcapCosThetaRange: tuple[float, float]
+    hcalBarrelCosThetaRange: tuple[float, float]
+    hcalEndcapCosThetaRange: tuple[float, float]
+    nEcalThinLayers: int
+    nEcalThickLayers: int
+    ecalResponseCorrectionForThickLayers: float
+    ecalFirstLayerNumber: int
+    nHcalLayers: int
+    hcalAbsorberThicknessEndcap: float
+    hcalAbsorberThicknessRing: float
+    hcalScintillatorThicknessEndcap: float
+    hcalScintillatorThicknessRing: float
+    ecalMipThreshold: float
+    hcalMipThreshold: float
+    marlinVersion: str | None
+    DDCaloDigiName: str
+    DDPandoraPFANewProcessorName: str
+    PfoAnalysisName: str
+    outputPath: str | None
+    outputSE: str | None
+    steeringFile: str
+    gammaFiles: tuple[str, ...]
+    kaonFiles: tuple[str, ...]
+    muonFiles: tuple[str, ...]
+    zudsFiles: tuple[str, ...]
+    gammaEnergy: float
+    kaonEnergy: float
+    muonEnergy: float
+    zudsEnergy: float
+    gammaEventsPerFile: int
+    kaonEventsPerFile: int
+    muonEventsPerFile: int
+    zudsEventsPerFile: int
+    #: Marlin parameter name -> value (CalibrECAL as a (thin, thick) tuple); read-only.
+    startingConstants: Mapping[str, Any]
+    maxIterationsPerPhase: int
+    maxFailedWorkerFraction: float
+    maxResubmissionsPerWorker: int
+    marlinExecutable: str
+    backend: str
+    strategy: str
+    pandoraSettingsFile: str
+    pandoraSettingsTrainingFile: str
+    cpuTime: int
+    platform: str
+    #: The canonical name of the detector model (``detectorModel`` may be an alias or a tarball).
+    detectorModelName: str
+    #: ``detectorModel`` when it names a geometry tarball the jobs must ship, else None.
+    geometryTarball: str | None
+
+    def phases(self) -> list[tuple[int, int]]:
+        """The resolved phase sequence as (stage, phase) pairs."""
+        return [_split_phase(key) for key in self.phaseSequence]
+
+    def samples(self) -> list[str]:
+        """The samples the phase sequence reconstructs."""
+        needed = {s for _, p in self.phases() for s in PHASES[p][1]}
+        return [s for s in SAMPLES if s in needed]
+
+    def model(self) -> DetectorModel:
+        return load_detector_model(self.detectorModelName)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every key, resolved, as plain JSON-safe values (tuples become lists)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def resolved_text(self) -> str:
+        """A readable YAML dump of the resolved settings (for ``--dry-run``); loads back unchanged."""
+        header = (
+            "# Resolved calibration settings: defaults and detector-model values filled in,\n"
+            f"# sample list files expanded. Detector model: {self.detectorModelName}.\n"
+        )
+        return header + yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, width=100)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _split_phase(key: str) -> tuple[int, int]:
+    stage, phase = key.split(".")
+    return int(stage), int(phase)
+
+
+# ------------------------------------------------------------------------------------ public API
+def load_settings(path: str | Path) -> Settings:
+    """Load and validate a settings file; list files and the steering file are looked up next to it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingsError([f"cannot read settings file {path}: {exc.strerror or exc}"]) from None
+    fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else None
+    return parse_settings(text, fmt=fmt, base_dir=path.resolve().parent)
+
+
+def parse_settings(text: str, *, fmt: str | None = None, base_dir: str | Path | None = None) -> Settings:
+    """Parse settings text ("yaml", "legacy" or detected from the content) and validate it.
+
+    ``base_dir`` is where relative list files and the steering file are looked up (default: the
+    current directory)."""
+    if fmt is None:
+        fmt = detect_format(text)
+    if fmt == "yaml":
+        raw, problems = _parse_yaml(text)
+    elif fmt == "legacy":
+        raw, problems = _parse_legacy(text)
+    else:
+        raise ValueError(f"unknown settings format {fmt!r}; use 'yaml', 'legacy' or None")
+    return _resolve(raw, Path(base_dir) if base_dir is not None else Path.cwd(), problems)
+
+
+def settings_from_dict(d: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Settings:
+    """Validate settings given as a mapping (what a client sent, or ``Settings.to_dict()``).
+
+    Without ``base_dir`` no file is read: sample lists must be lists, and the steering file is not
+    looked for (the service gets its content separately)."""
+    if not isinstance(d, Mapping):
+        raise SettingsError([f"settings must be a mapping of key -> value, not {type(d).__name__}"])
+    return _resolve(dict(d), Path(base_dir) if base_dir is not None else None, [])
+
+
+def detect_format(text: str) -> str:
+    """"legacy" if the text uses ``*** section ***`` headers or is not a YAML mapping, else "yaml"."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            if stripped.startswith("***"):
+                return "legacy"
+            break
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return "legacy"
+    return "yaml" if isinstance(data, dict) or data is None else "legacy"
+
+
+# ------------------------------------------------------------------------------------ parsers
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2), not as a string."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes strings such as "1e-3" (``_Loader`` reads them as floats) and writes
+    short lists on one line, long ones (file lists) one item per line."""
+
+    def represent_list(self, data: list) -> yaml.Node:
+        flow = len(repr(data)) <= 80
+        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _Dumper.represent_list)
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+        list("-+0123456789."),
+    )
+del _cls
+
+
+def _parse_yaml(text: str) -> tuple[dict[str, Any], list[str]]:
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return {}, [f"the settings file is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"]
+    if data is None:
+        return {}, []
+    if not isinstance(data, dict):
+        return {}, [f"the settings file must be a mapping of key: value, not a {type(data).__name__}"]
+    bad = [k for k in data if not isinstance(k, str)]
+    return {str(k): v for k, v in data.items()}, [f"{k!r}: keys must be names (strings)" for k in bad]
+
+
+def _parse_legacy(text: str) -> tuple[dict[str, Any], list[str]]:
+    """The talk's format: ``*** section ***`` headers (ignored), ``key value`` lines, ``#`` comments.
+
+    Values that look like Python literals (numbers, lists, True/False) are read as such, except for
+    string-valued keys, which keep their text (so ``marlinVersion 1.10`` stays "1.10")."""
+    raw: dict[str, Any] = {}
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("***"):
+            continue
+        parts = stripped.split(None, 1)
+        key = parts[0]
+        if len(parts) == 1:
+            problems.append(f"{key}: no value given (line {number})")
+            continue
+        if key in raw:
+            problems.append(f"{key}: given twice (line {number})")
+            continue
+        raw[key] = _legacy_value(key, parts[1].strip())
+    return raw, problems
+
+
+def _legacy_value(key: str, text: str) -> Any:
+    spec = KEYS.get(key)
+    if spec is not None and spec.kind in _STRING_KINDS:
+        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+# ------------------------------------------------------------------------------------ resolution
+class _Problems(list):
+    def add(self, key: str, message: str) -> None:
+        self.append(f"{key}: {message}")
+
+
+def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -> Settings:
+    problems = _Problems(parseProblems)
+    for key in raw:
+        if key not in KEYS and key not in DERIVED_KEYS:
+            problems.add(key, "unknown key" + _did_you_mean(key, list(KEYS)))
+    model, modelName, tarball = _model(raw.get("detectorModel", _REQUIRED), problems)
+    for key, expected in (("detectorModelName", modelName), ("geometryTarball", tarball)):
+        if key in raw and model is not None and raw[key] != expected:
+            problems.add(key, f"is derived from detectorModel ({expected!r}), not {raw[key]!r}; leave it out")
+    modelValues = model.settings_defaults() if model is not None else {}
+
+    values: dict[str, Any] = {}
+    for key, spec in KEYS.items():
+        if key in ("detectorModel", "startingConstants"):
+            continue
+        given = key in raw
+        if not given:
+            if spec.default is _REQUIRED:
+                problems.add(key, "required")
+                continue
+            if spec.default is _MODEL:
+                if key in modelValues:
+                    values[key] = modelValues[key]
+                continue
+            values[key] = spec.default
+            continue
+        value, message = _convert(key, spec, raw[key], base)
+        if message:
+            problems.add(key, message)
+        else:
+            values[key] = value
+
+    _check_cos_ranges(values, problems)
+    _check_layers(raw, values, model, problems)
+    constants = _starting_constants(raw.get("startingConstants"), model, values, problems)
+    sequence = _phase_sequence(values, problems)
+    _check_samples(sequence, values, problems)
+    if values.get("backend") == "dirac" and not values.get("marlinVersion"):
+        problems.add("marlinVersion", "required for the dirac backend (the iLCSoft release the jobs set up)")
+    if base is not None and isinstance(values.get("steeringFile"), str):
+        steering = _locate(base, values["steeringFile"])
+        if not steering.is_file():
+            problems.add("steeringFile", f"{values['steeringFile']!r} not found (looked for {steering})")
+        else:
+            values["steeringFile"] = str(steering)
+    if problems:
+        raise SettingsError(problems)
+    values.pop("phaseSequence", None)
+    return Settings(
+        **{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()},
+        phaseSequence=tuple(sequence),
+        detectorModel=raw["detectorModel"],
+        detectorModelName=modelName,
+        geometryTarball=tarball,
+        startingConstants=MappingProxyType(constants),
+    )
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    lowered = {c.lower(): c for c in candidates}
+    if word.lower() in lowered:
+        return f" (did you mean {lowered[word.lower()]!r}?)"
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model(name: Any, problems: _Problems) -> tuple[DetectorModel | None, str | None, str | None]:
+    if name is _REQUIRED:
+        problems.add("detectorModel", "required (a model name such as FCCee_o1_v04, or a geometry tarball)")
+        return None, None, None
+    if not isinstance(name, str) or not name.strip():
+        problems.add("detectorModel", f"must be a model name or a geometry tarball, not {name!r}")
+        return None, None, None
+    try:
+        model = load_detector_model(name)
+    except DetectorModelError as exc:
+        problems.add("detectorModel", str(exc))
+        return None, None, None
+    return model, model.name, name if is_tarball(name) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _convert(key: str, spec: _Key, value: Any, base: Path | None) -> tuple[Any, str | None]:
+    """The checked value of one key, or a message saying what is wrong with it."""
+    kind = spec.kind
+    if kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None, f"must be an integer, got {value!r}"
+    elif kind == "float":
+        if not _is_number(value):
+            return None, f"must be a number, got {value!r}"
+        value = float(value)
+    elif kind == "bool":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if not isinstance(value, bool):
+            return None, f"must be True or False, got {value!r}"
+    elif kind in ("str", "optstr"):
+        if value is None and kind == "optstr":
+            return None, None
+        if not isinstance(value, str) or not value.strip():
+            hint = " (quote it in YAML)" if isinstance(value, (int, float)) else ""
+            return None, f"must be a non-empty string, got {value!r}{hint}"
+        value = value.strip()
+    elif kind == "choice":
+        if value not in spec.choices:
+            return None, f"must be one of {', '.join(spec.choices)}, got {value!r}" + _did_you_mean(
+                str(value), list(spec.choices))
+    elif kind == "range":
+        return _cos_range(value)
+    elif kind == "files":
+        return _file_list(value, base)
+    elif kind == "phases":
+        return _phase_list(value)
+    if spec.check is not None:
+        message = spec.check(value)
+        if message:
+            return None, message
+    return value, None
+
+
+def _cos_range(value: Any) -> tuple[Any, str | None]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(x) for x in value)):
+        return None, f"must be two numbers [low, high], got {value!r}"
+    low, high = float(value[0]), float(value[1])
+    if not (0 <= low < high <= 1):
+        return None, f"must be increasing and inside [0, 1], got {list(value)!r}"
+    return [low, high], None
+
+
+def _locate(base: Path, name: str) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _file_list(value: Any, base: Path | None) -> tuple[Any, str | None]:
+    """A list of sample files (paths or LFNs, opaque), a .txt file listing one per line, or one file."""
+    if isinstance(value, str) and value.strip().lower().endswith(".txt"):
+        if base is None:
+            return None, (f"{value!r} names a list file, but list files are only read when loading a settings "
+                          f"file; send the list of files itself")
+        path = _locate(base, value.strip())
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return None, f"list file {value!r} not found (looked for {path})"
+        files = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        if not files:
+            return None, f"list file {path} lists no files"
+        value = files
+    elif isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        return None, f"must be a list of files or the name of a .txt file listing them, got {value!r}"
+    bad = [f for f in value if not isinstance(f, str) or not f.strip()]
+    if bad:
+        return None, f"file names must be non-empty strings, got {bad[:3]!r}"
+    files = [f.strip() for f in value]
+    twice = sorted({f for f in files if files.count(f) > 1})
+    if twice:
+        return None, f"lists {twice[:3]} more than once (their events would count twice)"
+    return files, None
+
+
+def _phase_list(value: Any) -> tuple[Any, str | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, (list, tuple)) or not value:
+        return None, f"must be a non-empty list of \"stage.phase\" strings such as \"1.0\", got {value!r}"
+    keys, bad = [], []
+    for item in value:
+        text = repr(item) if isinstance(item, float) else item
+        match = _PHASE_KEY.match(text) if isinstance(text, str) else None
+        if match is None or int(match.group(2)) not in PHASES or int(match.group(1)) < 1:
+            bad.append(item)
+        else:
+            keys.append(f"{int(match.group(1))}.{int(match.group(2))}")
+    if bad:
+        known = ", ".join(f"{n} {name}" for n, (name, _) in PHASES.items())
+        return None, f"unknown phases {bad!r}: use \"stage.phase\" with stage >= 1 and phase one of {known}"
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        return None, f"names phases {twice} more than once"
+    return keys, None
+
+
+def _check_cos_ranges(values: dict[str, Any], problems: _Problems) -> None:
+    for calo in ("ecal", "hcal"):
+        barrel, endcap = values.get(f"{calo}BarrelCosThetaRange"), values.get(f"{calo}EndcapCosThetaRange")
+        if barrel and endcap and barrel[1] > endcap[0]:
+            problems.add(f"{calo}BarrelCosThetaRange",
+                         f"{barrel} overlaps {calo}EndcapCosThetaRange {endcap}: a barrel window must end "
+                         f"before the endcap window starts")
+
+
+def _check_layers(raw: Mapping[str, Any], values: dict[str, Any], model: DetectorModel | None,
+                  problems: _Problems) -> None:
+    thin, thick = values.get("nEcalThinLayers"), values.get("nEcalThickLayers")
+    if not (isinstance(thin, int) and isinstance(thick, int)):
+        return
+    userSet = "nEcalThinLayers" in raw or "nEcalThickLayers" in raw
+    if model is not None and userSet and thin + thick != model.nEcalLayers:
+        problems.add("nEcalThinLayers/nEcalThickLayers",
+                     f"{thin} thin + {thick} thick = {thin + thick} layers, but detector model {model.name} "
+                     f"has {model.nEcalLayers} ECAL layers")
+    correction = values.get("ecalResponseCorrectionForThickLayers")
+    if correction is None and "ecalResponseCorrectionForThickLayers" not in raw:
+        if thick > 0:
+            problems.add("ecalResponseCorrectionForThickLayers",
+                         f"required with nEcalThickLayers = {thick} (the thick-layer constant is this "
+                         f"factor times the thin one) and detector model {model.name if model else '?'} "
+                         f"does not give one")
+        else:
+            values["ecalResponseCorrectionForThickLayers"] = 1.0
+
+
+def _starting_constants(given: Any, model: DetectorModel | None, values: Mapping[str, Any],
+                        problems: _Problems) -> dict[str, Any]:
+    """The model's constants overridden per key by the user's; CalibrECAL as (thin, thick)."""
+    constants = dict(model.startingConstants) if model is not None else {}
+    if given is None:
+        return constants
+    if not isinstance(given, Mapping):
+        problems.add("startingConstants", f"must be a mapping of Marlin parameter name -> value, got {given!r}")
+        return constants
+    ratio = values.get("ecalResponseCorrectionForThickLayers") or 1.0
+    for name, value in given.items():
+        where = f"startingConstants.{name}"
+        if name == SOFT_COMP:
+            problems.add(where, "is not a starting constant: it comes from your steering file and "
+                                "disableSoftwareCompensation")
+        elif name not in CONSTANT_PROCESSOR:
+            problems.add(where, "unknown constant" + _did_you_mean(str(name), [c for c in CONSTANT_PROCESSOR
+                                                                              if c != SOFT_COMP]))
+        elif name == "CalibrECAL":
+            if _is_number(value) and value > 0:
+                constants[name] = (float(value), float(value) * ratio)
+            elif (isinstance(value, (list, tuple)) and len(value) == 2
+                  and all(_is_number(x) and x > 0 for x in value)):
+                constants[name] = (float(value[0]), float(value[1]))
+            else:
+                problems.add(where, f"must be [thin, thick] positive numbers (or one number for both), got {value!r}")
+        elif _is_number(value) and value > 0:
+            constants[name] = float(value)
+        else:
+            problems.add(where, f"must be a positive number, got {value!r}")
+    return constants
+
+
+def _phase_sequence(values: Mapping[str, Any], problems: _Problems) -> list[str]:
+    sequence = values.get("phaseSequence") or list(DEFAULT_PHASE_SEQUENCE)
+    bounds = [values.get(k) for k in ("startStage", "startPhase", "stopStage", "stopPhase")]
+    if not all(isinstance(b, int) for b in bounds):
+        return sequence
+    start, stop = (bounds[0], bounds[1]), (bounds[2], bounds[3])
+    kept = [key for key in sequence if start <= _split_phase(key) <= stop]
+    if not kept:
+        problems.add("startStage/startPhase/stopStage/stopPhase",
+                     f"from {start[0]}.{start[1]} to {stop[0]}.{stop[1]} leaves nothing of the phase sequence "
+                     f"{sequence} to run")
+    return kept
+
+
+def _check_samples(sequence: list[str], values: Mapping[str, Any], problems: _Problems) -> None:
+    for sample in SAMPLES:
+        users = [k for k in sequence if sample in PHASES[_split_phase(k)[1]][1]]
+        key = f"{sample}Files"
+        if users and key in values and not values[key]:
+            problems.add(key, f"required: phases {', '.join(users)} reconstruct the {sample} sample")
+
+
+__all__ = [
+    "DEFAULT_PHASE_SEQUENCE",
+    "KEYS",
+    "PHASES",
+    "Settings",
+    "SettingsError",
+    "detect_format",
+    "load_settings",
+    "parse_settings",
+    "settings_from_dict",
+]
