@@ -99,6 +99,13 @@ def drop_database(name: str) -> None:
         conn.close()
 
 
+def url(name: str) -> str:
+    """SQLAlchemy URL of database ``name`` on the local server (the form CalibrationDB builds from the CS)."""
+    _checked(name, "database name")
+    auth = USER + (f":{PASSWORD}" if PASSWORD else "")
+    return f"mysql+mysqldb://{auth}@{HOST}:{PORT}/{name}?charset=utf8mb4"
+
+
 def databases(prefix: str = "") -> list[str]:
     """Names of the existing databases that start with ``prefix`` (all of them for an empty prefix)."""
     conn = connect()

@@ -1,0 +1,32 @@
+"""Fixtures of the integration tests: a real local DIRAC (service, optional agent, MariaDB database).
+
+MariaDB is required: CI has it (``make test`` starts it). Only with ``CALIBRATION_ALLOW_SKIP=1``
+does a missing server skip these tests instead of failing them.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+
+
+def require_mariadb() -> None:
+    """Fail (or, with CALIBRATION_ALLOW_SKIP=1, skip) the calling test if MariaDB does not answer."""
+    if mariadb.available():
+        return
+    reason = f"MariaDB does not answer on {mariadb.HOST}:{mariadb.PORT} as {mariadb.USER} (start it with `make mariadb`)"
+    if os.environ.get("CALIBRATION_ALLOW_SKIP") == "1":
+        pytest.skip(reason)
+    pytest.fail(f"{reason}; set CALIBRATION_ALLOW_SKIP=1 to skip these tests instead", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    """A test bed per test module with the Calibration service running (start the agent yourself if needed)."""
+    require_mariadb()
+    with Testbed() as tb:
+        tb.start_service()
+        yield tb
