@@ -135,10 +135,10 @@ def load_detector_model(name: str) -> DetectorModel:
         if candidate in index:
             return models[index[candidate]]
     names = sorted(_all_names())
-    close = difflib.get_close_matches(stem, names, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(stem, names, n=1, cutoff=0.7)
     if not close:
         lowered = {n.lower(): n for n in names}
-        close = [lowered[c] for c in difflib.get_close_matches(stem.lower(), list(lowered), n=1, cutoff=0.6)]
+        close = [lowered[c] for c in difflib.get_close_matches(stem.lower(), list(lowered), n=1, cutoff=0.7)]
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise DetectorModelError(f"unknown detector model {stem!r}{hint}; known models: {', '.join(names)}")
 

@@ -274,6 +274,8 @@ def parse_settings(text: str, *, fmt: str | None = None, base_dir: str | Path | 
         fmt = detect_format(text)
     if fmt == "yaml":
         raw, problems = _parse_yaml(text)
+        if problems and not raw:  # unreadable: anything more would only be noise
+            raise SettingsError(problems)
     elif fmt == "legacy":
         raw, problems = _parse_legacy(text)
     else:
@@ -372,6 +374,8 @@ def _parse_legacy(text: str) -> tuple[dict[str, Any], list[str]]:
 
 def _legacy_value(key: str, text: str) -> Any:
     spec = KEYS.get(key)
+    if spec is not None and spec.kind == "optstr" and text in ("None", "null"):
+        return None
     if spec is not None and spec.kind in _STRING_KINDS:
         return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text
     if text.lower() in ("true", "false"):
@@ -441,7 +445,7 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
     return Settings(
         **{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()},
         phaseSequence=tuple(sequence),
-        detectorModel=raw["detectorModel"],
+        detectorModel=raw["detectorModel"].strip(),
         detectorModelName=modelName,
         geometryTarball=tarball,
         startingConstants=MappingProxyType(constants),
@@ -468,6 +472,7 @@ def _model(name: Any, problems: _Problems) -> tuple[DetectorModel | None, str | 
     except DetectorModelError as exc:
         problems.add("detectorModel", str(exc))
         return None, None, None
+    name = name.strip()
     return model, model.name, name if is_tarball(name) else None
 
 
