@@ -203,6 +203,7 @@ class Worker:
             pandora_name=pandora,
             n_thin_layers=settings["nEcalThinLayers"],
             n_thick_layers=settings["nEcalThickLayers"],
+            first_ecal_layer=settings["ecalFirstLayerNumber"],
         )
         pandoraParameters: dict[str, Any] = {"PandoraSettingsXmlFile": settings["pandoraSettingsFile"]}
         if settings["disableSoftwareCompensation"]:

@@ -22,7 +22,7 @@ from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Call
 def refusal(message: str) -> dict:
     """S_ERROR for a request that will never succeed as sent: Errno EINVAL tells workers not to
     retry, while the message stays exactly the logic's (DIRAC would prefix the errno text)."""
-    result = S_ERROR(message)
+    result = S_ERROR(message, callStack=[])
     result["Errno"] = errno.EINVAL
     return result
 

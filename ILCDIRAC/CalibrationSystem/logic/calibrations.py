@@ -96,13 +96,8 @@ def _input_files(inputFiles: Any) -> dict[str, str]:
 
 
 def _steering_problems(xml: str, settings: Mapping[str, Any]) -> list[str]:
-    problems = []
-    for key in ("DDCaloDigiName", "DDPandoraPFANewProcessorName", "PfoAnalysisName"):
-        try:
-            steering.read_parameters(xml, settings[key])
-        except ValueError as exc:
-            problems.append(f"steering file: {exc}")
-    return problems
+    names = [settings[key] for key in ("DDCaloDigiName", "DDPandoraPFANewProcessorName", "PfoAnalysisName")]
+    return [f"steering file: {problem}" for problem in steering.processor_problems(xml, names)]
 
 
 # ------------------------------------------------------------------------------------ access
