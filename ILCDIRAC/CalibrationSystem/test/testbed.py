@@ -46,8 +46,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-import psutil
 from diraccfg import CFG
+import psutil
 
 from ILCDIRAC.CalibrationSystem.test import mariadb
 
@@ -322,6 +322,7 @@ def free_port() -> int:
 _activeLock = threading.RLock()
 _active: Testbed | None = None
 _saved: tuple[CFG, CFG] | None = None
+_installed: CFG | None = None
 
 
 # --------------------------------------------------------------------------- processes
@@ -441,7 +442,9 @@ class Testbed:
         ca = _CA(self.root / "ca", self.ca_dir)
         ca.issue(HOST_NAME, self.host_cert, self.host_key, server=True)
         self.identities: dict[str, Identity] = {
-            HOST: Identity(HOST_NAME, dn_string(HOST_NAME), "hosts", HOST_PROPERTIES, self.host_cert, self.host_key, None)
+            HOST: Identity(
+                HOST_NAME, dn_string(HOST_NAME), "hosts", HOST_PROPERTIES, self.host_cert, self.host_key, None
+            )
         }
         for name, group in {**USERS, UNREGISTERED: ""}.items():
             folder = self.root / "users" / name
@@ -459,6 +462,11 @@ class Testbed:
             self.identities[name] = identity
 
         if self.database == "mariadb":
+            if not mariadb.available():
+                raise TestbedError(
+                    f"MariaDB does not answer on {mariadb.HOST}:{mariadb.PORT} as {mariadb.USER}: start it "
+                    "(make mariadb) or use Testbed(database='sqlite')"
+                )
             self.db_name = mariadb.create_database("calib_tb")
             self.db_url = mariadb.url(self.db_name)
         else:
@@ -628,7 +636,7 @@ class Testbed:
     def ping(self, user: str = HOST) -> dict:
         """The service's ``ping`` answer (an S_OK/S_ERROR dict) for ``user``; leaves gConfig as it was."""
         with self.activated():
-            return self.rpc(user, timeout=10).ping()
+            return self.rpc(user).ping()
 
     @property
     def service_running(self) -> bool:
@@ -647,7 +655,9 @@ class Testbed:
             try:
                 return self.service.wait(timeout)
             except subprocess.TimeoutExpired:
-                raise TestbedError(f"the service (PID {self.service.pid}) survived signal {signal} for {timeout} s") from None
+                raise TestbedError(
+                    f"the service (PID {self.service.pid}) survived signal {signal} for {timeout} s"
+                ) from None
 
     def restart_service(self, *args: str, timeout: float | None = None) -> subprocess.Popen:
         """Stop the service if it runs, then start it again on the same port and wait for it."""
@@ -664,10 +674,12 @@ class Testbed:
             return self.agent
 
     def stop_service(self) -> None:
+        """Stop the service if it runs (SIGTERM, then SIGKILL after a grace period)."""
         with self._lock:
             _terminate(self.service)
 
     def stop_agent(self) -> None:
+        """Stop the agent if it runs (SIGTERM, then SIGKILL after a grace period)."""
         with self._lock:
             _terminate(self.agent)
 
@@ -687,25 +699,27 @@ class Testbed:
         """Make this test bed's dirac.cfg the in-process DIRAC configuration (replacing, not merging).
 
         The previous configuration is saved the first time and restored by ``deactivate()``;
-        activating another test bed switches to it. DIRAC may already be imported.
+        activating another test bed switches to it. DIRAC may already be imported. If other code
+        replaced the configuration meanwhile (a unit test's fake CS, say), it is installed again.
         """
-        global _active, _saved
+        global _active, _saved, _installed
         from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
 
         with _activeLock:
             self._check_open()
-            if _active is self:
+            if _active is self and gConfigurationData.localCFG is _installed:
                 return
             if _active is None:
                 _saved = (gConfigurationData.localCFG, gConfigurationData.remoteCFG)
-            gConfigurationData.localCFG = self.cfg.clone()
+            _installed = self.cfg.clone()
+            gConfigurationData.localCFG = _installed
             gConfigurationData.remoteCFG = CFG()
             gConfigurationData.sync()
             _active = self
 
     def deactivate(self) -> None:
         """Restore the in-process configuration saved by ``activate()`` (no-op if this one is not active)."""
-        global _active, _saved
+        global _active, _saved, _installed
         with _activeLock:
             if _active is not self:
                 return
@@ -713,8 +727,7 @@ class Testbed:
 
             gConfigurationData.localCFG, gConfigurationData.remoteCFG = _saved
             gConfigurationData.sync()
-            _active = None
-            _saved = None
+            _active = _saved = _installed = None
 
     @property
     def active(self) -> bool:
@@ -726,19 +739,21 @@ class Testbed:
         with _activeLock:
             previous = _active
             self.activate()
-            try:
-                yield self
-            finally:
-                if previous is None:
+        try:
+            yield self
+        finally:
+            with _activeLock:
+                if previous is None or previous._closed:
                     self.deactivate()
                 elif previous is not self:
                     previous.activate()
 
-    def rpc(self, user: str, timeout: int = 60):
+    def rpc(self, user: str, timeout: int = 120):
         """A DISET ``RPCClient`` for the Calibration service acting as ``user`` (activates this test bed).
 
         Users authenticate with their proxy; "host" with the host certificate (useCertificates=True).
-        The client keeps working while this test bed is the active one.
+        The client keeps working while this test bed is the active one. DIRAC raises any timeout
+        below 120 s to 120 s.
         """
         from DIRAC.Core.DISET.RPCClient import RPCClient
 

@@ -60,12 +60,11 @@ def load(kind, finder, base, name, **kwargs):
 out = {}
 section = PathFinder.getServiceSection("Calibration/Calibration")
 out["handlerPath"] = gConfigurationData.extractOptionFromCFG(section + "/HandlerPath")
-out["service"] = load("Service", PathFinder.getServiceSection, RequestHandler, "Calibration/Calibration", moduleSuffix="Handler")
+service = ("Service", PathFinder.getServiceSection, RequestHandler, "Calibration/Calibration")
+out["service"] = load(*service, moduleSuffix="Handler")
 gConfigurationData.deleteOptionInCFG(section + "/HandlerPath")
 gConfigurationData.sync()
-out["serviceByExtension"] = load(
-    "Service", PathFinder.getServiceSection, RequestHandler, "Calibration/Calibration", moduleSuffix="Handler"
-)
+out["serviceByExtension"] = load(*service, moduleSuffix="Handler")
 out["agent"] = load("Agent", PathFinder.getAgentSection, AgentModule, "Calibration/CalibrationAgent")
 
 import ILCDIRAC
@@ -102,7 +101,7 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 def _dirac_root(folder: Path) -> Path:
     """A DIRAC root whose dirac.cfg has the Calibration system exactly as ConfigTemplate.cfg gives it."""
     template = CFG().loadFromFile(str(CONFIG_TEMPLATE))
-    cfg = CFG().loadFromBuffer("DIRAC\n{\n  Setup = Probe\n  Setups\n  {\n    Probe\n    {\n      Calibration = Test\n    }\n  }\n}\n")
+    cfg = CFG().loadFromDict({"DIRAC": {"Setup": "Probe", "Setups": {"Probe": {"Calibration": "Test"}}}})
     system = CFG()
     for name in ("Services", "Agents", "Databases"):
         system.createNewSection(name, contents=template[name].clone())
@@ -150,7 +149,8 @@ def test_pytest_process_imports_the_checkout():
     import ILCDIRAC
     import ILCDIRAC.CalibrationSystem
 
-    assert Path(ILCDIRAC.CalibrationSystem.__file__).resolve() == CODE_ROOT / "ILCDIRAC" / "CalibrationSystem" / "__init__.py"
+    checkout = CODE_ROOT / "ILCDIRAC" / "CalibrationSystem" / "__init__.py"
+    assert Path(ILCDIRAC.CalibrationSystem.__file__).resolve() == checkout
     assert Path(ILCDIRAC.__path__[0]).resolve() == CODE_ROOT / "ILCDIRAC"
     assert ILCDIRAC.extension_metadata()["priority"] == 100
 
@@ -199,9 +199,8 @@ def fresh_venv():
             if (CODE_ROOT / name).is_file():
                 shutil.copy2(CODE_ROOT / name, source / name)
         shutil.copy2(CODE_ROOT / "ILCDIRAC" / "__init__.py", source / "ILCDIRAC" / "__init__.py")
-        shutil.copytree(
-            PACKAGE_DIR, source / "ILCDIRAC" / "CalibrationSystem", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(PACKAGE_DIR, source / "ILCDIRAC" / "CalibrationSystem", ignore=ignore)
         _run([*pip, "--no-build-isolation", str(source)], cwd=tmp)
         yield SimpleNamespace(root=tmp, python=python, site=site, oldFiles=oldFiles)
 

@@ -109,6 +109,7 @@ def test_service_uses_its_own_mariadb_database(testbed):
 
 def test_activation_swaps_and_restores_the_in_process_configuration(testbed):
     from DIRAC import gConfig
+    from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
     from DIRAC.Core.Base.Client import Client
     from DIRAC.Core.Security import Locations
 
@@ -123,6 +124,14 @@ def test_activation_swaps_and_restores_the_in_process_configuration(testbed):
         with testbed.as_user(HOST):
             assert _value(Client(url="Calibration/Calibration").whoami())["group"] == "hosts"
     assert not testbed.active
+    assert gConfig.getValue("/DIRAC/Setup", "") == before
+
+    # A unit test's fake-CS fixture may reset gConfig behind the test bed's back: rpc() reinstalls it.
+    testbed.activate()
+    gConfigurationData.localCFG = CFG()
+    gConfigurationData.sync()
+    assert _value(testbed.rpc("alice").whoami())["username"] == "alice"
+    testbed.deactivate()
     assert gConfig.getValue("/DIRAC/Setup", "") == before
 
 

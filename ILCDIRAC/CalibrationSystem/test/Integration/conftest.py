@@ -17,7 +17,8 @@ def require_mariadb() -> None:
     """Fail (or, with CALIBRATION_ALLOW_SKIP=1, skip) the calling test if MariaDB does not answer."""
     if mariadb.available():
         return
-    reason = f"MariaDB does not answer on {mariadb.HOST}:{mariadb.PORT} as {mariadb.USER} (start it with `make mariadb`)"
+    where = f"{mariadb.HOST}:{mariadb.PORT} as {mariadb.USER}"
+    reason = f"MariaDB does not answer on {where} (start it with `make mariadb`)"
     if os.environ.get("CALIBRATION_ALLOW_SKIP") == "1":
         pytest.skip(reason)
     pytest.fail(f"{reason}; set CALIBRATION_ALLOW_SKIP=1 to skip these tests instead", pytrace=False)
