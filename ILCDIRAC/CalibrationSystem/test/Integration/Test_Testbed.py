@@ -254,3 +254,23 @@ def test_bad_arguments_are_named(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         Testbed(database=kwargs.pop("database", "sqlite"), base_dir=tmp_path, **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mariadb_helper_names_are_unique_and_checked():
+    require_mariadb()
+    first, second = mariadb.create_database("calib_tb"), mariadb.create_database("calib_tb")
+    try:
+        assert first != second and first.startswith("calib_tb_")
+        assert set(mariadb.databases("calib_tb_")) >= {first, second}
+        assert mariadb.url(first) == f"mysql+mysqldb://root@127.0.0.1:3306/{first}?charset=utf8mb4"
+    finally:
+        mariadb.drop_database(first)
+        mariadb.drop_database(second)
+    assert not {first, second} & set(mariadb.databases("calib_tb_"))
+    for bad in ("1st", "calib-tb", "x`; DROP DATABASE mysql; --", ""):
+        with pytest.raises(ValueError, match="must start with a letter"):
+            mariadb.create_database(bad)
+        with pytest.raises(ValueError, match="must start with a letter"):
+            mariadb.drop_database(bad)
+    with pytest.raises(ValueError, match="too long"):
+        mariadb.create_database("p" * 60)
