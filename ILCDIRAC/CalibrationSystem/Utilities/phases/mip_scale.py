@@ -15,6 +15,7 @@ A single pass: the phase completes after one step.
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 
@@ -99,8 +100,9 @@ class MipScale(Phase):
             values["endcapMean"], errors["endcapMean"] = fit.mean, fit.meanError
         else:
             problems.append(f"endcap HCAL K0L peak: {fit.reason}")
-        if any(v <= 0 for v in values.values()):
-            problems.append(f"non-positive peak or mean in {sorted(k for k, v in values.items() if v <= 0)}")
+        unusable = sorted(k for k, v in values.items() if not math.isfinite(v) or v <= 0)
+        if unusable:
+            problems.append(f"no usable peak or mean for {unusable}")
         return Measurement(values, errors, ok=not problems, reason="; ".join(problems))
 
     def update(self, constants: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
