@@ -8,17 +8,16 @@ package ships; a Pandora file found nowhere is left to the reconstruction's own 
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import backend_named
 from ILCDIRAC.CalibrationSystem.logic.calibrations import STEERING_FILE
+from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SettingsError, load_settings
 
 SHIPPED_PANDORA = Path(__file__).resolve().parent.parent / "data" / "pandora"
-HISTOGRAM_FILE = re.compile(r"<HistogramFile>\s*([^<\s]+)\s*</HistogramFile>")
 
 
 class SubmissionError(ValueError):
@@ -49,7 +48,7 @@ def collect_input_files(settings: Mapping[str, Any], baseDir: Path) -> dict[str,
             continue
         text = path.read_text()
         files[path.name] = text
-        pending.extend(HISTOGRAM_FILE.findall(text))
+        pending.extend(histogram_files(text))
     return files
 
 

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ILCDIRAC.CalibrationSystem.Utilities import steering
+from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import with_histogram_file
 from ILCDIRAC.CalibrationSystem.Utilities.pfoanalysis import ReconstructionOutputError, read_outputs
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
+from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import Slice
 
 log = logging.getLogger("CalibrationWorker")
@@ -172,13 +174,21 @@ class Worker:
         samples = sorted({sample for phase in phases.values() for sample in phase.samples})
         outputs = {}
         for sample in samples:
-            rootFile = self.run_reconstruction(params, sample)
-            branches = {b for p in phases.values() for b in p.branches.get(sample, ())}
-            histograms = {h for p in phases.values() for h in p.rootHistograms.get(sample, ())}
+            users = [p for p in phases.values() if sample in p.samples]
+            training = any(p.pandoraSettings == "training" for p in users)
+            textFiles = sorted({f for p in users for f in p.outputFiles.get(sample, ())})
+            rootFile = self.run_reconstruction(params, sample, training, textFiles)
+            branches = sorted({b for p in users for b in p.branches.get(sample, ())})
+            histograms = sorted({h for p in users for h in p.rootHistograms.get(sample, ())})
             try:
-                outputs[sample] = read_outputs(rootFile, sorted(branches), sorted(histograms))
+                outputs[sample] = read_outputs(rootFile, branches, histograms) if branches or histograms else {}
             except ReconstructionOutputError as exc:
                 raise ReconstructionFailed(str(exc)) from None
+            for name in textFiles:
+                path = self.workDir / name
+                if not path.is_file():
+                    raise ReconstructionFailed(f"the reconstruction left no {name}")
+                outputs[sample][name] = path.read_text()
         summaries = {}
         for key, phase in phases.items():
             try:
@@ -187,7 +197,28 @@ class Worker:
                 raise ReconstructionFailed(f"phase {key}: cannot reduce the reconstruction output: {exc}") from None
         return {"phases": summaries}
 
-    def steering_for(self, params: Mapping[str, Any], sample: str, rootFile: str) -> str:
+    def pandora_settings(self, params: Mapping[str, Any], training: bool) -> str:
+        """The Pandora settings file this run uses: the training settings, or the default settings
+        pointed at the merged photon likelihood once stage 2 produced one."""
+        if training:
+            return self.settings["pandoraSettingsTrainingFile"]
+        default = self.settings["pandoraSettingsFile"]
+        likelihood = params.get("inputs", {}).get(MERGED_LIKELIHOOD)
+        if not likelihood:
+            return default
+        if not (self.workDir / likelihood).is_file():
+            (self.workDir / likelihood).write_text(self.call("getCalibrationFile", self.calibrationID, likelihood))
+        source = self.workDir / Path(default).name
+        if not source.is_file():
+            raise ReconstructionFailed(f"cannot point {default} at the new likelihood: the file did not come with the calibration")
+        derived = self.workDir / f"{Path(default).stem}_{Path(likelihood).stem}.xml"
+        try:
+            derived.write_text(with_histogram_file(source.read_text(), likelihood))
+        except ValueError as exc:
+            raise ReconstructionFailed(f"{default}: {exc}") from None
+        return derived.name
+
+    def steering_for(self, params: Mapping[str, Any], sample: str, rootFile: str, training: bool = False) -> str:
         """The user's steering file with this step's constants, this worker's slice and output file."""
         events = self.slices[sample]
         settings = self.settings
@@ -205,19 +236,20 @@ class Worker:
             n_thick_layers=settings["nEcalThickLayers"],
             first_ecal_layer=settings["ecalFirstLayerNumber"],
         )
-        pandoraParameters: dict[str, Any] = {"PandoraSettingsXmlFile": settings["pandoraSettingsFile"]}
+        pandoraParameters: dict[str, Any] = {"PandoraSettingsXmlFile": self.pandora_settings(params, training)}
         if settings["disableSoftwareCompensation"]:
             pandoraParameters["MaxClusterEnergyToApplySoftComp"] = 0
         xml = steering.set_processor_parameters(xml, pandora, pandoraParameters)
         return steering.set_processor_parameters(xml, settings["PfoAnalysisName"], {"RootFile": rootFile})
 
-    def run_reconstruction(self, params: Mapping[str, Any], sample: str) -> Path:
+    def run_reconstruction(self, params: Mapping[str, Any], sample: str, training: bool, textFiles: list[str]) -> Path:
         step = params["step"]
         name = f"step{step}_{sample}"
         rootFile = self.workDir / f"pfoanalysis_{name}.root"
-        rootFile.unlink(missing_ok=True)
+        for stale in [rootFile] + [self.workDir / f for f in textFiles]:
+            stale.unlink(missing_ok=True)
         steeringFile = self.workDir / f"steering_{name}.xml"
-        steeringFile.write_text(self.steering_for(params, sample, rootFile.name))
+        steeringFile.write_text(self.steering_for(params, sample, rootFile.name, training))
         command = shlex.split(self.settings["marlinExecutable"]) + [steeringFile.name]
         logFile = self.workDir / f"marlin_{name}.log"
         started = time.monotonic()

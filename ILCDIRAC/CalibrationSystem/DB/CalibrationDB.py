@@ -81,6 +81,7 @@ steps = Table(
     Column("Step", Integer, primary_key=True, autoincrement=False),
     Column("Phases", String(255), nullable=False),
     Column("Constants", LongText, nullable=False),
+    Column("Inputs", LongText, nullable=False),
     Column("Status", String(16), nullable=False),
     Column("NResults", Integer, nullable=False, default=0),
     Column("OpenTime", DateTime, nullable=False),
@@ -152,6 +153,7 @@ class StepClose:
     nextStep: int | None
     nextPhases: Sequence[str]
     nextConstants: Mapping[str, Any] | None
+    nextInputs: Mapping[str, str]
     files: Mapping[str, bytes]
 
 
@@ -413,7 +415,8 @@ class CalibrationDB:
                 LastUpdate=stamp,
             )
             if decision.nextStep is not None:
-                _open_step(conn, calibrationID, decision.nextStep, decision.nextPhases, decision.nextConstants, stamp)
+                _open_step(conn, calibrationID, decision.nextStep, decision.nextPhases, decision.nextConstants, stamp,
+                           decision.nextInputs)
                 values["Step"] = decision.nextStep
             if decision.status != "running":
                 values["EndTime"] = stamp
@@ -494,13 +497,16 @@ class CalibrationDB:
             conn.execute(delete(files).where(files.c.CalibrationID == calibrationID))
 
 
-def _open_step(conn: Connection, calibrationID: int, step: int, phases: Sequence[str], constants: Any, stamp) -> None:
+def _open_step(
+    conn: Connection, calibrationID: int, step: int, phases: Sequence[str], constants: Any, stamp, inputs=None
+) -> None:
     conn.execute(
         insert(steps).values(
             CalibrationID=calibrationID,
             Step=step,
             Phases=",".join(phases),
             Constants=dumps(constants),
+            Inputs=dumps(dict(inputs or {})),
             Status=OPEN,
             NResults=0,
             OpenTime=stamp,
@@ -526,6 +532,7 @@ def _step_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     data = dict(row)
     data["Phases"] = [p for p in data["Phases"].split(",") if p]
     data["Constants"] = json.loads(data["Constants"])
+    data["Inputs"] = json.loads(data["Inputs"])
     data["Outcome"] = json.loads(data["Outcome"]) if data["Outcome"] else None
     return data
 

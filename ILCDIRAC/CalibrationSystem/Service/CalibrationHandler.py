@@ -138,6 +138,13 @@ class CalibrationHandler(RequestHandler):
         """A worker's histogram summary for one step; committed before it is acknowledged."""
         return logic.submit_result(self.db, self.caller(), calibrationID, step, workerID, report)
 
+    types_getCalibrationFile = [int, str]
+
+    @_delegate
+    def export_getCalibrationFile(self, calibrationID, name):
+        """A file stored with the calibration (e.g. a merged photon likelihood), as text."""
+        return logic.calibration_file(self.db, self.caller(), calibrationID, name)
+
     # ------------------------------------------------------------------ agent (TrustedHost)
     types_closeReadySteps = []
 

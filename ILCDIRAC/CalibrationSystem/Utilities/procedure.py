@@ -43,6 +43,11 @@ class ProcedureState:
         return cls(**copy.deepcopy(dict(data)))
 
     @property
+    def inputs(self) -> dict[str, str]:
+        """Files produced by earlier steps that the reconstruction now uses (artifact -> stored name)."""
+        return dict(self.memory.get("inputs", {}))
+
+    @property
     def current(self) -> str | None:
         """The phase the calibration is on ("stage.phase"), None once it ended."""
         return self.active[0] if self.active else None
@@ -60,9 +65,13 @@ class StepOutcome:
     completed: list[str]
     status: str
     reason: str
+    #: Files produced for later steps: stored name -> text (kept out of the JSON history).
+    artifacts: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(asdict(self))
+        data = copy.deepcopy(asdict(self))
+        data["artifacts"] = sorted(self.artifacts)
+        return data
 
 
 def split_key(key: str) -> tuple[int, int]:
@@ -114,6 +123,13 @@ def advance(
                 f"phase {key} ({phase_for(key).name}) did not converge in {new.iterations[key]} iterations"
                 for key in stuck
             )
+    artifacts = {}
+    if new.status != FAILED:
+        for key in state.active:
+            for name, text in measurements[key].artifacts.items():
+                stored = f"step{state.step}_{name}"
+                artifacts[stored] = text
+                new.memory.setdefault("inputs", {})[name] = stored
     if new.status == RUNNING:
         done = set(completed) | set(new.memory.get("completed", []))
         new.memory["completed"] = sorted(done)
@@ -135,5 +151,6 @@ def advance(
         completed=completed,
         status=new.status,
         reason=new.reason,
+        artifacts=artifacts,
     )
     return new, outcome

@@ -10,7 +10,7 @@ On the wire a summary is a plain dict of str/int/float/list (safe for DISET's DE
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import boost_histogram as bh
 import numpy as np
@@ -39,24 +39,31 @@ class HistSpec:
 
 @dataclass(frozen=True)
 class SummarySpec:
-    """What a phase expects from each worker: named histograms and named per-event arrays."""
+    """What a phase expects from each worker: named histograms, named per-event arrays, and named
+    small text files (e.g. a Pandora likelihood file) each checked by its validator."""
 
     hists: Mapping[str, HistSpec] = field(default_factory=dict)
     arrays: tuple[str, ...] = ()
+    files: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
     maxArrayLength: int = 2_000_000
+    maxFileLength: int = 2_000_000
 
     def empty(self) -> "Summary":
         return Summary({name: spec.histogram() for name, spec in self.hists.items()},
-                       {name: np.zeros(0, dtype=np.float32) for name in self.arrays}, 0)
+                       {name: np.zeros(0, dtype=np.float32) for name in self.arrays}, 0,
+                       {name: [] for name in self.files})
 
 
 @dataclass
 class Summary:
-    """Histograms plus per-event arrays plus the number of events the worker processed."""
+    """Histograms plus per-event arrays plus text files plus the number of events processed.
+
+    ``files`` maps a name to a list of texts: one per worker report, in worker order once merged."""
 
     hists: dict[str, bh.Histogram]
     arrays: dict[str, np.ndarray]
     nEvents: int
+    files: dict[str, list[str]] = field(default_factory=dict)
 
     def values(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """In-range bin contents and bin edges of one histogram, as the estimators take them."""
@@ -76,7 +83,8 @@ class Summary:
                 "counts": counts.astype(np.int64).tolist() if integral else counts.tolist(),
             }
         arrays = {name: np.asarray(arr, dtype=np.float32).astype(float).tolist() for name, arr in self.arrays.items()}
-        return {"version": SUMMARY_VERSION, "nEvents": int(self.nEvents), "hists": hists, "arrays": arrays}
+        return {"version": SUMMARY_VERSION, "nEvents": int(self.nEvents), "hists": hists, "arrays": arrays,
+                "files": {name: list(texts) for name, texts in self.files.items()}}
 
     @classmethod
     def from_payload(cls, payload: Any, spec: SummarySpec) -> "Summary":
@@ -85,7 +93,7 @@ class Summary:
             raise SummaryError(f"summary must be a dict, not {type(payload).__name__}")
         if payload.get("version") != SUMMARY_VERSION:
             raise SummaryError(f"summary version {payload.get('version')!r} is not {SUMMARY_VERSION}")
-        unknown = set(payload) - {"version", "nEvents", "hists", "arrays"}
+        unknown = set(payload) - {"version", "nEvents", "hists", "arrays", "files"}
         if unknown:
             raise SummaryError(f"summary has unknown fields {sorted(unknown)}")
         nEvents = payload.get("nEvents")
@@ -93,7 +101,8 @@ class Summary:
             raise SummaryError(f"summary nEvents must be a non-negative integer, not {nEvents!r}")
         hists = _hists_from_payload(payload.get("hists"), spec)
         arrays = _arrays_from_payload(payload.get("arrays"), spec)
-        return cls(hists, arrays, nEvents)
+        files = _files_from_payload(payload.get("files", {}), spec)
+        return cls(hists, arrays, nEvents, files)
 
     @staticmethod
     def merge(summaries: Sequence["Summary"], spec: SummarySpec) -> "Summary":
@@ -106,6 +115,8 @@ class Summary:
         for name in spec.arrays:
             parts = [summary.arrays[name] for summary in summaries]
             merged.arrays[name] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        for name in spec.files:
+            merged.files[name] = [text for summary in summaries for text in summary.files[name]]
         return merged
 
 
@@ -154,6 +165,27 @@ def _arrays_from_payload(raw: Any, spec: SummarySpec) -> dict[str, np.ndarray]:
     if len(lengths) > 1:
         raise SummaryError(f"summary arrays have different lengths {sorted(lengths)}")
     return arrays
+
+
+def _files_from_payload(raw: Any, spec: SummarySpec) -> dict[str, list[str]]:
+    if not isinstance(raw, Mapping):
+        raise SummaryError("summary 'files' must be a dict")
+    if set(raw) != set(spec.files):
+        missing, extra = sorted(set(spec.files) - set(raw)), sorted(set(raw) - set(spec.files))
+        raise SummaryError(f"summary files do not match the phase: missing {missing}, unexpected {extra}")
+    files = {}
+    for name, validate in spec.files.items():
+        texts = raw[name]
+        if not isinstance(texts, list) or len(texts) != 1 or not isinstance(texts[0], str):
+            raise SummaryError(f"file {name!r} must be a list holding exactly one text")
+        if len(texts[0]) > spec.maxFileLength:
+            raise SummaryError(f"file {name!r} has {len(texts[0])} characters, more than {spec.maxFileLength}")
+        try:
+            validate(texts[0])
+        except ValueError as exc:
+            raise SummaryError(f"file {name!r} is not valid: {exc}") from None
+        files[name] = list(texts)
+    return files
 
 
 def _numbers(raw: Any, what: str) -> np.ndarray:

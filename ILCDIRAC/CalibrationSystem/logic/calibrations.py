@@ -209,6 +209,14 @@ def worker_setup(
     }
 
 
+def calibration_file(db: CalibrationDB, caller: Caller, calibrationID: int, name: Any) -> str:
+    """A stored file of the calibration (input files, merged likelihoods, results) as text."""
+    _owned(db, caller, calibrationID)
+    if not isinstance(name, str) or name not in db.listFiles(calibrationID):
+        raise CalibrationError(f"calibration {calibrationID} has no file {name!r}")
+    return db.getFile(calibrationID, name).decode()
+
+
 def register_workers(db: CalibrationDB, caller: Caller, calibrationID: int, jobIDs: Any) -> int:
     """Record the job (or process) ID each worker runs as, after the backend started them."""
     calibration = _owned(db, caller, calibrationID)
@@ -270,6 +278,7 @@ def step_parameters(
         "phase": phase,
         "phases": step["Phases"],
         "constants": step["Constants"],
+        "inputs": step["Inputs"],
         "applicationStatus": message,
     }
 
@@ -338,12 +347,14 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
             merged = Summary.merge([Summary.from_payload(p["phases"][key], spec) for _, p in stored], spec)
             measurements[key] = phase.measure(merged, ctx)
         newState, outcome = advance(state, measurements, ctx)
+        artifacts = outcome.artifacts
         outcomeDict = outcome.to_dict()
         outcomeDict["workers"] = [worker for worker, _ in stored]
     except Exception as exc:  # noqa: BLE001 - any failure must end the calibration visibly, not loop
         newState = ProcedureState.from_dict(state.to_dict())
         newState.status, newState.active = FAILED, []
         newState.reason = f"internal error while closing step {step['Step']}: {type(exc).__name__}: {exc}"
+        artifacts = {}
         outcomeDict = {"step": step["Step"], "error": newState.reason, "traceback": traceback.format_exc()}
     running = newState.status == RUNNING
     stage, phase = split_key(newState.current) if running else (calibration["Stage"], calibration["Phase"])
@@ -357,5 +368,6 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
         nextStep=newState.step if running else None,
         nextPhases=newState.active,
         nextConstants=newState.constants if running else None,
-        files={},
+        nextInputs=newState.inputs,
+        files={name: text.encode() for name, text in artifacts.items()},
     )

@@ -9,9 +9,11 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.em_scale import EmScale
 from ILCDIRAC.CalibrationSystem.Utilities.phases.hadronic_scale import HadronicScale
 from ILCDIRAC.CalibrationSystem.Utilities.phases.hcal_digitisation import HcalDigitisation
 from ILCDIRAC.CalibrationSystem.Utilities.phases.mip_scale import MipScale
+from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import PhotonTraining
 
 PHASES: dict[int, Phase] = {
-    phase.number: phase for phase in (EcalDigitisation(), HcalDigitisation(), MipScale(), EmScale(), HadronicScale())
+    phase.number: phase
+    for phase in (EcalDigitisation(), HcalDigitisation(), MipScale(), EmScale(), HadronicScale(), PhotonTraining())
 }
 
 

@@ -77,9 +77,12 @@ class Measurement:
     errors: Mapping[str, float] = field(default_factory=dict)
     ok: bool = True
     reason: str = ""
+    #: Files the phase produced for later steps (name -> text), e.g. a merged likelihood.
+    artifacts: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"values": dict(self.values), "errors": dict(self.errors), "ok": self.ok, "reason": self.reason}
+        return {"values": dict(self.values), "errors": dict(self.errors), "ok": self.ok, "reason": self.reason,
+                "artifacts": sorted(self.artifacts)}
 
 
 class Phase:
@@ -93,6 +96,10 @@ class Phase:
     branches: Mapping[str, tuple[str, ...]] = {}
     #: ROOT histograms the worker reads per sample (already filled by PfoAnalysis).
     rootHistograms: Mapping[str, tuple[str, ...]] = {}
+    #: Other files the reconstruction leaves in the work directory, read as text per sample.
+    outputFiles: Mapping[str, tuple[str, ...]] = {}
+    #: Which Pandora settings the reconstruction runs with: the user's default or photon training.
+    pandoraSettings: str = "default"
     #: Constants this phase fits (the others pass through unchanged).
     fits: tuple[str, ...] = ()
     #: Single-pass phases advance after one step whatever they measure.

@@ -31,7 +31,7 @@ def decision(stored, nextStep=2):
     return StepClose(
         outcome={"workers": [w for w, _ in stored]}, state={"step": nextStep}, status="running", reason="",
         stage=1, phase=0, nextStep=nextStep, nextPhases=["1.0"], nextConstants={"CalibrECAL": [40.0, 40.0]},
-        files={"note.txt": b"closed"},
+        nextInputs={}, files={"note.txt": b"closed"},
     )
 
 
