@@ -13,6 +13,10 @@ from ILCDIRAC.CalibrationSystem.test import mariadb
 from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
 
 
+#: Workers poll every 0.2-2 s (not minutes) so steps follow each other quickly in tests.
+FAST_WORKERS = {"WorkerPollMinimum": 0.2, "WorkerPollMaximum": 2, "WorkerPatience": 120}
+
+
 def require_mariadb() -> None:
     """Fail (or, with CALIBRATION_ALLOW_SKIP=1, skip) the calling test if MariaDB does not answer."""
     if mariadb.available():
@@ -28,6 +32,6 @@ def require_mariadb() -> None:
 def testbed():
     """A test bed per test module with the Calibration service running (start the agent yourself if needed)."""
     require_mariadb()
-    with Testbed() as tb:
+    with Testbed(service_options=FAST_WORKERS) as tb:
         tb.start_service()
         yield tb
