@@ -34,6 +34,8 @@ setup(
             f"dirac-clic-calibration-submit = {SCRIPTS}.dirac_clic_calibration_submit:main",
             f"dirac-clic-calibration-status = {SCRIPTS}.dirac_clic_calibration_status:main",
             f"dirac-clic-calibration-worker = {SCRIPTS}.dirac_clic_calibration_worker:main",
+            f"dirac-clic-calibration-results = {SCRIPTS}.dirac_clic_calibration_results:main",
+            f"dirac-clic-calibration-kill = {SCRIPTS}.dirac_clic_calibration_kill:main",
             f"marlin-emulator = ILCDIRAC.CalibrationSystem.Utilities.emulator.cli:main",
             f"marlin-emulator-samples = ILCDIRAC.CalibrationSystem.Utilities.emulator.cli:samples_main",
         ],

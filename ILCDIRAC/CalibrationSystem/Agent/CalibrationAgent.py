@@ -1,26 +1,176 @@
-"""CalibrationAgent: keeps running calibrations moving without anyone watching them.
+"""CalibrationAgent: keeps calibrations going without anyone watching them.
 
-Each cycle it closes steps the service could not close itself (a service killed between
-committing the last needed result and closing the step): the safety net of the state machine.
+Every cycle, for every calibration that needs looking after:
+- closes steps the service could not close itself (the state machine's safety net);
+- asks the backend what became of each worker's job, resubmits lost or stalled workers with the
+  same worker ID (they join at the current step) up to the calibration's
+  ``maxResubmissionsPerWorker``, gives up on the rest, and fails the calibration with the reason
+  once its threshold can no longer be reached or too many workers failed (``logic.health``);
+- kills the jobs of killed, failed and finished calibrations;
+- delivers a finished calibration's results to its ``outputPath`` (a local folder, or an LFN on
+  ``outputSE`` through the DIRAC DataManager, as the owner);
+- deletes the working data of calibrations ended more than ``DeleteAfterDays`` ago.
+Grid operations run with the owner's proxy (``executeWithUserProxy``); a problem with one
+calibration is logged and never stops the others.
 """
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
 from DIRAC import S_OK
 from DIRAC.Core.Base.AgentModule import AgentModule
+from DIRAC.Core.Utilities.Proxy import executeWithUserProxy
 
-from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
+from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
+from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
+from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import now
+from ILCDIRAC.CalibrationSystem.logic.health import ENDED_WORKER_STATES, Limits, review_workers
+from ILCDIRAC.CalibrationSystem.logic.supervision import older_than
+
+
+class AgentError(RuntimeError):
+    """One calibration could not be looked after this cycle."""
 
 
 class CalibrationAgent(AgentModule):
-    """Looks after the steps and worker jobs of running calibrations."""
+    """Looks after the steps, worker jobs and results of calibrations."""
 
     def initialize(self):
         self.client = CalibrationClient(useCertificates=True)
+        self.stallTimeout = float(self.am_getOption("StallTimeout", 4 * 3600))
+        self.deleteAfterDays = float(self.am_getOption("DeleteAfterDays", 30))
         return S_OK()
 
     def execute(self):
-        result = self.client.closeReadySteps()
-        if not result["OK"]:
-            self.log.error("closeReadySteps failed", result["Message"])
-            return result
-        for closed in result["Value"]:
-            self.log.notice("closed a step the service left open", str(closed))
+        closed = self.call("closeReadySteps")
+        for item in closed:
+            self.log.notice("closed a step the service left open", str(item))
+        for calibration in self.call("getAgentWork"):
+            try:
+                self.look_after(calibration)
+            except Exception as exc:  # noqa: BLE001 - one calibration must not block the others
+                self.log.error(f"calibration {calibration['calibrationID']}", f"{type(exc).__name__}: {exc}")
         return S_OK()
+
+    def call(self, method: str, *args: Any) -> Any:
+        result = getattr(self.client, method)(*args)
+        if not result["OK"]:
+            raise AgentError(f"{method}{args}: {result['Message']}")
+        return result["Value"]
+
+    # ------------------------------------------------------------------ one calibration
+    def look_after(self, calibration: dict[str, Any]) -> None:
+        calibrationID = calibration["calibrationID"]
+        settings = calibration["settings"]
+        workers = calibration["workers"]
+        active = [w for w in workers if w["jobID"] and w["status"] not in ENDED_WORKER_STATES]
+        if active:
+            backend = backend_for(calibration["backend"], calibration["backendInfo"], settings)
+            states = self.as_owner(calibration, backend.states, [w["jobID"] for w in active])
+            limits = Limits(int(settings["maxResubmissionsPerWorker"]), float(settings["maxFailedWorkerFraction"]),
+                            self.stallTimeout)
+            review = review_workers(calibration, workers, states, now(), limits)
+            self.act(calibration, backend, review)
+        if calibration["status"] == "finished" and calibration["deliveryTime"] is None:
+            self.deliver(calibration)
+        if calibration["status"] != "running" and older_than(calibration["endTime"], self.deleteAfterDays, now()):
+            self.call("removeCalibrationData", calibrationID)
+            self.log.notice(f"calibration {calibrationID}: working data deleted after {self.deleteAfterDays} days")
+
+    def act(self, calibration: dict[str, Any], backend, review) -> None:
+        calibrationID = calibration["calibrationID"]
+        byJob = {w["jobID"]: w for w in calibration["workers"]}
+        updates: dict[str, dict[str, Any]] = {}
+        if review.kill:
+            self.as_owner(calibration, backend.kill, review.kill)
+            for jobID in review.kill:
+                worker = byJob[jobID]
+                if calibration["status"] != "running" or review.fail:
+                    updates[str(worker["workerID"])] = {"Status": "killed"}
+            self.log.notice(f"calibration {calibrationID}: killed jobs", ", ".join(review.kill))
+        if review.fail:
+            self.call("failCalibration", calibrationID, review.fail)
+            self.log.warn(f"calibration {calibrationID} failed", review.fail)
+        if review.resubmit:
+            jobs = self.as_owner(calibration, backend.submit, calibrationID, review.resubmit)
+            workers = {w["workerID"]: w for w in calibration["workers"]}
+            for workerID, jobID in jobs.items():
+                updates[str(workerID)] = {
+                    "JobID": jobID,
+                    "Status": "resubmitted",
+                    "Resubmissions": workers[workerID]["resubmissions"] + 1,
+                    "LastSeen": None,
+                }
+            self.log.notice(f"calibration {calibrationID}: resubmitted workers", str(sorted(jobs)))
+        for workerID in review.dead:
+            updates[str(workerID)] = {"Status": "dead", "ApplicationStatus": "given up after repeated failures"}
+        if updates:
+            self.call("setWorkerStates", calibrationID, updates)
+
+    def as_owner(self, calibration: dict[str, Any], function: Callable, *args: Any) -> Any:
+        """Run a backend operation with the owner's proxy (grid jobs belong to the user)."""
+        if calibration["backend"] == "local":
+            return function(*args)
+
+        def wrapped():
+            return S_OK(function(*args))
+
+        result = executeWithUserProxy(wrapped)(
+            proxyUserDN=calibration["ownerDN"], proxyUserGroup=calibration["ownerGroup"]
+        )
+        if not result["OK"]:
+            raise AgentError(f"as {calibration['owner']}: {result['Message']}")
+        return result["Value"]
+
+    # ------------------------------------------------------------------ results
+    def deliver(self, calibration: dict[str, Any]) -> None:
+        calibrationID = calibration["calibrationID"]
+        self.call("finalizeCalibration", calibrationID)
+        settings = calibration["settings"]
+        outputPath = settings.get("outputPath")
+        if not outputPath:
+            self.call("markDelivered", calibrationID, "no outputPath set: results stay with the service")
+            return
+        folder = Path(tempfile.mkdtemp(prefix=f"calibration_{calibrationID}_"))
+        try:
+            for name in self.call("getCalibrationResults", calibrationID)["files"]:
+                stored = self.call("getCalibrationFile", calibrationID, name)
+                (folder / name).write_bytes(decode_file(stored))
+            if to_storage_element(calibration["backend"], settings):
+                report = self.as_owner(calibration, upload, folder, outputPath, settings["outputSE"], calibrationID)
+            else:
+                report = copy_local(folder, Path(outputPath), calibrationID)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.call("markDelivered", calibrationID, report)
+        self.log.notice(f"calibration {calibrationID}: results delivered", report)
+
+
+def to_storage_element(backend: str, settings: dict[str, Any]) -> bool:
+    """Results go to a storage element for grid calibrations with an outputSE (or an explicit LFN:)."""
+    outputPath = settings["outputPath"]
+    return outputPath.startswith("LFN:") or (backend == "dirac" and bool(settings.get("outputSE")))
+
+
+def copy_local(folder: Path, outputPath: Path, calibrationID: int) -> str:
+    target = outputPath / f"calibration_{calibrationID}"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(folder.iterdir()):
+        shutil.copy2(path, target / path.name)
+    return f"copied {len(list(folder.iterdir()))} files to {target}"
+
+
+def upload(folder: Path, outputPath: str, storageElement: str, calibrationID: int) -> str:
+    """putAndRegister every result file under <outputPath>/calibration_<ID>/ on the SE."""
+    from DIRAC.DataManagementSystem.Client.DataManager import DataManager
+
+    base = outputPath.removeprefix("LFN:").rstrip("/") + f"/calibration_{calibrationID}"
+    manager = DataManager()
+    for path in sorted(folder.iterdir()):
+        result = manager.putAndRegister(f"{base}/{path.name}", str(path), storageElement)
+        if not result["OK"] or result["Value"].get("Failed"):
+            raise AgentError(f"upload of {path.name} to {storageElement} failed: {result.get('Message', result.get('Value'))}")
+    return f"uploaded {len(list(folder.iterdir()))} files to {base} on {storageElement}"

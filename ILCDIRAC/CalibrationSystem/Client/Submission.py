@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from ILCDIRAC.CalibrationSystem.Client.Backends import backend_named
+from ILCDIRAC.CalibrationSystem.Client.Backends import BackendError, backend_named
 from ILCDIRAC.CalibrationSystem.logic.calibrations import STEERING_FILE
 from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SettingsError, load_settings
@@ -91,9 +91,15 @@ def submit(settingsFile: str, workDir: Path) -> int:
         print(f"ERROR: the Calibration service refused the calibration: {created['Message']}", file=sys.stderr)
         return 1
     calibrationID = created["Value"]
-    backend = backend_named(resolved["backend"], workDir=workDir)
-    jobs = backend.submit(calibrationID, range(resolved["numberOfJobs"]))
-    registered = client.registerWorkers(calibrationID, {str(w): j for w, j in jobs.items()})
+    options = {"workDir": workDir} if resolved["backend"] == "local" else {}
+    backend = backend_named(resolved["backend"], resolved, **options)
+    try:
+        jobs = backend.submit(calibrationID, range(resolved["numberOfJobs"]))
+    except BackendError as exc:
+        client.killCalibration(calibrationID)
+        print(f"ERROR: calibration {calibrationID} killed, its workers could not be started: {exc}", file=sys.stderr)
+        return 1
+    registered = client.registerWorkers(calibrationID, {str(w): j for w, j in jobs.items()}, backend.info())
     if not registered["OK"]:
         print(f"ERROR: calibration {calibrationID} created, but its workers could not be registered: "
               f"{registered['Message']}", file=sys.stderr)

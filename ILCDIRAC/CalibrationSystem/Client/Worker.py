@@ -93,10 +93,13 @@ class Worker:
         report: Callable[[str], None] = lambda message: None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        environment: Callable[[Mapping[str, Any]], str] | None = None,
     ):
         self.rpc, self.calibrationID, self.workerID = rpc, calibrationID, workerID
         self.workDir = Path(workDir)
         self.report, self.sleep = report, sleep
+        self.environment = environment
+        self.environmentScript: str | None = None
         self.rng = rng or random.Random(os.getpid() ^ int(time.time()))
         self.polling = Polling()
 
@@ -166,6 +169,11 @@ class Worker:
         for name, text in setup["files"].items():
             (self.workDir / name).write_text(text)
         self.steering = setup["files"][STEERING_FILE]
+        if self.environment is not None:
+            try:
+                self.environmentScript = self.environment(self.settings)
+            except RuntimeError as exc:
+                raise ReconstructionFailed(str(exc)) from None
 
     # ------------------------------------------------------------------ one step
     def reconstruct(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,7 +215,7 @@ class Worker:
         if not likelihood:
             return default
         if not (self.workDir / likelihood).is_file():
-            (self.workDir / likelihood).write_text(self.call("getCalibrationFile", self.calibrationID, likelihood))
+            (self.workDir / likelihood).write_text(self.call("getCalibrationFile", self.calibrationID, likelihood)["content"])
         source = self.workDir / Path(default).name
         if not source.is_file():
             raise ReconstructionFailed(f"cannot point {default} at the new likelihood: the file did not come with the calibration")
@@ -251,6 +259,8 @@ class Worker:
         steeringFile = self.workDir / f"steering_{name}.xml"
         steeringFile.write_text(self.steering_for(params, sample, rootFile.name, training))
         command = shlex.split(self.settings["marlinExecutable"]) + [steeringFile.name]
+        if self.environmentScript:
+            command = ["bash", "-c", f"source {shlex.quote(self.environmentScript)} && exec {shlex.join(command)}"]
         logFile = self.workDir / f"marlin_{name}.log"
         started = time.monotonic()
         with open(logFile, "w") as output:
@@ -263,3 +273,19 @@ class Worker:
             raise ReconstructionFailed(f"{' '.join(command)} exited with {completed.returncode}: {' | '.join(tail)}")
         log.info("step %s %s reconstructed in %.1f s", step, sample, time.monotonic() - started)
         return rootFile
+
+
+def marlin_environment(settings: Mapping[str, Any]) -> str:
+    """The iLCSoft release's environment script for ``marlinVersion`` on this grid node, found
+    through iLCDirac's own software set-up (CVMFS), so Marlin, DDCaloDigi and DDMarlinPandora
+    come from the release."""
+    from DIRAC import S_ERROR
+    from ILCDIRAC.Core.Utilities.CombinedSoftwareInstallation import getEnvironmentScript
+
+    version = settings["marlinVersion"]
+    result = getEnvironmentScript(
+        settings["platform"], "marlin", version, lambda *args: S_ERROR(f"no CVMFS environment for Marlin {version}")
+    )
+    if not result["OK"]:
+        raise RuntimeError(f"cannot set up Marlin {version} on {settings['platform']}: {result['Message']}")
+    return result["Value"]

@@ -67,9 +67,13 @@ calibrations = Table(
     Column("NumberOfWorkers", Integer, nullable=False),
     Column("ResultsNeeded", Integer, nullable=False),
     Column("Backend", String(32), nullable=False),
+    Column("BackendInfo", LongText, nullable=False),
     Column("CreationTime", DateTime, nullable=False),
     Column("LastUpdate", DateTime, nullable=False),
     Column("EndTime", DateTime, nullable=True),
+    Column("DeliveryTime", DateTime, nullable=True),
+    Column("DeliveryReport", Text, nullable=True),
+    Column("CleanupTime", DateTime, nullable=True),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
@@ -217,6 +221,7 @@ class CalibrationDB:
                     NumberOfWorkers=numberOfWorkers,
                     ResultsNeeded=resultsNeeded,
                     Backend=backend,
+                    BackendInfo=dumps({}),
                     CreationTime=stamp,
                     LastUpdate=stamp,
                 )
@@ -244,16 +249,39 @@ class CalibrationDB:
             raise CalibrationDBError(f"calibration {calibrationID} does not exist")
         return _calibration_dict(row)
 
-    def listCalibrations(self, *, owner: str | None = None, statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    def listCalibrations(
+        self,
+        *,
+        owner: str | None = None,
+        statuses: Iterable[str] | None = None,
+        calibrationIDs: Iterable[int] | None = None,
+    ) -> list[dict[str, Any]]:
         """Calibrations without their bulky settings/state, newest first."""
         columns = [c for c in calibrations.c if c.name not in ("Settings", "State")]
         query = select(*columns).order_by(calibrations.c.CalibrationID.desc())
+        if calibrationIDs is not None:
+            query = query.where(calibrations.c.CalibrationID.in_(list(calibrationIDs)))
         if owner is not None:
             query = query.where(calibrations.c.Owner == owner)
         if statuses is not None:
             query = query.where(calibrations.c.Status.in_(list(statuses)))
         with self.engine.connect() as conn:
-            return [dict(row) for row in conn.execute(query).mappings()]
+            return [_calibration_dict(row) for row in conn.execute(query).mappings()]
+
+    def updateCalibration(self, calibrationID: int, **values: Any) -> None:
+        """Set bookkeeping columns (backend information, delivery and clean-up records)."""
+        allowed = {"BackendInfo", "DeliveryTime", "DeliveryReport", "CleanupTime"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown calibration fields {sorted(unknown)}")
+        if "BackendInfo" in values:
+            values["BackendInfo"] = dumps(values["BackendInfo"])
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(calibrations).where(calibrations.c.CalibrationID == calibrationID).values(**values)
+            ).rowcount
+        if changed != 1:
+            raise CalibrationDBError(f"calibration {calibrationID} does not exist")
 
     def setCalibrationStatus(self, calibrationID: int, status: str, reason: str, *, onlyIfRunning: bool = True) -> bool:
         """End a calibration (killed/failed); True if this call changed it."""
@@ -456,6 +484,41 @@ class CalibrationDB:
         if changed != 1:
             raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
 
+    def registerJobs(self, calibrationID: int, jobIDs: Mapping[int, str]) -> None:
+        """Record job IDs in one transaction; a worker that already contacted the service keeps its state."""
+        with self.engine.begin() as conn:
+            for workerID, jobID in jobIDs.items():
+                where = and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID)
+                conn.execute(update(workers).where(where).values(JobID=jobID))
+                conn.execute(update(workers).where(and_(where, workers.c.Status == "created")).values(Status="submitted"))
+
+    def updateWorkers(self, calibrationID: int, updates: Mapping[int, Mapping[str, Any]]) -> None:
+        """Several workers' fields in one transaction (the agent's resubmissions and verdicts)."""
+        allowed = {"JobID", "Status", "ApplicationStatus", "LastStep", "LastSeen", "Resubmissions"}
+        for values in updates.values():
+            unknown = set(values) - allowed
+            if unknown:
+                raise ValueError(f"unknown worker fields {sorted(unknown)}")
+        with self.engine.begin() as conn:
+            for workerID, values in updates.items():
+                changed = conn.execute(
+                    update(workers)
+                    .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
+                    .values(**values)
+                ).rowcount
+                if changed != 1:
+                    raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+
+    def attentionList(self) -> list[dict[str, Any]]:
+        """Calibrations the agent looks after: running ones and ended ones not yet cleaned up."""
+        from sqlalchemy import or_
+
+        query = select(calibrations).where(
+            or_(calibrations.c.Status == "running", calibrations.c.CleanupTime.is_(None))
+        ).order_by(calibrations.c.CalibrationID)
+        with self.engine.connect() as conn:
+            return [_calibration_dict(row) for row in conn.execute(query).mappings()]
+
     def workerCounts(self, calibrationIDs: Sequence[int]) -> dict[int, dict[str, int]]:
         """Per calibration, how many workers are in each state."""
         if not calibrationIDs:
@@ -490,11 +553,17 @@ class CalibrationDB:
             return list(conn.execute(select(files.c.Name).where(files.c.CalibrationID == calibrationID)).scalars())
 
     # ---------------------------------------------------------------- clean-up
-    def deleteCalibrationData(self, calibrationID: int) -> None:
-        """Drop the bulky per-step data (results, files) of an ended calibration; keep the history."""
+    def deleteCalibrationData(self, calibrationID: int, keepPrefix: str) -> None:
+        """Drop the bulky working data (worker reports, input and intermediate files) of an ended
+        calibration; keep the step history and the files whose name starts with ``keepPrefix``."""
         with self.engine.begin() as conn:
             conn.execute(delete(results).where(results.c.CalibrationID == calibrationID))
-            conn.execute(delete(files).where(files.c.CalibrationID == calibrationID))
+            conn.execute(
+                delete(files).where(and_(files.c.CalibrationID == calibrationID, ~files.c.Name.startswith(keepPrefix)))
+            )
+            conn.execute(
+                update(calibrations).where(calibrations.c.CalibrationID == calibrationID).values(CleanupTime=now())
+            )
 
 
 def _open_step(
@@ -523,8 +592,9 @@ def _put_file(conn: Connection, calibrationID: int, name: str, content: bytes, s
 
 def _calibration_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     data = dict(row)
-    data["Settings"] = json.loads(data["Settings"])
-    data["State"] = json.loads(data["State"])
+    for column in ("Settings", "State", "BackendInfo"):
+        if column in data:
+            data[column] = json.loads(data[column])
     return data
 
 

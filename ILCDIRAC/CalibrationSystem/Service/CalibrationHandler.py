@@ -16,6 +16,7 @@ from DIRAC.Core.DISET.RequestHandler import RequestHandler
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
+from ILCDIRAC.CalibrationSystem.logic import supervision
 from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Caller
 
 
@@ -73,7 +74,7 @@ class CalibrationHandler(RequestHandler):
             username=creds.get("username", "anonymous"),
             group=creds.get("group", ""),
             properties=properties,
-            isAdmin=bool(properties & self.adminProperties),
+            isAdmin=bool(properties & (self.adminProperties | {"TrustedHost"})),
         )
 
     # ------------------------------------------------------------------ users
@@ -109,12 +110,12 @@ class CalibrationHandler(RequestHandler):
         """Stop a calibration (its owner, or an administrator)."""
         return logic.kill_calibration(self.db, self.caller(), calibrationID)
 
-    types_registerWorkers = [int, dict]
+    types_registerWorkers = [int, dict, dict]
 
     @_delegate
-    def export_registerWorkers(self, calibrationID, jobIDs):
-        """Record which job runs each worker ({workerID: jobID}), after submission."""
-        return logic.register_workers(self.db, self.caller(), calibrationID, jobIDs)
+    def export_registerWorkers(self, calibrationID, jobIDs, backendInfo):
+        """Record which job runs each worker ({workerID: jobID}) and how to reach them, after submission."""
+        return logic.register_workers(self.db, self.caller(), calibrationID, jobIDs, backendInfo)
 
     # ------------------------------------------------------------------ workers
     types_getWorkerSetup = [int, int]
@@ -145,6 +146,13 @@ class CalibrationHandler(RequestHandler):
         """A file stored with the calibration (e.g. a merged photon likelihood), as text."""
         return logic.calibration_file(self.db, self.caller(), calibrationID, name)
 
+    types_getCalibrationResults = [int]
+
+    @_delegate
+    def export_getCalibrationResults(self, calibrationID):
+        """Final constants with uncertainties and the names of the result files of a finished calibration."""
+        return logic.calibration_results(self.db, self.caller(), calibrationID)
+
     # ------------------------------------------------------------------ agent (TrustedHost)
     types_closeReadySteps = []
 
@@ -152,3 +160,45 @@ class CalibrationHandler(RequestHandler):
     def export_closeReadySteps(self):
         """Safety net: close every open step that has enough results."""
         return logic.close_ready_steps(self.db)
+
+    types_getAgentWork = []
+
+    @_delegate
+    def export_getAgentWork(self):
+        """Running calibrations and ended ones not yet cleaned up, with their workers."""
+        return supervision.agent_work(self.db)
+
+    types_setWorkerStates = [int, dict]
+
+    @_delegate
+    def export_setWorkerStates(self, calibrationID, updates):
+        """The agent's verdicts on workers: {workerID: {JobID, Status, Resubmissions, LastSeen}}."""
+        return supervision.set_worker_states(self.db, calibrationID, updates)
+
+    types_failCalibration = [int, str]
+
+    @_delegate
+    def export_failCalibration(self, calibrationID, reason):
+        """End a running calibration as failed, with the reason."""
+        return supervision.fail_calibration(self.db, calibrationID, reason)
+
+    types_finalizeCalibration = [int]
+
+    @_delegate
+    def export_finalizeCalibration(self, calibrationID):
+        """Make sure a finished calibration has its result files."""
+        return logic.finalize_calibration(self.db, calibrationID)
+
+    types_markDelivered = [int, str]
+
+    @_delegate
+    def export_markDelivered(self, calibrationID, report):
+        """Record that the results were copied to the user's outputPath."""
+        return supervision.mark_delivered(self.db, calibrationID, report)
+
+    types_removeCalibrationData = [int]
+
+    @_delegate
+    def export_removeCalibrationData(self, calibrationID):
+        """Delete the working data of an ended calibration (history and results stay)."""
+        return supervision.remove_calibration_data(self.db, calibrationID)

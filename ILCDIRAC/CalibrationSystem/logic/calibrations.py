@@ -7,12 +7,16 @@ stored state unchanged.
 """
 from __future__ import annotations
 
+import base64
+import json
 import math
 import traceback
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
+from ILCDIRAC.CalibrationSystem.logic.results import CONSTANTS_FILE, RESULT_PREFIX, result_files
+from ILCDIRAC.CalibrationSystem.logic.uncertainties import constant_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities import steering
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
@@ -117,7 +121,7 @@ def calibration_status(db: CalibrationDB, caller: Caller, calibrationID: int | N
     """One calibration, or all of the caller's, newest first, with worker and step progress."""
     if calibrationID is not None:
         _owned(db, caller, calibrationID)
-        rows = [r for r in db.listCalibrations() if r["CalibrationID"] == calibrationID]
+        rows = db.listCalibrations(calibrationIDs=[calibrationID])
     else:
         rows = db.listCalibrations(owner=caller.username)
     counts = db.workerCounts([r["CalibrationID"] for r in rows])
@@ -209,17 +213,25 @@ def worker_setup(
     }
 
 
-def calibration_file(db: CalibrationDB, caller: Caller, calibrationID: int, name: Any) -> str:
-    """A stored file of the calibration (input files, merged likelihoods, results) as text."""
+def calibration_file(db: CalibrationDB, caller: Caller, calibrationID: int, name: Any) -> dict[str, str]:
+    """A stored file of the calibration (input files, merged likelihoods, results): its text, or
+    base64 for binary files such as the convergence plot."""
     _owned(db, caller, calibrationID)
     if not isinstance(name, str) or name not in db.listFiles(calibrationID):
         raise CalibrationError(f"calibration {calibrationID} has no file {name!r}")
-    return db.getFile(calibrationID, name).decode()
+    content = db.getFile(calibrationID, name)
+    try:
+        return {"encoding": "utf-8", "content": content.decode()}
+    except UnicodeDecodeError:
+        return {"encoding": "base64", "content": base64.b64encode(content).decode()}
 
 
-def register_workers(db: CalibrationDB, caller: Caller, calibrationID: int, jobIDs: Any) -> int:
-    """Record the job (or process) ID each worker runs as, after the backend started them."""
+def register_workers(db: CalibrationDB, caller: Caller, calibrationID: int, jobIDs: Any, backendInfo: Any) -> int:
+    """Record the job (or process) ID each worker runs as, after the backend started them, and
+    what the agent needs to look after them (``backendInfo``)."""
     calibration = _owned(db, caller, calibrationID)
+    if not isinstance(backendInfo, Mapping):
+        raise CalibrationError("backend information must be a dict")
     if not isinstance(jobIDs, Mapping) or not all(isinstance(j, (str, int)) for j in jobIDs.values()):
         raise CalibrationError("job IDs must be a dict of worker ID -> job ID")
     parsed = {}
@@ -229,8 +241,8 @@ def register_workers(db: CalibrationDB, caller: Caller, calibrationID: int, jobI
         except (TypeError, ValueError):
             raise CalibrationError(f"worker ID {key!r} is not an integer") from None
         parsed[_worker(calibration, workerID)] = str(jobID)
-    for workerID, jobID in parsed.items():
-        db.updateWorker(calibrationID, workerID, JobID=jobID, Status="submitted")
+    db.registerJobs(calibrationID, parsed)
+    db.updateCalibration(calibrationID, BackendInfo=dict(backendInfo))
     return len(parsed)
 
 
@@ -318,8 +330,41 @@ def _validate_report(payload: Any, phases: list[str], ctx: PhaseContext) -> None
 
 # ------------------------------------------------------------------------------------ closing
 def close_step(db: CalibrationDB, calibrationID: int, step: int) -> StepClose | None:
-    """Close the step once (guarded in the DB); None if someone else closed it first."""
-    return db.closeStep(calibrationID, step, decide_close)
+    """Close the step once (guarded in the DB); None if someone else closed it first. The step
+    that finishes the calibration also produces its deliverables."""
+    decision = db.closeStep(calibrationID, step, decide_close)
+    if decision is not None and decision.status == FINISHED:
+        finalize_calibration(db, calibrationID)
+    return decision
+
+
+def finalize_calibration(db: CalibrationDB, calibrationID: int) -> list[str]:
+    """Store the result files of a finished calibration if they are not there yet (idempotent:
+    the agent calls it again after a service crash between the last close and this)."""
+    calibration = db.getCalibration(calibrationID)
+    if calibration["Status"] != FINISHED:
+        return []
+    present = set(db.listFiles(calibrationID))
+    if CONSTANTS_FILE in present:
+        return []
+    files = result_files(calibration, db.getSteps(calibrationID), db.getFile(calibrationID, STEERING_FILE).decode())
+    for name, content in files.items():
+        db.putFile(calibrationID, name, content)
+    return sorted(files)
+
+
+def calibration_results(db: CalibrationDB, caller: Caller, calibrationID: int) -> dict[str, Any]:
+    """The final constants with uncertainties and the names of the result files."""
+    calibration = _owned(db, caller, calibrationID)
+    if calibration["Status"] != FINISHED:
+        raise CalibrationError(
+            f"calibration {calibrationID} is {calibration['Status']}" + (f" ({calibration['Reason']})" if calibration["Reason"] else "")
+            + ": results exist once it finished"
+        )
+    finalize_calibration(db, calibrationID)
+    summary = json.loads(db.getFile(calibrationID, CONSTANTS_FILE))
+    summary["files"] = sorted(name for name in db.listFiles(calibrationID) if name.startswith(RESULT_PREFIX))
+    return summary
 
 
 def close_ready_steps(db: CalibrationDB) -> list[dict[str, Any]]:
@@ -340,16 +385,19 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
     state = ProcedureState.from_dict(calibration["State"])
     try:
         ctx = PhaseContext.from_settings(calibration["Settings"])
-        measurements = {}
+        measurements, uncertainties = {}, {}
         for key in step["Phases"]:
             phase = phase_for(key)
             spec = phase.spec(ctx)
-            merged = Summary.merge([Summary.from_payload(p["phases"][key], spec) for _, p in stored], spec)
-            measurements[key] = phase.measure(merged, ctx)
+            summaries = [Summary.from_payload(p["phases"][key], spec) for _, p in stored]
+            measurements[key] = phase.measure(Summary.merge(summaries, spec), ctx)
+            if measurements[key].ok and phase.fits:
+                uncertainties.update(constant_uncertainties(phase, ctx, state.constants, summaries, spec))
         newState, outcome = advance(state, measurements, ctx)
         artifacts = outcome.artifacts
         outcomeDict = outcome.to_dict()
         outcomeDict["workers"] = [worker for worker, _ in stored]
+        outcomeDict["uncertainties"] = uncertainties
     except Exception as exc:  # noqa: BLE001 - any failure must end the calibration visibly, not loop
         newState = ProcedureState.from_dict(state.to_dict())
         newState.status, newState.active = FAILED, []

@@ -7,8 +7,6 @@ step's constants, submits the histogram summary and waits for the next step.
 Example:
   $ dirac-clic-calibration-worker --calibration 12 --worker 3 --workdir ./worker3
 """
-import logging
-import os
 from pathlib import Path
 
 from DIRAC import S_OK
@@ -35,19 +33,9 @@ def main():
     if missing:
         Script.showHelp(exitCode=1)
 
-    from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
-    from ILCDIRAC.CalibrationSystem.Client.Worker import Worker
-    from ILCDIRAC.CalibrationSystem.Client.StatusReport import status_reporter
+    from ILCDIRAC.CalibrationSystem.Client.WorkerMain import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    worker = Worker(
-        CalibrationClient(),
-        options["calibration"],
-        options["worker"],
-        Path(options["workdir"]),
-        report=status_reporter(os.environ.get("JOBID")),
-    )
-    DIRACExit(worker.run())
+    DIRACExit(run_worker(options["calibration"], options["worker"], Path(options["workdir"])))
 
 
 if __name__ == "__main__":

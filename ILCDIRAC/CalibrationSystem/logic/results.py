@@ -1,0 +1,103 @@
+"""The calibration's deliverables, made when it finishes: the ready steering file, the constants
+with their uncertainties, the full per-step history, and a convergence plot.
+
+They are stored with the calibration under names starting with ``result_`` (kept when the
+working data is cleaned up), downloaded by ``dirac-clic-calibration-results`` and copied to the
+user's ``outputPath`` by the agent.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Mapping, Sequence
+
+from ILCDIRAC.CalibrationSystem.Utilities import steering
+
+RESULT_PREFIX = "result_"
+CONSTANTS_FILE = RESULT_PREFIX + "constants.json"
+HISTORY_FILE = RESULT_PREFIX + "history.json"
+STEERING_FILE = RESULT_PREFIX + "steering.xml"
+PLOT_FILE = RESULT_PREFIX + "convergence.png"
+
+
+def final_uncertainties(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Each constant's uncertainty from the last step that updated it."""
+    uncertainties: dict[str, float] = {}
+    for step in steps:
+        outcome = step.get("Outcome") or {}
+        uncertainties.update(outcome.get("uncertainties", {}))
+    return uncertainties
+
+
+def history(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "step": s["Step"],
+            "phases": s["Phases"],
+            "constants": s["Constants"],
+            "results": s["NResults"],
+            "opened": s["OpenTime"].isoformat(),
+            "closed": s["CloseTime"].isoformat() if s["CloseTime"] else None,
+            "outcome": s["Outcome"],
+        }
+        for s in steps
+    ]
+
+
+def result_files(calibration: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], userSteering: str) -> dict[str, bytes]:
+    """All deliverables of a finished calibration, as file name -> content."""
+    settings = calibration["Settings"]
+    constants = calibration["State"]["constants"]
+    summary = {
+        "calibrationID": calibration["CalibrationID"],
+        "detectorModel": settings["detectorModel"],
+        "strategy": settings["strategy"],
+        "steps": len(steps),
+        "finished": calibration["EndTime"].isoformat() if calibration["EndTime"] else None,
+        "constants": constants,
+        "uncertainties": final_uncertainties(steps),
+    }
+    soft = steering.read_parameters(userSteering, settings["DDPandoraPFANewProcessorName"]).get(
+        "MaxClusterEnergyToApplySoftComp"
+    )
+    return {
+        CONSTANTS_FILE: json.dumps(summary, indent=2, sort_keys=True).encode(),
+        HISTORY_FILE: json.dumps(history(steps), indent=2, sort_keys=True).encode(),
+        STEERING_FILE: steering.final_steering(userSteering, constants, settings, soft).encode(),
+        PLOT_FILE: convergence_plot(calibration["CalibrationID"], steps, constants),
+    }
+
+
+def convergence_plot(calibrationID: int, steps: Sequence[Mapping[str, Any]], final: Mapping[str, Any]) -> bytes:
+    """Each fitted constant relative to its final value, step by step (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(
+        name for name in final if any(_value(s["Constants"].get(name)) != _value(final[name]) for s in steps)
+    ) or sorted(final)
+    figure, axis = plt.subplots(figsize=(9, 5))
+    numbers = [s["Step"] for s in steps] + [steps[-1]["Step"] + 1 if steps else 1]
+    for name in names:
+        reference = _value(final[name])
+        series = [_value(s["Constants"].get(name, final[name])) / reference for s in steps] + [1.0]
+        axis.plot(numbers, series, marker="o", label=name)
+    for step in steps:
+        axis.annotate(",".join(step["Phases"]), (step["Step"], 1.0), fontsize=7, rotation=90, alpha=0.6,
+                      xytext=(0, 6), textcoords="offset points", ha="center")
+    axis.axhline(1.0, color="grey", lw=0.8)
+    axis.set_xlabel("step (last point: final constants)")
+    axis.set_ylabel("constant / final value")
+    axis.set_title(f"Calibration {calibrationID}: convergence")
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _value(value: Any) -> float:
+    return float(value[0] if isinstance(value, list) else value)

@@ -1,0 +1,127 @@
+"""Service-side operations for the CalibrationAgent (TrustedHost only): what needs looking
+after, and the agent's verdicts about workers and calibrations, stored atomically."""
+from __future__ import annotations
+
+import datetime
+from typing import Any, Mapping
+
+from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, now
+from ILCDIRAC.CalibrationSystem.logic.calibrations import FAILED, RESULT_PREFIX, RUNNING, CalibrationError
+
+#: The settings the agent needs to look after a calibration's workers and deliver its results.
+AGENT_SETTINGS = (
+    "maxResubmissionsPerWorker",
+    "maxFailedWorkerFraction",
+    "outputPath",
+    "outputSE",
+    "marlinVersion",
+    "platform",
+    "cpuTime",
+    "geometryTarball",
+    "numberOfJobs",
+)
+WORKER_STATES = frozenset({"created", "submitted", "resubmitted", "running", "waiting", "finished", "killed", "failed", "dead"})
+
+
+def agent_work(db: CalibrationDB) -> list[dict[str, Any]]:
+    """Running calibrations and ended ones not cleaned up yet, with their workers."""
+    work = []
+    for row in db.attentionList():
+        work.append(
+            {
+                "calibrationID": row["CalibrationID"],
+                "status": row["Status"],
+                "step": row["Step"],
+                "resultsNeeded": row["ResultsNeeded"],
+                "owner": row["Owner"],
+                "ownerDN": row["OwnerDN"],
+                "ownerGroup": row["OwnerGroup"],
+                "backend": row["Backend"],
+                "backendInfo": row["BackendInfo"],
+                "settings": {key: row["Settings"].get(key) for key in AGENT_SETTINGS},
+                "endTime": row["EndTime"],
+                "deliveryTime": row["DeliveryTime"],
+                "workers": [
+                    {
+                        "workerID": w["WorkerID"],
+                        "jobID": w["JobID"],
+                        "status": w["Status"],
+                        "lastSeen": w["LastSeen"],
+                        "lastStep": w["LastStep"],
+                        "resubmissions": w["Resubmissions"],
+                    }
+                    for w in db.getWorkers(row["CalibrationID"])
+                ],
+            }
+        )
+    return work
+
+
+def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any) -> int:
+    """The agent's verdicts: new job IDs after resubmission, resubmission counts, given-up workers."""
+    if not isinstance(updates, Mapping) or not updates:
+        raise CalibrationError("worker updates must be a non-empty dict of worker ID -> fields")
+    checked: dict[int, dict[str, Any]] = {}
+    for key, fields in updates.items():
+        try:
+            workerID = int(key)
+        except (TypeError, ValueError):
+            raise CalibrationError(f"worker ID {key!r} is not an integer") from None
+        if not isinstance(fields, Mapping):
+            raise CalibrationError(f"fields of worker {workerID} must be a dict")
+        values: dict[str, Any] = {}
+        for name, value in fields.items():
+            if name == "JobID" and isinstance(value, str) and value:
+                values[name] = value
+            elif name == "Status" and value in WORKER_STATES:
+                values[name] = value
+            elif name == "ApplicationStatus" and isinstance(value, str):
+                values[name] = value[:255]
+            elif name == "Resubmissions" and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                values[name] = value
+            elif name == "LastSeen" and value is None:
+                values[name] = None
+            else:
+                raise CalibrationError(f"worker {workerID}: {name} = {value!r} is not a valid update")
+        checked[workerID] = values
+    try:
+        db.updateWorkers(calibrationID, checked)
+    except CalibrationDBError as exc:
+        raise CalibrationError(str(exc)) from None
+    return len(checked)
+
+
+def fail_calibration(db: CalibrationDB, calibrationID: int, reason: Any) -> bool:
+    """End a running calibration as failed with the agent's reason (no-op once it ended)."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise CalibrationError("a failed calibration needs a reason")
+    return db.setCalibrationStatus(calibrationID, FAILED, reason.strip())
+
+
+def mark_delivered(db: CalibrationDB, calibrationID: int, report: Any) -> None:
+    """Record that (and where) the results were copied to the user's outputPath."""
+    if not isinstance(report, str):
+        raise CalibrationError("the delivery report must be a string")
+    calibration = _calibration(db, calibrationID)
+    if calibration["Status"] == RUNNING:
+        raise CalibrationError(f"calibration {calibrationID} is still running: nothing to deliver yet")
+    db.updateCalibration(calibrationID, DeliveryTime=now(), DeliveryReport=report)
+
+
+def remove_calibration_data(db: CalibrationDB, calibrationID: int) -> None:
+    """Delete the working data of an ended calibration, keeping its history and results."""
+    calibration = _calibration(db, calibrationID)
+    if calibration["Status"] == RUNNING:
+        raise CalibrationError(f"calibration {calibrationID} is still running: its data is in use")
+    db.deleteCalibrationData(calibrationID, keepPrefix=RESULT_PREFIX)
+
+
+def _calibration(db: CalibrationDB, calibrationID: int) -> dict[str, Any]:
+    try:
+        return db.getCalibration(calibrationID)
+    except CalibrationDBError as exc:
+        raise CalibrationError(str(exc)) from None
+
+
+def older_than(moment: datetime.datetime | None, days: float, reference: datetime.datetime) -> bool:
+    return moment is not None and (reference - moment).total_seconds() > days * 86400
