@@ -128,6 +128,9 @@ def calibration_status(db: CalibrationDB, caller: Caller, calibrationID: int | N
     report = []
     for row in rows:
         step = db.getStep(row["CalibrationID"], row["Step"])
+        # a running calibration shows the constants its current step runs with, an ended one the
+        # constants it ended with (after the last step's update)
+        constants = step["Constants"] if row["Status"] == RUNNING else db.getCalibration(row["CalibrationID"])["State"]["constants"]
         report.append(
             {
                 "calibrationID": row["CalibrationID"],
@@ -147,7 +150,7 @@ def calibration_status(db: CalibrationDB, caller: Caller, calibrationID: int | N
                 "created": row["CreationTime"].isoformat(),
                 "lastUpdate": row["LastUpdate"].isoformat(),
                 "ended": row["EndTime"].isoformat() if row["EndTime"] else None,
-                "constants": step["Constants"],
+                "constants": constants,
             }
         )
     return report

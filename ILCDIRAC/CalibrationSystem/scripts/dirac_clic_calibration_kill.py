@@ -14,7 +14,7 @@ from DIRAC.Core.Base.Script import Script
 def main():
     Script.registerArgument("calibrationID: calibration ID")
     Script.parseCommandLine()
-    (calibrationID,) = Script.getPositionalArgs(group=True)
+    calibrationID = Script.getPositionalArgs(group=True)
 
     from ILCDIRAC.CalibrationSystem.Client.Status import kill
 

@@ -24,7 +24,7 @@ def main():
     Script.registerSwitch("", "dir=", "folder for the result files (default ./calibration_<ID>)", setDir)
     Script.registerArgument("calibrationID: calibration ID")
     Script.parseCommandLine()
-    (calibrationID,) = Script.getPositionalArgs(group=True)
+    calibrationID = Script.getPositionalArgs(group=True)
 
     from ILCDIRAC.CalibrationSystem.Client.Status import fetch_results
 

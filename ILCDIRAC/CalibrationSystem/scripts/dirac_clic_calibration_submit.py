@@ -36,7 +36,7 @@ def main():
     if "--dry-run" in sys.argv or "-n" in sys.argv:
         Script.disableCS()
     Script.parseCommandLine()
-    (settingsFile,) = Script.getPositionalArgs(group=True)
+    settingsFile = Script.getPositionalArgs(group=True)
 
     from ILCDIRAC.CalibrationSystem.Client.Submission import dry_run, submit
 

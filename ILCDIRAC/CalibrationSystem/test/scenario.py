@@ -72,7 +72,7 @@ class Scenario:
 
     def submit(self) -> int:
         settings = self.prepare()
-        done = self.run_command("dirac-clic-calibration-submit", str(settings), "--workdir", str(self.folder / "work"))
+        done = self.run_command("dirac-clic-calibration-submit", "--workdir", str(self.folder / "work"), str(settings))
         if done.returncode != 0:
             raise ScenarioError(f"submit failed ({done.returncode}): {done.stdout} {done.stderr}")
         return int(done.stdout.strip().splitlines()[-1])
