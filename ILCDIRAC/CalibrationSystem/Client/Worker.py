@@ -94,12 +94,14 @@ class Worker:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         environment: Callable[[Mapping[str, Any]], str] | None = None,
+        runner: Callable[[list[str], Path, Path], int] | None = None,
     ):
         self.rpc, self.calibrationID, self.workerID = rpc, calibrationID, workerID
         self.workDir = Path(workDir)
         self.report, self.sleep = report, sleep
         self.environment = environment
         self.environmentScript: str | None = None
+        self.runner = runner or run_command
         self.rng = rng or random.Random(os.getpid() ^ int(time.time()))
         self.polling = Polling()
 
@@ -263,16 +265,21 @@ class Worker:
             command = ["bash", "-c", f"source {shlex.quote(self.environmentScript)} && exec {shlex.join(command)}"]
         logFile = self.workDir / f"marlin_{name}.log"
         started = time.monotonic()
-        with open(logFile, "w") as output:
-            try:
-                completed = subprocess.run(command, cwd=self.workDir, stdout=output, stderr=subprocess.STDOUT)
-            except OSError as exc:
-                raise ReconstructionFailed(f"cannot run {command[0]!r}: {exc}") from None
-        if completed.returncode != 0:
+        try:
+            returncode = self.runner(command, self.workDir, logFile)
+        except OSError as exc:
+            raise ReconstructionFailed(f"cannot run {command[0]!r}: {exc}") from None
+        if returncode != 0:
             tail = logFile.read_text()[-2000:].strip().splitlines()[-5:]
-            raise ReconstructionFailed(f"{' '.join(command)} exited with {completed.returncode}: {' | '.join(tail)}")
+            raise ReconstructionFailed(f"{' '.join(command)} exited with {returncode}: {' | '.join(tail)}")
         log.info("step %s %s reconstructed in %.1f s", step, sample, time.monotonic() - started)
         return rootFile
+
+
+def run_command(command: list[str], workDir: Path, logFile: Path) -> int:
+    """Run the reconstruction command in the work directory, its output into the log file."""
+    with open(logFile, "w") as output:
+        return subprocess.run(command, cwd=workDir, stdout=output, stderr=subprocess.STDOUT).returncode
 
 
 def marlin_environment(settings: Mapping[str, Any]) -> str:

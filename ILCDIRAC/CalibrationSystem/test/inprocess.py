@@ -1,0 +1,157 @@
+"""A whole calibration in one process, without DIRAC: for physics tests and benchmarks.
+
+The service's own logic runs on an SQLite CalibrationDB (the same functions the DISET handler
+calls), N ``Worker`` objects do exactly what worker jobs do (steering file, reconstruction,
+uproot, reduction, report), one after the other, and the emulator is called in-process instead
+of as a command (same steering file in, same files out; it only saves the interpreter start).
+Each step is one pass over the samples on the grid, so ``passes`` counts steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ILCDIRAC.CalibrationSystem.Client.Worker import Worker
+from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
+from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
+from ILCDIRAC.CalibrationSystem.logic.calibrations import Caller, CalibrationError
+from ILCDIRAC.CalibrationSystem.Utilities.emulator.run import RUN_ERRORS, run
+from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import make_sample_files
+from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth
+from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
+
+CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}))
+PACKAGE = Path(__file__).resolve().parents[1]
+PANDORA = PACKAGE / "data" / "pandora"
+STEERING = PACKAGE / "data" / "steering" / "calibrationReconstruction.xml"
+PARTICLES = {"gamma": ("gamma", 10.0), "kaon": ("kaon0L", 50.0), "muon": ("mu-", 10.0), "zuds": ("zuds", 91.2)}
+
+
+class LogicRPC:
+    """The service logic behind the RPC method names a Worker calls (S_OK/S_ERROR results)."""
+
+    def __init__(self, db: CalibrationDB, caller: Caller = CALLER):
+        self.db, self.caller = db, caller
+
+    def _answer(self, function, *args) -> dict[str, Any]:
+        try:
+            return {"OK": True, "Value": function(self.db, self.caller, *args)}
+        except CalibrationError as exc:
+            return {"OK": False, "Errno": 22, "Message": str(exc)}
+
+    def getWorkerSetup(self, calibrationID, workerID):
+        return self._answer(logic.worker_setup, calibrationID, workerID, {})
+
+    def getStepParameters(self, calibrationID, workerID, lastStep):
+        return self._answer(logic.step_parameters, calibrationID, workerID, lastStep or None)
+
+    def submitResult(self, calibrationID, step, workerID, report):
+        return self._answer(logic.submit_result, calibrationID, step, workerID, report)
+
+    def getCalibrationFile(self, calibrationID, name):
+        return self._answer(logic.calibration_file, calibrationID, name)
+
+
+class EmulatorRunner:
+    """Runs ``<marlinExecutable> steering.xml`` as an in-process call of the emulator, timing its CPU."""
+
+    def __init__(self):
+        self.cpuSeconds = 0.0
+
+    def __call__(self, command: list[str], workDir: Path, logFile: Path) -> int:
+        started = time.process_time()
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output):
+                run(command[-1], workDir)
+            code = 0
+        except RUN_ERRORS as exc:
+            output.write(f"marlin-emulator: error: {exc}\n")
+            code = 1
+        finally:
+            self.cpuSeconds += time.process_time() - started
+        logFile.write_text(output.getvalue())
+        return code
+
+
+@dataclass
+class Outcome:
+    calibrationID: int
+    status: str
+    reason: str
+    passes: int
+    cpuSeconds: float
+    constants: dict[str, Any]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "finished"
+
+
+def make_samples(truth: DetectorTruth, folder: Path, samples: Mapping[str, tuple[int, int]], seed: int = 1) -> dict:
+    """Sample files for the given samples ({"gamma": (files, events per file), ...}) as settings keys."""
+    values: dict[str, Any] = {}
+    for sample, (nFiles, perFile) in samples.items():
+        particle, energy = PARTICLES[sample]
+        files = make_sample_files(particle, energy, nFiles, perFile, truth, seed, folder / "samples")
+        values[f"{sample}Files"] = [str(f) for f in files]
+        values[f"{sample}EventsPerFile"] = perFile
+    return values
+
+
+def input_files(steering: Path = STEERING) -> dict[str, str]:
+    files = {logic.STEERING_FILE: steering.read_text()}
+    for path in sorted(PANDORA.glob("*.xml")):
+        files[path.name] = path.read_text()
+    return files
+
+
+def run_calibration(
+    settings: Mapping[str, Any],
+    folder: Path,
+    *,
+    workerOrder: Sequence[int] | None = None,
+    maxPasses: int = 200,
+) -> Outcome:
+    """Create the calibration and drive its workers until it ends (or ``maxPasses`` steps)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    resolved = settings_from_dict({**settings, "steeringFile": str(STEERING), "backend": "local"}).to_dict()
+    db = CalibrationDB(f"sqlite+pysqlite:///{folder / 'calibration.sqlite'}")
+    rpc = LogicRPC(db)
+    calibrationID = logic.create_calibration(db, CALLER, resolved, input_files())
+    runner = EmulatorRunner()
+    workers = {}
+    for workerID in range(resolved["numberOfJobs"]):
+        worker = Worker(rpc, calibrationID, workerID, folder / f"worker_{workerID}", runner=runner)
+        worker.prepare(worker.call("getWorkerSetup", calibrationID, workerID))
+        workers[workerID] = worker
+    lastStep = dict.fromkeys(workers, 0)
+    order = list(workerOrder) if workerOrder is not None else list(workers)
+    for _ in range(maxPasses):
+        ran = False
+        for workerID in order:
+            params = workers[workerID].call("getStepParameters", calibrationID, workerID, lastStep[workerID])
+            if params["action"] != "run":
+                continue
+            report = workers[workerID].reconstruct(params)
+            workers[workerID].call("submitResult", calibrationID, params["step"], workerID, report)
+            lastStep[workerID] = params["step"]
+            ran = True
+        if not ran:
+            break
+    calibration = db.getCalibration(calibrationID)
+    steps = db.getSteps(calibrationID)
+    return Outcome(
+        calibrationID=calibrationID,
+        status=calibration["Status"],
+        reason=calibration["Reason"],
+        passes=len(steps),
+        cpuSeconds=runner.cpuSeconds,
+        constants=calibration["State"]["constants"],
+        steps=steps,
+    )
