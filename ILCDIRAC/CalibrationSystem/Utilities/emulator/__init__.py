@@ -1,0 +1,44 @@
+"""Detector-response emulator standing in for Marlin + DDCaloDigi + DDMarlinPandora + PfoAnalysis.
+
+It honours the reconstruction contract (DESIGN.md, contract 1): ``marlin-emulator steering.xml``
+reads a Marlin steering file, reconstructs the events of its (emulator) input files with the
+steering's calibration constants and leaves the PfoAnalysis ROOT file, or in photon-training mode
+Pandora's likelihood file. Physics: docs/calibration_physics.md, sections 1, 2, 4 and 6.
+
+Modules: ``truth`` (detector truth as data), ``samples`` (input files), ``rng`` (counter-based
+random numbers), ``geometry``, ``sim`` (simulated events), ``digitisation`` (DDCaloDigi and
+Pandora's MIP scale), ``pandora`` (photon likelihood: settings, PDFs, training), ``reco``
+(Pandora and PfoAnalysis), ``rootio`` (the ROOT file), ``steering_input``, ``run``, ``cli``.
+"""
+from ILCDIRAC.CalibrationSystem.Utilities.emulator.run import RUN_ERRORS, RunReport, event_slices, run
+from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import (
+    PARTICLES,
+    SampleFile,
+    SampleFileError,
+    make_sample_files,
+    read_sample_file,
+)
+from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import (
+    DetectorTruth,
+    TruthError,
+    available_truths,
+    load_truth,
+    truth_from_mapping,
+)
+
+__all__ = [
+    "PARTICLES",
+    "RUN_ERRORS",
+    "DetectorTruth",
+    "RunReport",
+    "SampleFile",
+    "SampleFileError",
+    "TruthError",
+    "available_truths",
+    "event_slices",
+    "load_truth",
+    "make_sample_files",
+    "read_sample_file",
+    "run",
+    "truth_from_mapping",
+]
