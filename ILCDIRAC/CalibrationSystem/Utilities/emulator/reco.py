@@ -63,6 +63,8 @@ NO_QUARKS = -99.0
 #: Spread of sim-hit polar angles around the particle direction (direction-correction histograms).
 HIT_ANGLE_SPREAD = 0.03
 DEFAULT_PFO_ANALYSIS = PfoAnalysisParameters("PFOAnalysis.root", True, 500, 0.002)
+#: Smallest digitised cluster energy (GeV) that still makes a PFO (showers lost in the forward region).
+MIN_CLUSTER_ENERGY = 1e-3
 
 
 @dataclass(frozen=True)
@@ -215,8 +217,9 @@ def _showers(bank: ShowerBank, config: RecoConfig) -> EventTable:
         return np.where(pdg == PHOTON_PDG, electromagnetic, hadronic)
 
     converted = bank.converted
+    seen = x + y > MIN_CLUSTER_ENERGY  # Pandora makes no PFO from a shower that left no hits
     slots = {
-        "valid": np.stack([np.ones(n, dtype=bool), fragmented | converted], axis=1),
+        "valid": np.stack([converted | seen, converted | (fragmented & seen)], axis=1),
         "pdg": np.stack([np.where(converted, -11, mainPdg), np.where(converted, 11, fragmentPdg)], axis=1),
         "x": np.stack([np.where(converted, 0.0, (1 - share) * x), np.where(converted, 0.0, share * x)], axis=1),
         "y": np.stack([np.where(converted, 0.0, (1 - share) * y), np.where(converted, 0.0, share * y)], axis=1),
