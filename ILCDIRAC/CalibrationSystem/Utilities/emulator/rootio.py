@@ -10,7 +10,7 @@ and the histograms as TH1F (docs/calibration_physics.md section 6).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -75,7 +75,7 @@ class Hist1D:
     bins: int
     low: float
     high: float
-    contents: np.ndarray = field(default=None)
+    contents: np.ndarray | None = None
     entries: float = 0.0
     sumw: float = 0.0
     sumw2: float = 0.0

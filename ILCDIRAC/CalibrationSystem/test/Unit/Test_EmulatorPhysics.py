@@ -255,3 +255,18 @@ def test_quirk_4_stores_the_edge_energy_through_an_int(workdir, tmp_path):
     bugged = tree(reconstruct(workdir, "quirk", "edge_int"))
     assert normal["hCalCaloHitEnergyFromEdge"].max() > 1.0
     assert np.all(np.abs(bugged["hCalCaloHitEnergyFromEdge"]) < 1e-40)  # an int's bits read as a float
+
+
+def test_hit_energy_cap_and_software_compensation(workdir):
+    plain = {"MaxClusterEnergyToApplySoftComp": 0}
+    base = tree(reconstruct(workdir, "kaon", "had_base", events=3000, pandora=plain))
+    capped = tree(reconstruct(workdir, "kaon", "had_cap", events=3000, pandora={**plain, "MaxHCalHitHadronicEnergy": 1.0}))
+    compensated = tree(reconstruct(workdir, "kaon", "had_sc", events=3000, pandora={"MaxClusterEnergyToApplySoftComp": 200}))
+    hadron = (base["nPfosTotal"] == 1) & (base["nPfosNeutralHadrons"] == 1) & (base["pfoHCalToHadEnergy"] > 0.9 * T_K0L)
+    assert hadron.sum() > 200
+    loss = 1 - capped["pfoEnergyNeutralHadrons"][hadron] / base["pfoEnergyNeutralHadrons"][hadron]
+    assert 0.02 < np.median(loss) < 0.1  # the 1 GeV cap of the early CLD constants: a visible non-linearity
+    contained = (base["nPfosTotal"] == 1) & (base["nPfosNeutralHadrons"] == 1) & (base["pfoMinHCalLayerToEdge"] > 5)
+    width = np.std(base["pfoEnergyNeutralHadrons"][contained]) / np.mean(base["pfoEnergyNeutralHadrons"][contained])
+    compensatedWidth = np.std(compensated["pfoEnergyNeutralHadrons"][contained]) / np.mean(compensated["pfoEnergyNeutralHadrons"][contained])
+    assert compensatedWidth < width  # software compensation undoes part of the e/h fluctuation
