@@ -7,8 +7,9 @@ Pandora's likelihood file. Physics: docs/calibration_physics.md, sections 1, 2, 
 
 Modules: ``truth`` (detector truth as data), ``samples`` (input files), ``rng`` (counter-based
 random numbers), ``geometry``, ``sim`` (simulated events), ``digitisation`` (DDCaloDigi and
-Pandora's MIP scale), ``pandora`` (photon likelihood: settings, PDFs, training), ``reco``
-(Pandora and PfoAnalysis), ``rootio`` (the ROOT file), ``steering_input``, ``run``, ``cli``.
+Pandora's MIP scale), ``pandora`` (photon likelihood: settings, PDFs, training), ``reco`` with
+``showers``, ``muons``, ``jets`` (Pandora) and ``pfo_tree`` (PfoAnalysis), ``rootio`` (the ROOT
+file), ``steering_input``, ``run``, ``cli``.
 """
 from ILCDIRAC.CalibrationSystem.Utilities.emulator.run import RUN_ERRORS, RunReport, event_slices, run
 from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import (
