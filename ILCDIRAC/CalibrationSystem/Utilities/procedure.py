@@ -63,6 +63,8 @@ class StepOutcome:
     constantsBefore: dict[str, Any]
     constantsAfter: dict[str, Any]
     completed: list[str]
+    #: Phases completed without a pass of their own (their inputs are unchanged).
+    skipped: list[str]
     status: str
     reason: str
     #: Files produced for later steps: stored name -> text (kept out of the JSON history).
@@ -125,14 +127,17 @@ def advance(
             )
     artifacts = {}
     if new.status != FAILED:
-        for key in state.active:
+        for key in completed:
             for name, text in measurements[key].artifacts.items():
                 stored = f"step{state.step}_{name}"
                 artifacts[stored] = text
                 new.memory.setdefault("inputs", {})[name] = stored
+    skipped: list[str] = []
     if new.status == RUNNING:
-        done = set(completed) | set(new.memory.get("completed", []))
-        new.memory["completed"] = sorted(done)
+        new.memory["completed"] = sorted(set(completed) | set(new.memory.get("completed", [])))
+        skipped = strategy.skip(new)
+        new.memory["completed"] = sorted(set(new.memory["completed"]) | set(skipped))
+        done = set(new.memory["completed"])
         while new.position < len(new.sequence) and new.sequence[new.position] in done:
             new.position += 1
         if new.position == len(new.sequence):
@@ -149,6 +154,7 @@ def advance(
         constantsBefore=copy.deepcopy(state.constants),
         constantsAfter=copy.deepcopy(new.constants),
         completed=completed,
+        skipped=skipped,
         status=new.status,
         reason=new.reason,
         artifacts=artifacts,

@@ -8,6 +8,7 @@ stored state unchanged.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import traceback
@@ -393,7 +394,10 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
             phase = phase_for(key)
             spec = phase.spec(ctx)
             summaries = [Summary.from_payload(p["phases"][key], spec) for _, p in stored]
-            measurements[key] = phase.measure(Summary.merge(summaries, spec), ctx)
+            merged = Summary.merge(summaries, spec)
+            measurements[key] = phase.measure(merged, ctx)
+            if measurements[key].ok and state.strategy != "legacy":
+                measurements[key] = dataclasses.replace(measurements[key], solution=phase.solve(state.constants, merged, ctx))
             if measurements[key].ok and phase.fits:
                 uncertainties.update(constant_uncertainties(phase, ctx, state.constants, summaries, spec))
         newState, outcome = advance(state, measurements, ctx)

@@ -1,9 +1,10 @@
 """Statistical uncertainty of every updated constant, from the workers' reports.
 
-The workers are split into at most ``GROUPS`` contiguous groups; the phase's estimator and update
-rule are re-run on the merged reports without each group in turn (a grouped jackknife). This
-suits the non-linear estimators (fits, the chi-square method) that a single worker's events
-could not feed, and costs ``GROUPS`` extra estimates per phase and step.
+The workers are split into at most ``GROUPS`` contiguous groups; the phase's estimator (its
+unquantised form, ``smooth_measure``, so that grid steps do not hide the spread) and update rule
+are re-run on the merged reports without each group in turn (a grouped jackknife). This suits the
+non-linear estimators (fits, the chi-square method) that a single worker's events could not
+feed, and costs ``GROUPS`` extra estimates per phase and step.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def constant_uncertainties(
         if len(groups) < 2:
             break
         kept = [summaries[i] for i in range(len(summaries)) if i not in set(left.tolist())]
-        measurement = phase.measure(Summary.merge(kept, spec), ctx)
+        measurement = phase.smooth_measure(Summary.merge(kept, spec), ctx)
         if not measurement.ok:
             continue
         for name, value in phase.update(constants, measurement, ctx).items():

@@ -28,7 +28,7 @@ CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_use
 PACKAGE = Path(__file__).resolve().parents[1]
 PANDORA = PACKAGE / "data" / "pandora"
 STEERING = PACKAGE / "data" / "steering" / "calibrationReconstruction.xml"
-PARTICLES = {"gamma": ("gamma", 10.0), "kaon": ("kaon0L", 50.0), "muon": ("mu-", 10.0), "zuds": ("zuds", 91.2)}
+PARTICLES = {"gamma": ("gamma", 10.0), "kaon": ("kaon0L", 50.0), "muon": ("mu-", 10.0), "zuds": ("zuds", 200.0)}
 
 
 class LogicRPC:

@@ -17,12 +17,9 @@ import yaml
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import make_sample_files
+from ILCDIRAC.CalibrationSystem.test.inprocess import STEERING, make_samples
 from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth, load_truth
 
-PACKAGE = Path(__file__).resolve().parents[1]
-STEERING = PACKAGE / "data" / "steering" / "calibrationReconstruction.xml"
-PARTICLES = {"gamma": ("gamma", 10.0), "kaon": ("kaon0L", 50.0), "muon": ("mu-", 10.0), "zuds": ("zuds", 91.2)}
 BIN = Path(sys.executable).parent
 
 
@@ -52,11 +49,7 @@ class Scenario:
             "steeringFile": str(STEERING),
             "outputPath": str(self.folder / "output"),
         }
-        for sample, (nFiles, perFile) in self.samples.items():
-            particle, energy = PARTICLES[sample]
-            files = make_sample_files(particle, energy, nFiles, perFile, self.truth, self.seed, self.folder / "samples")
-            values[f"{sample}Files"] = [str(f) for f in files]
-            values[f"{sample}EventsPerFile"] = perFile
+        values.update(make_samples(self.truth, self.folder, self.samples, self.seed))
         values.update(self.settings)
         path = self.folder / "settings.yaml"
         path.write_text(yaml.safe_dump(values, sort_keys=False))

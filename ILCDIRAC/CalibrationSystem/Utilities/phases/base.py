@@ -79,10 +79,12 @@ class Measurement:
     reason: str = ""
     #: Files the phase produced for later steps (name -> text), e.g. a merged likelihood.
     artifacts: Mapping[str, str] = field(default_factory=dict)
+    #: The offline-replay solution (``Phase.solve``), when the phase has one.
+    solution: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"values": dict(self.values), "errors": dict(self.errors), "ok": self.ok, "reason": self.reason,
-                "artifacts": sorted(self.artifacts)}
+                "artifacts": sorted(self.artifacts), "solution": dict(self.solution) if self.solution else None}
 
 
 class Phase:
@@ -106,6 +108,8 @@ class Phase:
     iterative: bool = True
     #: The observables scale exactly with the fitted constants, so one ratio update lands on target.
     proportional: bool = False
+    #: Phase numbers whose constants change this phase's observables (for running phases together).
+    dependsOn: tuple[int, ...] = ()
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
         raise NotImplementedError
@@ -118,13 +122,49 @@ class Phase:
         """Service side: merged summary -> estimator outputs."""
         raise NotImplementedError
 
+    def smooth_measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
+        """The estimator without the original's quantisation (e.g. the chi-square method's grid),
+        for statistical uncertainties and offline replay; the same as ``measure`` by default."""
+        return self.measure(merged, ctx)
+
     def update(self, constants: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
         """The update rule: new values of the constants this phase fits."""
         raise NotImplementedError
 
+    def targets(self, ctx: PhaseContext) -> dict[str, float]:
+        """What an iterative phase's measured values should be: value name -> target (GeV)."""
+        return {}
+
+    def tolerance(self, ctx: PhaseContext) -> float:
+        """How far (GeV) a measured value may be from its target for the phase to advance."""
+        return 0.0
+
     def converged(self, measurement: Measurement, ctx: PhaseContext) -> bool:
-        """The original advance criterion, on the means measured with the step's constants."""
-        return not self.iterative
+        """The original advance criterion, on the values measured with the step's constants."""
+        if not self.iterative:
+            return True
+        tolerance = self.tolerance(ctx)
+        return all(abs(measurement.values[name] - target) < tolerance for name, target in self.targets(ctx).items())
+
+    def within_errors(self, measurement: Measurement, ctx: PhaseContext, sigmas: float = 2.0) -> bool:
+        """Every measured value is within the tolerance or within ``sigmas`` statistical errors of
+        its target: the estimate cannot tell the constants from good enough ones, so changing them
+        would only follow the noise."""
+        targets, tolerance = self.targets(ctx), self.tolerance(ctx)
+        return bool(targets) and all(
+            abs(measurement.values[name] - target) <= max(tolerance, sigmas * measurement.errors.get(name, 0.0))
+            for name, target in targets.items()
+        )
+
+    def solve(self, constants: Constants, merged: Summary, ctx: PhaseContext) -> Constants | None:
+        """Offline replay: the constants at which the estimator would find the target on these
+        same events, when the phase can predict its observables for other constants (else None)."""
+        return None
+
+    def predict(self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants | None:
+        """The update as if the measurement had been made with ``current`` instead of
+        ``measuredWith`` constants (phases run in the same pass as their dependencies), or None."""
+        return None
 
 
 def in_window(absCos: np.ndarray, window: tuple[float, float]) -> np.ndarray:

@@ -97,7 +97,9 @@ class EcalDigitisation(Phase):
             "ECALEndcapCorrectionFactor": newEndcapEffective / newBarrel,
         }
 
-    def converged(self, measurement: Measurement, ctx: PhaseContext) -> bool:
+    def targets(self, ctx: PhaseContext) -> dict[str, float]:
         energy = ctx.energies["gamma"]
-        deviation = max(abs(measurement.values[f"{r}Mean"] - energy) for r in ("barrel", "endcap"))
-        return deviation / energy < ctx.digitisationAccuracy
+        return {"barrelMean": energy, "endcapMean": energy}
+
+    def tolerance(self, ctx: PhaseContext) -> float:
+        return ctx.digitisationAccuracy * ctx.energies["gamma"]

@@ -29,6 +29,7 @@ class EmScale(Phase):
     number = 3
     name = "ElectroMagneticEnergy"
     samples = ("gamma",)
+    dependsOn = (0, 2)
     branches = {
         "gamma": (
             "nPfoTargetsTotal",
@@ -69,6 +70,13 @@ class EmScale(Phase):
         scale = ctx.energies["gamma"] * float(constants["ECalToEMGeVCalibration"]) / measurement.values["emMean"]
         return {"ECalToEMGeVCalibration": scale, "HCalToEMGeVCalibration": scale}
 
-    def converged(self, measurement: Measurement, ctx: PhaseContext) -> bool:
-        energy = ctx.energies["gamma"]
-        return abs(measurement.values["emMean"] - energy) / energy < ctx.pandoraPFAAccuracy
+    def solve(self, constants: Constants, merged: Summary, ctx: PhaseContext) -> Constants | None:
+        """The EM energy is linear in the EM scale: the ratio update is the offline solution."""
+        measurement = self.measure(merged, ctx)
+        return self.update(constants, measurement, ctx) if measurement.ok else None
+
+    def targets(self, ctx: PhaseContext) -> dict[str, float]:
+        return {"emMean": ctx.energies["gamma"]}
+
+    def tolerance(self, ctx: PhaseContext) -> float:
+        return ctx.pandoraPFAAccuracy * ctx.energies["gamma"]

@@ -103,8 +103,9 @@ class HcalDigitisation(Phase):
             "CalibrHCALEndcap": target * float(constants["CalibrHCALEndcap"]) / measurement.values["endcapMean"],
         }
 
-    def converged(self, measurement: Measurement, ctx: PhaseContext) -> bool:
-        energy = ctx.energies["kaon"]
-        target = energy - K0L_MASS
-        deviation = max(abs(measurement.values[f"{r}Mean"] - target) for r in ("barrel", "endcap"))
-        return deviation / energy < ctx.digitisationAccuracy
+    def targets(self, ctx: PhaseContext) -> dict[str, float]:
+        target = ctx.energies["kaon"] - K0L_MASS
+        return {"barrelMean": target, "endcapMean": target}
+
+    def tolerance(self, ctx: PhaseContext) -> float:
+        return ctx.digitisationAccuracy * ctx.energies["kaon"]

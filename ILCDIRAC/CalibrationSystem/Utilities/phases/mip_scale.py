@@ -11,7 +11,8 @@ K0L: the means of the per-hit direction factors in the HCAL endcap and ring, and
 Update: CalibrHCALOther = (<dc>_EC / <dc>_ring) (MIP_EC / MIP_ring) (t_abs,EC t_sc,ring) /
   (t_abs,ring t_sc,EC) CalibrHCALEndcap T / m_EC, with the thicknesses from the detector model.
   (The original took m_EC from the previous phase's last step and so applied that ratio twice.)
-A single pass: the phase completes after one step.
+A single pass: the phase completes after one step (the fast strategy may run it together with
+the digitisation phases, predicting the MIP scales for their new constants, and confirm it later).
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class MipScale(Phase):
     number = 2
     name = "MuonAndHCalOtherDigitisation"
     samples = ("muon", "kaon")
+    dependsOn = (0, 1)
     branches = {"kaon": KAON_BRANCHES}
     rootHistograms = {"muon": MUON_HISTOGRAMS, "kaon": KAON_HISTOGRAMS}
     fits = tuple(TO_MIP) + ("CalibrHCALOther",)
@@ -117,6 +119,16 @@ class MipScale(Phase):
             * target
             / v["endcapMean"]
         )
+        return updated
+
+    def predict(self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
+        """Digitised MIP peaks scale exactly with the digitisation constants (thresholds act on
+        simulated energy), so the MIP scales follow the ECAL and HCAL updates of the same pass;
+        CalibrHCALOther = ratios x c_EC T / m_EC is the same with the old or the new c_EC.
+        (The peak bin of the next pass may differ by one bin; a later pass confirms.)"""
+        updated = self.update(measuredWith, measurement, ctx)
+        updated["ECalToMipCalibration"] *= float(measuredWith["CalibrECAL"][0]) / float(current["CalibrECAL"][0])
+        updated["HCalToMipCalibration"] *= float(measuredWith["CalibrHCALBarrel"]) / float(current["CalibrHCALBarrel"])
         return updated
 
 

@@ -28,6 +28,7 @@ class PhotonTraining(Phase):
     number = 5
     name = "PhotonTraining"
     samples = ("zuds",)
+    dependsOn = (0, 1, 2, 3, 4)
     outputFiles = {"zuds": (TRAINING_OUTPUT,)}
     pandoraSettings = "training"
     iterative = False

@@ -44,7 +44,7 @@ def run(strategy, sequence=("1.0", "1.1"), maxIterations=30):
     return state, outcomes
 
 
-@pytest.mark.parametrize("strategy, steps", [("legacy", 4), ("fast", 2)])
+@pytest.mark.parametrize("strategy, steps", [("legacy", 4), ("fast", 1)])
 def test_digitisation_phases_converge_to_the_truth(strategy, steps):
     state, outcomes = run(strategy)
     assert state.status == FINISHED and state.active == []
