@@ -25,7 +25,7 @@ OFFSETS = {
     "ECalToHadGeVCalibration": 1.15,
     "HCalToHadGeVCalibration": 1.12,
 }
-SAMPLES = {"gamma": (4, 1000), "kaon": (4, 1000), "muon": (4, 500), "zuds": (4, 200)}
+SAMPLES = {"gamma": (4, 1000), "kaon": (4, 1000), "muon": (4, 2000), "zuds": (4, 200)}
 ACCURACY = {"digitisationAccuracy": 0.02, "pandoraPFAAccuracy": 0.025}
 
 
