@@ -7,6 +7,7 @@ all three stages in-process (service logic, real workers, the emulator) with eac
 A pass is one step: one round trip of all workers over their samples.
 
 Usage: .venv/bin/python benchmarks/convergence.py [--json] [--config NAME ...]
+                                                [--accuracy DIGITISATION PANDORAPFA]
 """
 from __future__ import annotations
 
@@ -27,13 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="one JSON object per configuration and strategy")
     parser.add_argument("--config", action="append", help="only these configurations (repeatable)")
+    parser.add_argument("--accuracy", nargs=2, type=float, metavar=("DIGITISATION", "PANDORAPFA"),
+                        help="digitisationAccuracy and pandoraPFAAccuracy (default: the tests' 0.02 0.025)")
     args = parser.parse_args(argv)
+    overrides = {}
+    if args.accuracy:
+        overrides = {"digitisationAccuracy": args.accuracy[0], "pandoraPFAAccuracy": args.accuracy[1]}
     chosen = [c for c in CONFIGURATIONS if not args.config or c.name in args.config]
     rows = []
     with tempfile.TemporaryDirectory(prefix="convergence-") as scratch:
         for configuration in chosen:
             for strategy in STRATEGIES:
-                outcome = configuration.calibrate(Path(scratch) / configuration.name, strategy)
+                outcome = configuration.calibrate(Path(scratch) / configuration.name, strategy, **overrides)
                 row = {
                     "config": configuration.name,
                     "strategy": strategy,
