@@ -40,7 +40,7 @@ class CalibrationAgent(AgentModule):
 
     def initialize(self):
         self.client = CalibrationClient(useCertificates=True)
-        self.stallTimeout = float(self.am_getOption("StallTimeout", 4 * 3600))
+        self.stallTimeout = float(self.am_getOption("StallTimeout", 14400))
         self.deleteAfterDays = float(self.am_getOption("DeleteAfterDays", 30))
         return S_OK()
 

@@ -1,0 +1,63 @@
+"""ConfigTemplate.cfg carries every option the service and agent read, with the code's default,
+and every method of the handler is typed and covered by an authorization rule."""
+import ast
+import re
+from pathlib import Path
+
+from diraccfg import CFG
+
+PACKAGE = Path(__file__).resolve().parents[2]
+TEMPLATE = CFG().loadFromFile(str(PACKAGE / "ConfigTemplate.cfg"))
+HANDLER = (PACKAGE / "Service" / "CalibrationHandler.py").read_text()
+AGENT = (PACKAGE / "Agent" / "CalibrationAgent.py").read_text()
+
+
+def options_read(source: str, accessor: str) -> dict[str, str]:
+    """Option name -> default, for every ``accessor("Name", default)`` call in the source."""
+    found = {}
+    for call in ast.walk(ast.parse(source)):
+        if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == accessor:
+            name = ast.literal_eval(call.args[0])
+            default = ast.literal_eval(call.args[1])
+            found[name] = default
+    return found
+
+
+def normalise(value) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    return [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in values]
+
+
+def test_every_agent_option_is_in_the_template_with_its_default():
+    options = options_read(AGENT, "am_getOption")
+    assert options  # the agent does read options
+    section = TEMPLATE["Agents"]["CalibrationAgent"]
+    for name, default in options.items():
+        assert name in section, f"agent option {name} missing from ConfigTemplate.cfg"
+        assert normalise(default) == [v.strip() for v in section[name].split(",")], name
+
+
+def test_every_service_option_is_in_the_template_with_its_default():
+    options = options_read(HANDLER, "srv_getCSOption")
+    section = TEMPLATE["Services"]["Calibration"]
+    for name, default in options.items():
+        assert name in section, f"service option {name} missing from ConfigTemplate.cfg"
+        evaluated = [str(int(float(v))) if re.fullmatch(r"[0-9.]+", v.strip()) else v.strip()
+                     for v in section[name].split(",")]
+        assert normalise(default) == evaluated, name
+
+
+def test_every_exported_method_is_typed_and_agent_methods_need_trusted_host():
+    tree = ast.parse(HANDLER)
+    handler = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CalibrationHandler")
+    exported = [f.name.removeprefix("export_") for f in handler.body if isinstance(f, ast.FunctionDef) and f.name.startswith("export_")]
+    typed = {t.targets[0].id.removeprefix("types_") for t in handler.body if isinstance(t, ast.Assign)
+             and t.targets[0].id.startswith("types_")}
+    assert set(exported) == typed
+    rules = TEMPLATE["Services"]["Calibration"]["Authorization"]
+    assert rules["Default"] == "authenticated"
+    trusted = {name for name in rules.listOptions() if rules[name] == "TrustedHost"}
+    assert trusted <= set(exported)
+    for method in ("getAgentWork", "closeReadySteps", "setWorkerStates", "failCalibration", "finalizeCalibration",
+                   "markDelivered", "removeCalibrationData"):
+        assert method in trusted, method
