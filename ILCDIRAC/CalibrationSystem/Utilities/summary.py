@@ -120,12 +120,16 @@ class Summary:
         return merged
 
 
-def _hists_from_payload(raw: Any, spec: SummarySpec) -> dict[str, bh.Histogram]:
+def _same_names(raw: Any, expected: Any, field: str, what: str) -> None:
     if not isinstance(raw, Mapping):
-        raise SummaryError("summary 'hists' must be a dict")
-    if set(raw) != set(spec.hists):
-        missing, extra = sorted(set(spec.hists) - set(raw)), sorted(set(raw) - set(spec.hists))
-        raise SummaryError(f"summary histograms do not match the phase: missing {missing}, unexpected {extra}")
+        raise SummaryError(f"summary '{field}' must be a dict")
+    if set(raw) != set(expected):
+        missing, extra = sorted(set(expected) - set(raw)), sorted(set(raw) - set(expected))
+        raise SummaryError(f"summary {what} do not match the phase: missing {missing}, unexpected {extra}")
+
+
+def _hists_from_payload(raw: Any, spec: SummarySpec) -> dict[str, bh.Histogram]:
+    _same_names(raw, spec.hists, "hists", "histograms")
     hists = {}
     for name, hspec in spec.hists.items():
         entry = raw[name]
@@ -150,11 +154,7 @@ def _hists_from_payload(raw: Any, spec: SummarySpec) -> dict[str, bh.Histogram]:
 
 
 def _arrays_from_payload(raw: Any, spec: SummarySpec) -> dict[str, np.ndarray]:
-    if not isinstance(raw, Mapping):
-        raise SummaryError("summary 'arrays' must be a dict")
-    if set(raw) != set(spec.arrays):
-        missing, extra = sorted(set(spec.arrays) - set(raw)), sorted(set(raw) - set(spec.arrays))
-        raise SummaryError(f"summary arrays do not match the phase: missing {missing}, unexpected {extra}")
+    _same_names(raw, spec.arrays, "arrays", "arrays")
     arrays = {}
     for name in spec.arrays:
         values = _numbers(raw[name], f"array {name!r}")
@@ -168,11 +168,7 @@ def _arrays_from_payload(raw: Any, spec: SummarySpec) -> dict[str, np.ndarray]:
 
 
 def _files_from_payload(raw: Any, spec: SummarySpec) -> dict[str, list[str]]:
-    if not isinstance(raw, Mapping):
-        raise SummaryError("summary 'files' must be a dict")
-    if set(raw) != set(spec.files):
-        missing, extra = sorted(set(spec.files) - set(raw)), sorted(set(raw) - set(spec.files))
-        raise SummaryError(f"summary files do not match the phase: missing {missing}, unexpected {extra}")
+    _same_names(raw, spec.files, "files", "files")
     files = {}
     for name, validate in spec.files.items():
         texts = raw[name]

@@ -79,24 +79,17 @@ class MipScale(Phase):
 
     def measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
         values, errors, problems = {}, {}, []
-        for constant, name in TO_MIP.items():
+        wanted = [(f"{constant}Peak", name, mip_peak) for constant, name in TO_MIP.items()]
+        wanted += [("simMipEndcap", "HCalDirectionCorrectedSimCaloHitEndCap", simcalohit_peak),
+                   ("simMipRing", "HCalDirectionCorrectedSimCaloHitOther", simcalohit_peak),
+                   ("directionFactorEndcap", "HCalEndCapDirectionCorrectionSimCaloHit", histogram_mean),
+                   ("directionFactorRing", "HCalOtherDirectionCorrectionSimCaloHit", histogram_mean)]
+        for key, name, estimator in wanted:
             counts, edges = merged.values(name)
             if counts.sum() <= 0:
                 problems.append(f"{name} is empty")
-                continue
-            values[f"{constant}Peak"] = mip_peak(counts, edges)
-        for region, name in (("Endcap", "HCalDirectionCorrectedSimCaloHitEndCap"), ("Ring", "HCalDirectionCorrectedSimCaloHitOther")):
-            counts, edges = merged.values(name)
-            if counts.sum() <= 0:
-                problems.append(f"{name} is empty")
-                continue
-            values[f"simMip{region}"] = simcalohit_peak(counts, edges)
-        for region, name in (("Endcap", "HCalEndCapDirectionCorrectionSimCaloHit"), ("Ring", "HCalOtherDirectionCorrectionSimCaloHit")):
-            counts, edges = merged.values(name)
-            if counts.sum() <= 0:
-                problems.append(f"{name} is empty")
-                continue
-            values[f"directionFactor{region}"] = histogram_mean(counts, edges)
+            else:
+                values[key] = estimator(counts, edges)
         fit = fitted_hcal_mean(merged, "hcalEndcap", ctx)
         if fit.ok:
             values["endcapMean"], errors["endcapMean"] = fit.mean, fit.meanError
