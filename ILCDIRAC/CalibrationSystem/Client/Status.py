@@ -1,11 +1,61 @@
-"""What ``dirac-clic-calibration-status`` prints."""
+"""What ``dirac-clic-calibration-status``, ``-kill`` and ``-results`` do and print.
+
+Every failure is one line on stderr starting with ``ERROR:`` and a non-zero exit code; the
+service's own refusals are passed on word for word, transport failures are named as such.
+"""
 from __future__ import annotations
 
 import json
+import re
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 COLUMNS = ("ID", "Owner", "Status", "Stage", "Phase", "Step", "Results", "Workers", "Last update")
+
+
+def quiet_dirac_log() -> None:
+    """Show only DIRAC's errors (``-d`` still shows everything): its connection retries and
+    configuration notices would bury the one-line error and break ``--json`` output."""
+    from DIRAC import gLogger
+
+    gLogger.setLevel("ERROR")
+
+
+def failure(result: Mapping[str, Any]) -> str:
+    """One readable line for a failed call to the Calibration service."""
+    message = result["Message"]
+    stub = result.get("rpcStub")
+    url = _service_url(stub[0][0] if stub else "Calibration/Calibration")
+    socketError = re.match(r"\[Errno -?\d+\] ([^:]+)", message)
+    if socketError:
+        return f"the Calibration service at {url} does not answer: {socketError.group(1)}"
+    if message.startswith("Unauthorized query"):
+        method = stub[1] if stub else "this method"
+        return f"the Calibration service at {url} does not allow you to call {method}: {message}"
+    return message
+
+
+def _service_url(name: str) -> str:
+    """The URL the client used: clients name the service, the configuration gives its URL."""
+    if "://" in name:
+        return name
+    from DIRAC.ConfigurationSystem.Client.PathFinder import getServiceURL
+
+    return getServiceURL(name) or name
+
+
+def report_failure(result: Mapping[str, Any]) -> int:
+    print(f"ERROR: {failure(result)}", file=sys.stderr)
+    return 1
+
+
+def calibration_ids(texts: Sequence[str]) -> list[int] | None:
+    """The arguments as calibration IDs; None (after saying which is wrong) if one is not an integer."""
+    bad = [text for text in texts if not re.fullmatch(r"\s*\d+\s*", text)]
+    if bad:
+        print(f"ERROR: a calibration ID is a whole number, not {', '.join(map(repr, bad))}", file=sys.stderr)
+        return None
+    return [int(text) for text in texts]
 
 
 def format_workers(counts: dict[str, int]) -> str:
@@ -48,15 +98,12 @@ def format_constants(constants: dict[str, Any], uncertainties: dict[str, float] 
 def show_status(args: Sequence[str], *, asJson: bool) -> int:
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 
-    try:
-        ids = [int(a) for a in args]
-    except ValueError:
-        print(f"ERROR: calibration IDs must be integers, not {' '.join(args)}", file=sys.stderr)
+    ids = calibration_ids(args)
+    if ids is None:
         return 1
     result = CalibrationClient().getCalibrationStatus(ids)
     if not result["OK"]:
-        print(f"ERROR: {result['Message']}", file=sys.stderr)
-        return 1
+        return report_failure(result)
     rows = result["Value"]
     if asJson:
         print(json.dumps(rows, indent=2, sort_keys=True))
@@ -72,24 +119,16 @@ def show_status(args: Sequence[str], *, asJson: bool) -> int:
     return 0
 
 
-def _calibration_id(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        print(f"ERROR: a calibration ID is an integer, not {text!r}", file=sys.stderr)
-        return None
-
-
 def kill(text: str) -> int:
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 
-    calibrationID = _calibration_id(text)
-    if calibrationID is None:
+    ids = calibration_ids([text])
+    if ids is None:
         return 1
+    calibrationID = ids[0]
     result = CalibrationClient().killCalibration(calibrationID)
     if not result["OK"]:
-        print(f"ERROR: {result['Message']}", file=sys.stderr)
-        return 1
+        return report_failure(result)
     print(f"calibration {calibrationID} killed")
     return 0
 
@@ -99,23 +138,28 @@ def fetch_results(text: str, folder: str | None) -> int:
 
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
 
-    calibrationID = _calibration_id(text)
-    if calibrationID is None:
+    ids = calibration_ids([text])
+    if ids is None:
         return 1
+    calibrationID = ids[0]
     client = CalibrationClient()
     result = client.getCalibrationResults(calibrationID)
     if not result["OK"]:
-        print(f"ERROR: {result['Message']}", file=sys.stderr)
-        return 1
+        return report_failure(result)
     summary = result["Value"]
     target = Path(folder or f"calibration_{calibrationID}")
-    target.mkdir(parents=True, exist_ok=True)
     for name in summary["files"]:
         stored = client.getCalibrationFile(calibrationID, name)
         if not stored["OK"]:
-            print(f"ERROR: {name}: {stored['Message']}", file=sys.stderr)
+            print(f"ERROR: {name}: {failure(stored)}", file=sys.stderr)
             return 1
-        (target / name.removeprefix("result_")).write_bytes(decode_file(stored["Value"]))
+        path = target / name.removeprefix("result_")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(decode_file(stored["Value"]))
+        except OSError as exc:
+            print(f"ERROR: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     print(f"Calibration {calibrationID} ({summary['detectorModel']}, {summary['steps']} steps):")
     print(format_constants(summary["constants"], summary["uncertainties"]))
     print(f"Result files in {target}/: {', '.join(sorted(n.removeprefix('result_') for n in summary['files']))}")

@@ -53,15 +53,19 @@ def collect_input_files(settings: Mapping[str, Any], baseDir: Path) -> dict[str,
 
 
 def _load(settingsFile: str):
+    """The validated settings, or None after printing every problem (one line if there is one)."""
+    if not Path(settingsFile).is_file():
+        print(f"ERROR: settings file {settingsFile} does not exist", file=sys.stderr)
+        return None
     try:
         return load_settings(settingsFile)
     except SettingsError as exc:
-        print(f"ERROR: {settingsFile}: {len(exc.problems)} problem(s) in the settings:", file=sys.stderr)
+        if len(exc.problems) == 1:
+            print(f"ERROR: {settingsFile}: {exc.problems[0]}", file=sys.stderr)
+            return None
+        print(f"ERROR: {settingsFile}: {len(exc.problems)} problems in the settings:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
-        return None
-    except OSError as exc:
-        print(f"ERROR: cannot read settings file {settingsFile}: {exc.strerror}", file=sys.stderr)
         return None
 
 
@@ -75,6 +79,7 @@ def dry_run(settingsFile: str) -> int:
 
 def submit(settingsFile: str, workDir: Path) -> int:
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
+    from ILCDIRAC.CalibrationSystem.Client.Status import failure
 
     settings = _load(settingsFile)
     if settings is None:
@@ -88,7 +93,7 @@ def submit(settingsFile: str, workDir: Path) -> int:
     client = CalibrationClient()
     created = client.createCalibration(resolved, files)
     if not created["OK"]:
-        print(f"ERROR: the Calibration service refused the calibration: {created['Message']}", file=sys.stderr)
+        print(f"ERROR: calibration not created: {failure(created)}", file=sys.stderr)
         return 1
     calibrationID = created["Value"]
     options = {"workDir": workDir} if resolved["backend"] == "local" else {}
@@ -102,7 +107,7 @@ def submit(settingsFile: str, workDir: Path) -> int:
     registered = client.registerWorkers(calibrationID, {str(w): j for w, j in jobs.items()}, backend.info())
     if not registered["OK"]:
         print(f"ERROR: calibration {calibrationID} created, but its workers could not be registered: "
-              f"{registered['Message']}", file=sys.stderr)
+              f"{failure(registered)}", file=sys.stderr)
         return 1
     print(calibrationID)
     return 0

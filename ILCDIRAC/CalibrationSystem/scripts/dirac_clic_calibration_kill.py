@@ -3,20 +3,23 @@
 
 The workers stop at their next contact with the service; the agent kills their jobs.
 
+DIRAC's own log messages show only with -d.
+
 Example:
   $ dirac-clic-calibration-kill 12
 """
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
 
+from ILCDIRAC.CalibrationSystem.Client.Status import kill, quiet_dirac_log
+
 
 @Script()
 def main():
     Script.registerArgument("calibrationID: calibration ID")
+    quiet_dirac_log()
     Script.parseCommandLine()
     calibrationID = Script.getPositionalArgs(group=True)
-
-    from ILCDIRAC.CalibrationSystem.Client.Status import kill
 
     DIRACExit(kill(calibrationID))
 

@@ -4,6 +4,8 @@
 Prints the calibrated constants with their statistical uncertainties and downloads the result
 files (ready steering file, constants, per-step history, convergence plot) into a folder.
 
+DIRAC's own log messages show only with -d.
+
 Example:
   $ dirac-clic-calibration-results 12
   $ dirac-clic-calibration-results 12 --dir ./calib12
@@ -11,6 +13,8 @@ Example:
 from DIRAC import S_OK
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
+
+from ILCDIRAC.CalibrationSystem.Client.Status import fetch_results, quiet_dirac_log
 
 
 @Script()
@@ -23,10 +27,9 @@ def main():
 
     Script.registerSwitch("", "dir=", "folder for the result files (default ./calibration_<ID>)", setDir)
     Script.registerArgument("calibrationID: calibration ID")
+    quiet_dirac_log()
     Script.parseCommandLine()
     calibrationID = Script.getPositionalArgs(group=True)
-
-    from ILCDIRAC.CalibrationSystem.Client.Status import fetch_results
 
     DIRACExit(fetch_results(calibrationID, options["dir"]))
 

@@ -4,6 +4,8 @@
 Without an ID: one line per calibration you own. With IDs: those calibrations, with the
 constants of the current step. --json prints the service's answer as JSON.
 
+DIRAC's own log messages show only with -d.
+
 Example:
   $ dirac-clic-calibration-status
   $ dirac-clic-calibration-status 12 --json
@@ -11,6 +13,8 @@ Example:
 from DIRAC import S_OK
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
+
+from ILCDIRAC.CalibrationSystem.Client.Status import show_status, quiet_dirac_log
 
 
 @Script()
@@ -23,10 +27,9 @@ def main():
 
     Script.registerSwitch("j", "json", "print JSON", setJson)
     Script.registerArgument(["calibrationID: calibration ID(s)"], mandatory=False)
+    quiet_dirac_log()
     Script.parseCommandLine()
     args = Script.getPositionalArgs()
-
-    from ILCDIRAC.CalibrationSystem.Client.Status import show_status
 
     DIRACExit(show_status(args, asJson=options["json"]))
 

@@ -6,6 +6,8 @@ the Calibration service, starts its workers through the chosen backend and print
 With --dry-run only validates the settings file (no service is contacted) and prints the
 resolved settings, or every problem found.
 
+DIRAC's own log messages show only with -d.
+
 Example:
   $ dirac-clic-calibration-submit settings.yaml
   $ dirac-clic-calibration-submit --dry-run settings.txt
@@ -16,6 +18,8 @@ from pathlib import Path
 from DIRAC import S_OK
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
+
+from ILCDIRAC.CalibrationSystem.Client.Status import quiet_dirac_log
 
 
 @Script()
@@ -33,9 +37,12 @@ def main():
     Script.registerSwitch("n", "dry-run", "only validate the settings file and print the resolved settings", setDryRun)
     Script.registerSwitch("", "workdir=", "local backend: folder for the workers (default ./calibration-work)", setWorkdir)
     Script.registerArgument("settings: the calibration settings file")
-    if "--dry-run" in sys.argv or "-n" in sys.argv:
+    # a dry run needs no DIRAC installation at all: no configuration service, no dirac.cfg
+    dryRun = "--dry-run" in sys.argv or "-n" in sys.argv
+    if dryRun:
         Script.disableCS()
-    Script.parseCommandLine()
+    quiet_dirac_log()
+    Script.parseCommandLine(ignoreErrors=dryRun)
     settingsFile = Script.getPositionalArgs(group=True)
 
     from ILCDIRAC.CalibrationSystem.Client.Submission import dry_run, submit
