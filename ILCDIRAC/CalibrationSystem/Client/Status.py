@@ -86,6 +86,8 @@ def format_constants(constants: dict[str, Any], uncertainties: dict[str, float] 
     def value(v: Any) -> str:
         return ", ".join(f"{x:.6g}" for x in v) if isinstance(v, list) else f"{v:.6g}"
 
+    if not constants:
+        return "  (none)"
     uncertainties = uncertainties or {}
     width = max(len(name) for name in constants)
     lines = []
