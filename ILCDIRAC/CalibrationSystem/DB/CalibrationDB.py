@@ -333,7 +333,8 @@ class CalibrationDB:
         """Store one worker's report for an open step.
 
         Returns (verdict, results so far, results needed) with verdict "accepted", "duplicate"
-        (this worker already reported this step) or "closed" (the step closed without it; ignored).
+        (this worker already reported this step), "closed" (the step closed without it) or
+        "ended" (the calibration was killed or failed meanwhile); the last two store nothing.
         The row is committed before this returns.
         """
         blob = pack(payload)
@@ -350,9 +351,17 @@ class CalibrationDB:
                         )
                 except IntegrityError:
                     return ("duplicate",) + self._count(conn, calibrationID, step)
+                running = select(calibrations.c.CalibrationID).where(calibrations.c.Status == "running")
                 counted = conn.execute(
                     update(steps)
-                    .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step, steps.c.Status == OPEN))
+                    .where(
+                        and_(
+                            steps.c.CalibrationID == calibrationID,
+                            steps.c.Step == step,
+                            steps.c.Status == OPEN,
+                            steps.c.CalibrationID.in_(running),
+                        )
+                    )
                     .values(NResults=steps.c.NResults + 1)
                 ).rowcount
                 if counted != 1:
@@ -365,7 +374,10 @@ class CalibrationDB:
                 counts = self._count(conn, calibrationID, step)
         except _Rollback:
             with self.engine.connect() as conn:
-                return ("closed",) + self._count(conn, calibrationID, step)
+                status = conn.execute(
+                    select(calibrations.c.Status).where(calibrations.c.CalibrationID == calibrationID)
+                ).scalar()
+                return ("closed" if status == "running" else "ended",) + self._count(conn, calibrationID, step)
         return ("accepted",) + counts
 
     def getResults(self, calibrationID: int, step: int) -> list[tuple[int, Any]]:

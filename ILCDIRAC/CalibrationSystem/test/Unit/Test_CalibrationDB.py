@@ -119,3 +119,13 @@ def test_two_service_processes_close_a_step_exactly_once_while_reports_race(url)
     assert all(v in ("accepted", "closed") for v in verdicts.values())
     assert first.getStep(cid, 1)["NResults"] == len(used)
     assert [s["Step"] for s in second.getSteps(cid)] == [1, 2]
+
+
+def test_results_for_an_ended_calibration_are_not_stored(url):
+    db = CalibrationDB(url)
+    cid = new_calibration(db)
+    db.addResult(cid, 1, 0, {"v": 0})
+    assert db.setCalibrationStatus(cid, "killed", "killed by alice")
+    assert db.addResult(cid, 1, 1, {"v": 1})[0] == "ended"
+    assert [w for w, _ in db.getResults(cid, 1)] == [0]
+    assert db.getStep(cid, 1)["NResults"] == 1
