@@ -116,9 +116,33 @@ def show_status(args: Sequence[str], *, asJson: bool) -> int:
     print(format_table(rows))
     if ids:
         for row in rows:
-            print(f"\nCalibration {row['calibrationID']}, constants of step {row['step']}:")
+            when = f"of step {row['step']}" if row["status"] == "running" else f"at its end ({row['status']})"
+            print(f"\nCalibration {row['calibrationID']}, constants {when}:")
             print(format_constants(row["constants"]))
+            print(f"\nWorkers of calibration {row['calibrationID']}:")
+            print(format_worker_table(row.get("workerList", [])))
     return 0
+
+
+WORKER_COLUMNS = ("Worker", "Job", "State", "Resubmitted", "Last step", "Last seen", "Application status")
+
+
+def format_worker_table(workers: Sequence[dict[str, Any]]) -> str:
+    """Each worker's state as the service keeps it: the same wording the DIRAC job monitor shows."""
+    lines = [WORKER_COLUMNS] + [
+        (
+            str(w["workerID"]),
+            w["jobID"] or "-",
+            w["status"],
+            str(w["resubmissions"]),
+            str(w["lastStep"] or "-"),
+            w["lastSeen"] or "-",
+            w["applicationStatus"] or "-",
+        )
+        for w in workers
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(WORKER_COLUMNS))]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
 def kill(text: str) -> int:

@@ -119,7 +119,8 @@ def _owned(db: CalibrationDB, caller: Caller, calibrationID: int) -> dict[str, A
 
 
 def calibration_status(db: CalibrationDB, caller: Caller, calibrationID: int | None = None) -> list[dict[str, Any]]:
-    """One calibration, or all of the caller's, newest first, with worker and step progress."""
+    """One calibration (with every worker's state), or all of the caller's (newest first, with
+    worker counts), with step progress."""
     if calibrationID is not None:
         _owned(db, caller, calibrationID)
         rows = db.listCalibrations(calibrationIDs=[calibrationID])
@@ -154,6 +155,19 @@ def calibration_status(db: CalibrationDB, caller: Caller, calibrationID: int | N
                 "constants": constants,
             }
         )
+    if calibrationID is not None:
+        report[0]["workerList"] = [
+            {
+                "workerID": w["WorkerID"],
+                "jobID": w["JobID"],
+                "status": w["Status"],
+                "applicationStatus": w["ApplicationStatus"],
+                "resubmissions": w["Resubmissions"],
+                "lastStep": w["LastStep"],
+                "lastSeen": w["LastSeen"].isoformat() if w["LastSeen"] else None,
+            }
+            for w in db.getWorkers(calibrationID)
+        ]
     return report
 
 

@@ -2,7 +2,8 @@
 """Show the status of your calibrations.
 
 Without an ID: one line per calibration you own. With IDs: those calibrations, with the
-constants of the current step. --json prints the service's answer as JSON.
+constants of the current step (or the final ones) and every worker's job, state and
+ApplicationStatus. --json prints the service's answer as JSON.
 
 DIRAC's own log messages show only with -d.
 

@@ -73,3 +73,8 @@ def test_workers_ended_with_the_calibration(calibration, testbed):
     workers = CalibrationDB(testbed.db_url).getWorkers(calibrationID)
     assert {w["ApplicationStatus"] for w in workers} == {f"PandoraCalib_{calibrationID}: Calibration is finished."}
     assert all(w["JobID"].startswith("local:") for w in workers)
+    # the status command shows the same per worker, as the DIRAC job monitor would
+    shown = scenario.run_command("dirac-clic-calibration-status", str(calibrationID))
+    assert shown.returncode == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if "Calibration is finished." in line]
+    assert len(rows) == 4 and all(w["JobID"] in shown.stdout for w in workers)
