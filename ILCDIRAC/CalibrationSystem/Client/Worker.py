@@ -1,6 +1,7 @@
 """The calibration worker: the loop that runs inside every job (or local process).
 
-Once: ask the service for the set-up (event slices, settings, steering and Pandora files).
+Once: ask the service for the set-up (event slices, settings, steering and Pandora files) and
+download the sample files that are not on this machine (LFNs, through the DIRAC DataManager).
 Per step: write the Marlin steering file with the step's constants, run
 ``<marlinExecutable> steering.xml``, read the PfoAnalysis output with uproot, reduce it to each
 active phase's summary and submit it; then wait (sleeping, with jittered back-off) for the
@@ -8,11 +9,13 @@ next step. The worker relies on nothing but the reconstruction contract, so real
 emulator or any other command honouring it can be calibrated.
 
 Exit codes: 0 the calibration ended (finished, killed or failed: the service decided),
-2 the service stayed unreachable longer than the patience, 3 the service refused a request,
-4 the reconstruction failed.
+2 the service stayed unreachable longer than the patience, 3 the service refused a request (or
+answered something this worker does not understand), 4 the reconstruction (or getting its input
+files) failed.
 """
 from __future__ import annotations
 
+import base64
 import errno
 import logging
 import os
@@ -20,7 +23,7 @@ import random
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -35,6 +38,13 @@ log = logging.getLogger("CalibrationWorker")
 
 EXIT_ENDED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_RECONSTRUCTION = 0, 2, 3, 4
 STEERING_FILE = "steering.xml"
+#: Where downloaded sample files go, below the work directory (mirroring their LFN folders).
+INPUT_DIR = "inputs"
+LFN_PREFIX = "LFN:"
+#: Answers of getStepParameters that end the worker: the service decided the calibration's fate.
+END_ACTIONS = ("finished", "killed", "failed")
+#: DIRAC's job monitor stores ApplicationStatus in 255 characters.
+STATUS_LENGTH = 255
 
 
 class ServiceUnreachable(Exception):
@@ -66,13 +76,14 @@ class Polling:
 
 class Backoff:
     """Delays that grow by ``factor`` up to ``maximum``, each jittered to 50-150 % so hundreds of
-    workers do not poll in lockstep."""
+    workers do not poll in lockstep, and never longer than ``maximum`` (the service's
+    WorkerPollMaximum promises that a waiting worker looks again within that time)."""
 
     def __init__(self, polling: Polling, rng: random.Random):
         self.polling, self.rng, self.current = polling, rng, polling.minimum
 
     def next(self) -> float:
-        delay = self.current * self.rng.uniform(0.5, 1.5)
+        delay = min(self.current * self.rng.uniform(0.5, 1.5), self.polling.maximum)
         self.current = min(self.current * self.polling.factor, self.polling.maximum)
         return delay
 
@@ -81,7 +92,11 @@ class Backoff:
 
 
 class Worker:
-    """One calibration worker; ``rpc`` is a CalibrationClient (or anything with its methods)."""
+    """One calibration worker; ``rpc`` is a CalibrationClient (or anything with its methods).
+
+    ``sleep`` and ``clock`` are how the worker waits and measures its patience (replaceable so a
+    test can run an hour of back-off in no time); ``download`` fetches one LFN into a folder and
+    returns the local path (``download_lfn``; without it a worker cannot use LFNs)."""
 
     def __init__(
         self,
@@ -92,13 +107,17 @@ class Worker:
         *,
         report: Callable[[str], None] = lambda message: None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         environment: Callable[[Mapping[str, Any]], str] | None = None,
         runner: Callable[[list[str], Path, Path], int] | None = None,
+        download: Callable[[str, Path], Path] | None = None,
     ):
         self.rpc, self.calibrationID, self.workerID = rpc, calibrationID, workerID
         self.workDir = Path(workDir)
-        self.report, self.sleep = report, sleep
+        self.report, self.sleep, self.clock = report, sleep, clock
+        self.download = download
+        self.downloaded: dict[str, str] = {}
         self.environment = environment
         self.environmentScript: str | None = None
         self.runner = runner or run_command
@@ -124,30 +143,32 @@ class Worker:
                 elif action == "wait":
                     self.report(params["applicationStatus"])
                     self.sleep(waiting.next())
-                else:
-                    message = f"PandoraCalib_{self.calibrationID}: Calibration is {action}."
-                    if action == "finished":
-                        message = f"PandoraCalib_{self.calibrationID}: Calibration is finished."
-                    self.report(message)
+                elif action in END_ACTIONS:
+                    self.report(f"PandoraCalib_{self.calibrationID}: Calibration is {action}.")
                     log.info("calibration %s %s %s", self.calibrationID, action, params.get("reason", ""))
                     return EXIT_ENDED
+                else:
+                    raise ServiceRefused(f"getStepParameters answered the unknown action {action!r}")
         except ServiceUnreachable as exc:
             log.error("giving up: %s", exc)
             self.report(f"PandoraCalib_{self.calibrationID}: service unreachable, worker stopped")
             return EXIT_UNREACHABLE
         except ServiceRefused as exc:
             log.error("service refused: %s", exc)
-            self.report(f"PandoraCalib_{self.calibrationID}: {exc}"[:255])
+            self.report(f"PandoraCalib_{self.calibrationID}: {exc}"[:STATUS_LENGTH])
             return EXIT_REFUSED
         except ReconstructionFailed as exc:
             log.error("reconstruction failed: %s", exc)
-            self.report(f"PandoraCalib_{self.calibrationID}: reconstruction failed"[:255])
+            self.report(f"PandoraCalib_{self.calibrationID}: reconstruction failed: {exc}"[:STATUS_LENGTH])
             return EXIT_RECONSTRUCTION
 
     def call(self, method: str, *args: Any) -> Any:
-        """One RPC, retried with jittered back-off while the service cannot be reached."""
-        backoff = Backoff(Polling(minimum=1.0, maximum=self.polling.maximum, patience=self.polling.patience), self.rng)
-        deadline = time.monotonic() + self.polling.patience
+        """One RPC, retried with jittered back-off while the service cannot be reached.
+
+        Retries start after at most a second (a dropped connection often works again at once)
+        and then follow the service's polling (factor, maximum) until ``patience`` has passed."""
+        backoff = Backoff(replace(self.polling, minimum=min(1.0, self.polling.minimum)), self.rng)
+        deadline = self.clock() + self.polling.patience
         while True:
             result = getattr(self.rpc, method)(*args)
             if result["OK"]:
@@ -155,7 +176,7 @@ class Worker:
             message = result["Message"]
             if result.get("Errno") == errno.EINVAL or "Unauthorized" in message:
                 raise ServiceRefused(f"{method}: {message}")
-            if time.monotonic() >= deadline:
+            if self.clock() >= deadline:
                 raise ServiceUnreachable(f"{method} failed for {self.polling.patience:.0f} s, last error: {message}")
             delay = backoff.next()
             log.warning("%s failed (%s); retrying in %.1f s", method, message, delay)
@@ -165,9 +186,9 @@ class Worker:
     def prepare(self, setup: Mapping[str, Any]) -> None:
         self.settings = setup["settings"]
         self.ctx = PhaseContext.from_settings(self.settings)
-        self.slices = {sample: Slice.from_dict(s) for sample, s in setup["samples"].items()}
         self.polling = Polling.from_dict(setup.get("polling"))
         self.workDir.mkdir(parents=True, exist_ok=True)
+        self.slices = {sample: self.local_slice(Slice.from_dict(s)) for sample, s in setup["samples"].items()}
         for name, text in setup["files"].items():
             (self.workDir / name).write_text(text)
         self.steering = setup["files"][STEERING_FILE]
@@ -176,6 +197,28 @@ class Worker:
                 self.environmentScript = self.environment(self.settings)
             except RuntimeError as exc:
                 raise ReconstructionFailed(str(exc)) from None
+
+    def local_slice(self, events: Slice) -> Slice:
+        """The slice with its input files on this machine, downloaded once for all the steps.
+
+        ``LFN:...`` is always an LFN; a URL or a file that exists here (relative paths count from
+        the work directory, where the reconstruction runs) is used in place; any other name is an
+        LFN (grid sample lists name them without the prefix) when this worker can download, and
+        is otherwise left for the reconstruction to report."""
+        files = []
+        for name in events.files:
+            explicit = name.startswith(LFN_PREFIX)
+            here = "://" in name or (self.workDir / name).exists()
+            if explicit and self.download is None:
+                raise ReconstructionFailed(f"sample file {name} is an LFN, but this worker cannot download from the grid")
+            files.append(self.local_copy(name.removeprefix(LFN_PREFIX)) if explicit or (not here and self.download) else name)
+        return replace(events, files=tuple(files))
+
+    def local_copy(self, lfn: str) -> str:
+        if lfn not in self.downloaded:
+            folder = (self.workDir / INPUT_DIR / lfn.lstrip("/")).parent
+            self.downloaded[lfn] = str(self.download(lfn, folder))
+        return self.downloaded[lfn]
 
     # ------------------------------------------------------------------ one step
     def reconstruct(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,7 +260,9 @@ class Worker:
         if not likelihood:
             return default
         if not (self.workDir / likelihood).is_file():
-            (self.workDir / likelihood).write_text(self.call("getCalibrationFile", self.calibrationID, likelihood)["content"])
+            stored = self.call("getCalibrationFile", self.calibrationID, likelihood)
+            content = base64.b64decode(stored["content"]) if stored["encoding"] == "base64" else stored["content"].encode()
+            (self.workDir / likelihood).write_bytes(content)
         source = self.workDir / Path(default).name
         if not source.is_file():
             raise ReconstructionFailed(f"cannot point {default} at the new likelihood: the file did not come with the calibration")
@@ -271,7 +316,7 @@ class Worker:
             raise ReconstructionFailed(f"cannot run {command[0]!r}: {exc}") from None
         if returncode != 0:
             tail = logFile.read_text()[-2000:].strip().splitlines()[-5:]
-            raise ReconstructionFailed(f"{' '.join(command)} exited with {returncode}: {' | '.join(tail)}")
+            raise ReconstructionFailed(f"{shlex.join(command)} exited with {returncode}: {' | '.join(tail)}")
         log.info("step %s %s reconstructed in %.1f s", step, sample, time.monotonic() - started)
         return rootFile
 
@@ -280,6 +325,19 @@ def run_command(command: list[str], workDir: Path, logFile: Path) -> int:
     """Run the reconstruction command in the work directory, its output into the log file."""
     with open(logFile, "w") as output:
         return subprocess.run(command, cwd=workDir, stdout=output, stderr=subprocess.STDOUT).returncode
+
+
+def download_lfn(lfn: str, folder: Path) -> Path:
+    """One sample file from the grid into ``folder`` through the DIRAC DataManager (which picks
+    the closest replica and checks size and checksum)."""
+    from DIRAC.DataManagementSystem.Client.DataManager import DataManager
+
+    folder.mkdir(parents=True, exist_ok=True)
+    result = DataManager().getFile(lfn, destinationDir=str(folder))
+    if result["OK"] and lfn in result["Value"]["Successful"]:
+        return Path(result["Value"]["Successful"][lfn])
+    reason = result["Message"] if not result["OK"] else result["Value"]["Failed"].get(lfn, "no answer for this LFN")
+    raise ReconstructionFailed(f"cannot download sample file {lfn}: {reason}")
 
 
 def marlin_environment(settings: Mapping[str, Any]) -> str:
