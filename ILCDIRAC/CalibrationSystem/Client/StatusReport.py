@@ -7,25 +7,41 @@ keeps the same wording per worker in its DB for every backend.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Mapping
 
 log = logging.getLogger("CalibrationWorker")
+SOURCE = "CalibrationWorker"
 
 
-def status_reporter(jobID: str | None) -> Callable[[str], None]:
-    if not jobID or not jobID.isdigit() or int(jobID) <= 0:
+def dirac_job_id(environment: Mapping[str, str]) -> int | None:
+    """The DIRAC job this process runs in (the JobWrapper sets JOBID), or None outside a job."""
+    jobID = environment.get("JOBID", "").strip()
+    return int(jobID) if jobID.isdigit() and int(jobID) > 0 else None
+
+
+def status_reporter(jobID: int | None) -> Callable[[str], None]:
+    """A ``report(message)`` that logs every message and, inside job ``jobID``, sends each new one
+    to the job monitor once. A message the JobStateUpdate service did not take stays queued in the
+    JobReport and goes with the next attempt (the next report, even if it repeats the message),
+    so the monitor catches up after a network hiccup instead of showing a stale status."""
+    if jobID is None:
         return lambda message: log.info("status: %s", message)
     from DIRAC.WorkloadManagementSystem.Client.JobReport import JobReport
 
-    jobReport = JobReport(int(jobID), source="CalibrationWorker")
-    last = {"message": None}
+    jobReport = JobReport(jobID, source=SOURCE)
+    state = {"sent": None, "queued": None}
 
     def report(message: str) -> None:
         log.info("status: %s", message)
-        if message != last["message"]:
-            result = jobReport.setApplicationStatus(message)
-            if not result["OK"]:
-                log.warning("could not set ApplicationStatus: %s", result["Message"])
-            last["message"] = message
+        if message == state["sent"]:
+            return
+        if message != state["queued"]:
+            jobReport.setApplicationStatus(message, sendFlag=False)
+            state["queued"] = message
+        result = jobReport.sendStoredStatusInfo()
+        if result["OK"]:
+            state["sent"] = message
+        else:
+            log.warning("could not set ApplicationStatus: %s", result["Message"])
 
     return report

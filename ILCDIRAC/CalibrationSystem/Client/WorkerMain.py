@@ -5,20 +5,26 @@ import logging
 import os
 from pathlib import Path
 
-from ILCDIRAC.CalibrationSystem.Client.StatusReport import status_reporter
-from ILCDIRAC.CalibrationSystem.Client.Worker import Worker, marlin_environment
+from ILCDIRAC.CalibrationSystem.Client.StatusReport import dirac_job_id, status_reporter
+from ILCDIRAC.CalibrationSystem.Client.Worker import Worker, download_lfn, marlin_environment
 
 #: DIRAC's documented switch that stops the job watchdog from killing a payload for a low
 #: CPU/wall-clock ratio: a worker legitimately sleeps while it waits for the other workers.
+#: The watchdog looks for it in the job's working directory, the launcher's current directory.
 WATCHDOG_SWITCH = "DISABLE_WATCHDOG_CPU_WALLCLOCK_CHECK"
 
 
 def run_worker(calibrationID: int, workerID: int, workDir: Path) -> int:
+    """Run one worker to its end and return its exit code (see ``Worker``).
+
+    Inside a DIRAC job the status goes to the job monitor and Marlin comes from the iLCSoft
+    release on CVMFS; elsewhere the status is only logged and ``marlinExecutable`` is run as is.
+    Sample files given as LFNs are downloaded in both cases."""
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    jobID = os.environ.get("JOBID")
-    if jobID:
+    jobID = dirac_job_id(os.environ)
+    if jobID is not None:
         Path(WATCHDOG_SWITCH).touch()
     worker = Worker(
         CalibrationClient(),
@@ -26,6 +32,7 @@ def run_worker(calibrationID: int, workerID: int, workDir: Path) -> int:
         workerID,
         workDir,
         report=status_reporter(jobID),
-        environment=marlin_environment if jobID else None,
+        environment=marlin_environment if jobID is not None else None,
+        download=download_lfn,
     )
     return worker.run()
