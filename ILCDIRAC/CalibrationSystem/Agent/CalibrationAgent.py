@@ -127,6 +127,9 @@ class CalibrationAgent(AgentModule):
 
     # ------------------------------------------------------------------ results
     def deliver(self, calibration: dict[str, Any]) -> None:
+        """Copy the result files to the owner's outputPath and record where they went; a
+        calibration whose results cannot go anywhere is marked delivered with the reason (the
+        results stay with the service), so it is not retried every cycle."""
         calibrationID = calibration["calibrationID"]
         self.call("finalizeCalibration", calibrationID)
         settings = calibration["settings"]
@@ -134,12 +137,17 @@ class CalibrationAgent(AgentModule):
         if not outputPath:
             self.call("markDelivered", calibrationID, "no outputPath set: results stay with the service")
             return
+        grid = to_storage_element(calibration["backend"], settings)
+        if grid and not settings.get("outputSE"):
+            self.call("markDelivered", calibrationID,
+                      f"outputPath {outputPath} is an LFN folder but no outputSE is set: results stay with the service")
+            return
         folder = Path(tempfile.mkdtemp(prefix=f"calibration_{calibrationID}_"))
         try:
             for name in self.call("getCalibrationResults", calibrationID)["files"]:
                 stored = self.call("getCalibrationFile", calibrationID, name)
                 (folder / name).write_bytes(decode_file(stored))
-            if to_storage_element(calibration["backend"], settings):
+            if grid:
                 report = self.as_owner(calibration, upload, folder, outputPath, settings["outputSE"], calibrationID)
             else:
                 report = copy_local(folder, Path(outputPath), calibrationID)
@@ -150,27 +158,39 @@ class CalibrationAgent(AgentModule):
 
 
 def to_storage_element(backend: str, settings: dict[str, Any]) -> bool:
-    """Results go to a storage element for grid calibrations with an outputSE (or an explicit LFN:)."""
-    outputPath = settings["outputPath"]
-    return outputPath.startswith("LFN:") or (backend == "dirac" and bool(settings.get("outputSE")))
+    """Whether outputPath is an LFN folder (results go to outputSE) rather than a local folder.
+
+    A grid calibration's outputPath is always an LFN: its owner is not on the agent's machine,
+    so a folder there would reach nobody. A local calibration's is a folder on this machine,
+    unless it says ``LFN:`` explicitly."""
+    return settings["outputPath"].startswith("LFN:") or backend == "dirac"
 
 
 def copy_local(folder: Path, outputPath: Path, calibrationID: int) -> str:
+    """Copy every file of ``folder`` into <outputPath>/calibration_<ID>/ (again on a retry)."""
     target = outputPath / f"calibration_{calibrationID}"
     target.mkdir(parents=True, exist_ok=True)
-    for path in sorted(folder.iterdir()):
+    files = sorted(folder.iterdir())
+    for path in files:
         shutil.copy2(path, target / path.name)
-    return f"copied {len(list(folder.iterdir()))} files to {target}"
+    return f"copied {len(files)} files to {target}"
 
 
 def upload(folder: Path, outputPath: str, storageElement: str, calibrationID: int) -> str:
-    """putAndRegister every result file under <outputPath>/calibration_<ID>/ on the SE."""
+    """putAndRegister every result file under <outputPath>/calibration_<ID>/ on the SE.
+
+    Files are overwritten: a delivery that failed half-way is retried at the next cycle, and the
+    files it did upload must not make the retry fail with "LFN already exists"."""
     from DIRAC.DataManagementSystem.Client.DataManager import DataManager
 
     base = outputPath.removeprefix("LFN:").rstrip("/") + f"/calibration_{calibrationID}"
     manager = DataManager()
-    for path in sorted(folder.iterdir()):
-        result = manager.putAndRegister(f"{base}/{path.name}", str(path), storageElement)
-        if not result["OK"] or result["Value"].get("Failed"):
-            raise AgentError(f"upload of {path.name} to {storageElement} failed: {result.get('Message', result.get('Value'))}")
-    return f"uploaded {len(list(folder.iterdir()))} files to {base} on {storageElement}"
+    files = sorted(folder.iterdir())
+    for path in files:
+        lfn = f"{base}/{path.name}"
+        result = manager.putAndRegister(lfn, str(path), storageElement, overwrite=True)
+        if not result["OK"]:
+            raise AgentError(f"upload of {path.name} to {storageElement} as {lfn} failed: {result['Message']}")
+        if lfn in result["Value"].get("Failed", {}):
+            raise AgentError(f"upload of {path.name} to {storageElement} as {lfn} failed: {result['Value']['Failed'][lfn]}")
+    return f"uploaded {len(files)} files to {base} on {storageElement}"
