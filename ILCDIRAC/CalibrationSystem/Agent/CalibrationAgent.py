@@ -189,8 +189,7 @@ def upload(folder: Path, outputPath: str, storageElement: str, calibrationID: in
     for path in files:
         lfn = f"{base}/{path.name}"
         result = manager.putAndRegister(lfn, str(path), storageElement, overwrite=True)
-        if not result["OK"]:
-            raise AgentError(f"upload of {path.name} to {storageElement} as {lfn} failed: {result['Message']}")
-        if lfn in result["Value"].get("Failed", {}):
-            raise AgentError(f"upload of {path.name} to {storageElement} as {lfn} failed: {result['Value']['Failed'][lfn]}")
+        if not result["OK"] or lfn in result["Value"].get("Failed", {}):
+            reason = result["Message"] if not result["OK"] else result["Value"]["Failed"][lfn]
+            raise AgentError(f"upload of {path.name} to {storageElement} as {lfn} failed: {reason}")
     return f"uploaded {len(files)} files to {base} on {storageElement}"

@@ -210,8 +210,10 @@ class Worker:
             explicit = name.startswith(LFN_PREFIX)
             here = "://" in name or (self.workDir / name).exists()
             if explicit and self.download is None:
-                raise ReconstructionFailed(f"sample file {name} is an LFN, but this worker cannot download from the grid")
-            files.append(self.local_copy(name.removeprefix(LFN_PREFIX)) if explicit or (not here and self.download) else name)
+                raise ReconstructionFailed(f"sample file {name} is an LFN, but this worker cannot download "
+                                           f"from the grid")
+            remote = explicit or (not here and self.download is not None)
+            files.append(self.local_copy(name.removeprefix(LFN_PREFIX)) if remote else name)
         return replace(events, files=tuple(files))
 
     def local_copy(self, lfn: str) -> str:
@@ -261,7 +263,8 @@ class Worker:
             return default
         if not (self.workDir / likelihood).is_file():
             stored = self.call("getCalibrationFile", self.calibrationID, likelihood)
-            content = base64.b64decode(stored["content"]) if stored["encoding"] == "base64" else stored["content"].encode()
+            binary = stored["encoding"] == "base64"
+            content = base64.b64decode(stored["content"]) if binary else stored["content"].encode()
             (self.workDir / likelihood).write_bytes(content)
         source = self.workDir / Path(default).name
         if not source.is_file():
