@@ -433,6 +433,13 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
     _check_samples(sequence, values, problems)
     if values.get("backend") == "dirac" and not values.get("marlinVersion"):
         problems.add("marlinVersion", "required for the dirac backend (the iLCSoft release the jobs set up)")
+    if values.get("backend") == "dirac" and values.get("outputPath") and not values.get("outputSE"):
+        problems.add("outputSE", "required with an outputPath for the dirac backend (the storage element the "
+                     "results are uploaded to)")
+    outputPath = values.get("outputPath")
+    if values.get("backend") == "local" and outputPath and base is not None and not outputPath.startswith("LFN:"):
+        # the agent copies the results there: a relative folder means the settings file's folder
+        values["outputPath"] = str(_locate(base, outputPath))
     if base is not None and isinstance(values.get("steeringFile"), str):
         steering = _locate(base, values["steeringFile"])
         if not steering.is_file():

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 import math
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -214,6 +215,8 @@ def worker_setup(
     files, and how it should poll (the service's WorkerPoll* options)."""
     calibration = _owned(db, caller, calibrationID)
     workerID = _worker(calibration, workerID)
+    if calibration["Status"] != RUNNING:
+        raise CalibrationError(f"calibration {calibrationID} is {calibration['Status']}: no work for a worker")
     settings = calibration["Settings"]
     nWorkers = calibration["NumberOfWorkers"]
     samples = {}
@@ -226,7 +229,11 @@ def worker_setup(
         "workerID": workerID,
         "settings": settings,
         "samples": samples,
-        "files": {name: db.getFile(calibrationID, name).decode() for name in sorted(db.listFiles(calibrationID))},
+        "files": {
+            name: db.getFile(calibrationID, name).decode()
+            for name in sorted(db.listFiles(calibrationID))
+            if is_input_file(name)
+        },
         "polling": dict(polling),
     }
 
@@ -262,6 +269,12 @@ def register_workers(db: CalibrationDB, caller: Caller, calibrationID: int, jobI
     db.registerJobs(calibrationID, parsed)
     db.updateCalibration(calibrationID, BackendInfo=dict(backendInfo))
     return len(parsed)
+
+
+def is_input_file(name: str) -> bool:
+    """Files the user submitted (steering, Pandora settings), as opposed to files the calibration
+    made: step artifacts (``step<N>_...``, fetched when a step needs them) and results."""
+    return not (name.startswith(RESULT_PREFIX) or re.match(r"step\d+_", name))
 
 
 def application_status(calibrationID: int, action: str, step: int | None = None, key: str | None = None) -> str:

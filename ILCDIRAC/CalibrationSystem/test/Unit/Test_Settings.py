@@ -382,3 +382,13 @@ def test_phase_samples_agree_with_the_phase_catalogue():
 
     for number, phase in phases.PHASES.items():
         assert set(PHASES[number][1]) == set(phase.samples), number
+
+
+def test_grid_results_need_a_storage_element_and_local_ones_an_absolute_folder(tmp_path):
+    (tmp_path / "steering.xml").write_text("<marlin/>")
+    base = "detectorModel: CLD\nsteeringFile: steering.xml\ngammaFiles: [a.slcio]\nphaseSequence: ['1.0']\n"
+    with pytest.raises(SettingsError, match="outputSE: required with an outputPath"):
+        parse_settings(base + "backend: dirac\nmarlinVersion: v1\noutputPath: /ilc/user/a/out\n", fmt="yaml",
+                       base_dir=tmp_path)
+    local = parse_settings(base + "backend: local\noutputPath: results\n", fmt="yaml", base_dir=tmp_path)
+    assert local.outputPath == str(tmp_path / "results")
