@@ -242,9 +242,12 @@ class CalibrationDB:
                 )
         return int(calibrationID)
 
-    def getCalibration(self, calibrationID: int) -> dict[str, Any]:
+    def getCalibration(self, calibrationID: int, *, full: bool = True) -> dict[str, Any]:
+        """The calibration's row; ``full=False`` leaves out the bulky Settings and State (the
+        workers' frequent polls need neither)."""
+        columns = calibrations.c if full else [c for c in calibrations.c if c.name not in ("Settings", "State")]
         with self.engine.connect() as conn:
-            row = conn.execute(select(calibrations).where(calibrations.c.CalibrationID == calibrationID)).mappings().first()
+            row = conn.execute(select(*columns).where(calibrations.c.CalibrationID == calibrationID)).mappings().first()
         if row is None:
             raise CalibrationDBError(f"calibration {calibrationID} does not exist")
         return _calibration_dict(row)

@@ -95,9 +95,12 @@ def _input_files(inputFiles: Any) -> dict[str, str]:
         raise CalibrationError("input files must be a dict of file name -> text content")
     if STEERING_FILE not in inputFiles:
         raise CalibrationError(f"input files must contain the Marlin steering file as {STEERING_FILE!r}")
-    bad = [name for name in inputFiles if "/" in name or name.startswith(".") or not name]
+    bad = [name for name in inputFiles if "/" in name or name.startswith(".") or not name or not is_input_file(name)]
     if bad:
-        raise CalibrationError(f"input file names must be plain file names, not {bad}")
+        raise CalibrationError(
+            f"input file names must be plain file names, not paths or names starting with {RESULT_PREFIX!r} or "
+            f"'step<N>_' (kept for the calibration's own files): {bad}"
+        )
     return dict(inputFiles)
 
 
@@ -107,11 +110,11 @@ def _steering_problems(xml: str, settings: Mapping[str, Any]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ access
-def _owned(db: CalibrationDB, caller: Caller, calibrationID: int) -> dict[str, Any]:
-    """The calibration row if the caller owns it (or is an admin); the same error otherwise, so
-    other users cannot even learn which IDs exist."""
+def _owned(db: CalibrationDB, caller: Caller, calibrationID: int, *, full: bool = False) -> dict[str, Any]:
+    """The calibration row (with Settings and State if ``full``) if the caller owns it (or is an
+    admin); the same error otherwise, so other users cannot even learn which IDs exist."""
     try:
-        calibration = db.getCalibration(calibrationID)
+        calibration = db.getCalibration(calibrationID, full=full)
     except CalibrationDBError:
         calibration = None
     if calibration is None or (calibration["Owner"] != caller.username and not caller.isAdmin):
@@ -213,7 +216,7 @@ def worker_setup(
 ) -> dict[str, Any]:
     """Everything a worker needs once: its event slices, the settings, the steering and Pandora
     files, and how it should poll (the service's WorkerPoll* options)."""
-    calibration = _owned(db, caller, calibrationID)
+    calibration = _owned(db, caller, calibrationID, full=True)
     workerID = _worker(calibration, workerID)
     if calibration["Status"] != RUNNING:
         raise CalibrationError(f"calibration {calibrationID} is {calibration['Status']}: no work for a worker")
@@ -330,7 +333,7 @@ def submit_result(
     db: CalibrationDB, caller: Caller, calibrationID: int, step: int, workerID: int, payload: Any
 ) -> dict[str, Any]:
     """Validate and store one worker's report; close the step when enough workers reported."""
-    calibration = _owned(db, caller, calibrationID)
+    calibration = _owned(db, caller, calibrationID, full=True)
     workerID = _worker(calibration, workerID)
     if not isinstance(step, int) or isinstance(step, bool) or step < 1:
         raise CalibrationError(f"step must be a positive integer, not {step!r}")
