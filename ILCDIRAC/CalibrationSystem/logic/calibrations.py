@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
-from ILCDIRAC.CalibrationSystem.logic.results import CONSTANTS_FILE, RESULT_PREFIX, result_files
+from ILCDIRAC.CalibrationSystem.logic.results import CONSTANTS_FILE, RESULT_PREFIX, history, result_files
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import constant_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities import steering
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
@@ -178,19 +178,7 @@ def calibration_status(db: CalibrationDB, caller: Caller, calibrationID: int | N
 def calibration_history(db: CalibrationDB, caller: Caller, calibrationID: int) -> list[dict[str, Any]]:
     """Every step with the constants it ran with and what its estimators found."""
     _owned(db, caller, calibrationID)
-    return [
-        {
-            "step": s["Step"],
-            "phases": s["Phases"],
-            "constants": s["Constants"],
-            "status": s["Status"],
-            "results": s["NResults"],
-            "outcome": s["Outcome"],
-            "opened": s["OpenTime"].isoformat(),
-            "closed": s["CloseTime"].isoformat() if s["CloseTime"] else None,
-        }
-        for s in db.getSteps(calibrationID)
-    ]
+    return history(db.getSteps(calibrationID))
 
 
 def kill_calibration(db: CalibrationDB, caller: Caller, calibrationID: int) -> bool:

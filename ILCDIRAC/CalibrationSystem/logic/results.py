@@ -30,11 +30,13 @@ def final_uncertainties(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def history(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every step with the constants it ran with and what its estimators found (JSON-safe)."""
     return [
         {
             "step": s["Step"],
             "phases": s["Phases"],
             "constants": s["Constants"],
+            "status": s["Status"],
             "results": s["NResults"],
             "opened": s["OpenTime"].isoformat(),
             "closed": s["CloseTime"].isoformat() if s["CloseTime"] else None,
