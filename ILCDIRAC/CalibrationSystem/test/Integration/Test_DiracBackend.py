@@ -144,3 +144,45 @@ def test_an_unknown_release_is_refused_before_anything_is_sent(grid_user, monkey
     with pytest.raises(BackendError, match="ILCSoft-1999-01-01"):
         backend.submit(42, [0])
     assert RecordingWMS.submitted == []
+
+
+class RecordingMonitoring:
+    """Stands in for the grid's job monitoring: DIRAC job states as the WMS would report them."""
+
+    states = {}
+    asked: list = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def getJobsStatus(self, jobIDs):
+        RecordingMonitoring.asked.append(list(jobIDs))
+        return S_OK({j: {"Status": RecordingMonitoring.states[j]} for j in jobIDs if j in RecordingMonitoring.states})
+
+
+class RecordingKiller:
+    killed: list = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def killJob(self, jobIDs):
+        RecordingKiller.killed.append(list(jobIDs))
+        return S_OK(jobIDs)
+
+
+def test_the_agent_sees_dirac_job_states_and_kills_through_the_wms(grid_user, monkeypatch, tmp_path):
+    import DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient as monitoring
+    import DIRAC.WorkloadManagementSystem.Client.WMSClient as wms
+
+    monkeypatch.setattr(monitoring, "JobMonitoringClient", RecordingMonitoring)
+    monkeypatch.setattr(wms, "WMSClient", RecordingKiller)
+    RecordingMonitoring.states = {11: "Waiting", 12: "Running", 13: "Done", 14: "Failed", 15: "Stalled", 16: "Killed"}
+    RecordingMonitoring.asked, RecordingKiller.killed = [], []
+    backend = DiracBackend(settings(), sandboxFolder=tmp_path)
+    states = backend.states(["11", "12", "13", "14", "15", "16", "17"])
+    assert states == {"11": "running", "12": "running", "13": "done", "14": "failed", "15": "failed",
+                      "16": "failed", "17": "unknown"}
+    assert RecordingMonitoring.asked == [[11, 12, 13, 14, 15, 16, 17]]
+    backend.kill(["12", "15"])
+    assert RecordingKiller.killed == [[12, 15]]
