@@ -76,20 +76,22 @@ def convergence_plot(calibrationID: int, steps: Sequence[Mapping[str, Any]], fin
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = sorted(
         name for name in final if any(_value(s["Constants"].get(name)) != _value(final[name]) for s in steps)
     ) or sorted(final)
     figure, axis = plt.subplots(figsize=(9, 5))
     numbers = [s["Step"] for s in steps] + [steps[-1]["Step"] + 1 if steps else 1]
-    for name in names:
+    for index, name in enumerate(names):
         reference = _value(final[name])
         series = [_value(s["Constants"].get(name, final[name])) / reference for s in steps] + [1.0]
-        axis.plot(numbers, series, marker="o", label=name)
+        axis.plot(numbers, series, marker="os^D"[index // 10 % 4], linestyle=("-", "--")[index // 10 % 2], label=name)
     for step in steps:
         axis.annotate(",".join(step["Phases"]), (step["Step"], 1.0), fontsize=7, rotation=90, alpha=0.6,
                       xytext=(0, 6), textcoords="offset points", ha="center")
     axis.axhline(1.0, color="grey", lw=0.8)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("step (last point: final constants)")
     axis.set_ylabel("constant / final value")
     axis.set_title(f"Calibration {calibrationID}: convergence")
