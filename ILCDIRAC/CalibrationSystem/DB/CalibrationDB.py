@@ -50,9 +50,14 @@ LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 metadata = MetaData()
 
-calibrations = Table(
+
+def _table(name: str, *columns: Column) -> Table:
+    """A table as DIRAC's MySQL databases have them: InnoDB (transactions, row locks), utf8mb4."""
+    return Table(name, metadata, *columns, mysql_engine="InnoDB", mysql_charset="utf8mb4")
+
+
+calibrations = _table(
     "Calibrations",
-    metadata,
     Column("CalibrationID", Integer, primary_key=True, autoincrement=True),
     Column("OwnerDN", String(255), nullable=False),
     Column("Owner", String(64), nullable=False, index=True),
@@ -74,13 +79,10 @@ calibrations = Table(
     Column("DeliveryTime", DateTime, nullable=True),
     Column("DeliveryReport", Text, nullable=True),
     Column("CleanupTime", DateTime, nullable=True),
-    mysql_engine="InnoDB",
-    mysql_charset="utf8mb4",
 )
 
-steps = Table(
+steps = _table(
     "Steps",
-    metadata,
     Column("CalibrationID", Integer, primary_key=True, autoincrement=False),
     Column("Step", Integer, primary_key=True, autoincrement=False),
     Column("Phases", String(255), nullable=False),
@@ -91,25 +93,19 @@ steps = Table(
     Column("OpenTime", DateTime, nullable=False),
     Column("CloseTime", DateTime, nullable=True),
     Column("Outcome", LongText, nullable=True),
-    mysql_engine="InnoDB",
-    mysql_charset="utf8mb4",
 )
 
-results = Table(
+results = _table(
     "Results",
-    metadata,
     Column("CalibrationID", Integer, primary_key=True, autoincrement=False),
     Column("Step", Integer, primary_key=True, autoincrement=False),
     Column("WorkerID", Integer, primary_key=True, autoincrement=False),
     Column("Payload", LongBlob, nullable=False),
     Column("ReceivedTime", DateTime, nullable=False),
-    mysql_engine="InnoDB",
-    mysql_charset="utf8mb4",
 )
 
-workers = Table(
+workers = _table(
     "Workers",
-    metadata,
     Column("CalibrationID", Integer, primary_key=True, autoincrement=False),
     Column("WorkerID", Integer, primary_key=True, autoincrement=False),
     Column("JobID", String(64), nullable=True),
@@ -118,19 +114,14 @@ workers = Table(
     Column("LastStep", Integer, nullable=True),
     Column("LastSeen", DateTime, nullable=True),
     Column("Resubmissions", Integer, nullable=False, default=0),
-    mysql_engine="InnoDB",
-    mysql_charset="utf8mb4",
 )
 
-files = Table(
+files = _table(
     "Files",
-    metadata,
     Column("CalibrationID", Integer, primary_key=True, autoincrement=False),
     Column("Name", String(255), primary_key=True),
     Column("Content", LongBlob, nullable=False),
     Column("CreationTime", DateTime, nullable=False),
-    mysql_engine="InnoDB",
-    mysql_charset="utf8mb4",
 )
 
 OPEN, CLOSED = "open", "closed"
