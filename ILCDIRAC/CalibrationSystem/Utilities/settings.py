@@ -25,18 +25,10 @@ from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
     is_tarball,
     load_detector_model,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES
 from ILCDIRAC.CalibrationSystem.Utilities.steering import CONSTANT_PROCESSOR, SOFT_COMP
 
 DEFAULT_PHASE_SEQUENCE = ("1.0", "1.1", "1.2", "1.3", "1.4", "2.5", "3.0", "3.1", "3.2", "3.3", "3.4")
-#: Phase number -> (name, samples it reconstructs).
-PHASES: dict[int, tuple[str, tuple[str, ...]]] = {
-    0: ("ECalDigi", ("gamma",)),
-    1: ("HCalDigi", ("kaon",)),
-    2: ("MuonAndHCalOtherDigi", ("muon", "kaon")),
-    3: ("ElectroMagEnergy", ("gamma",)),
-    4: ("HadronicEnergy", ("kaon",)),
-    5: ("PhotonTraining", ("zuds",)),
-}
 SAMPLES = ("gamma", "kaon", "muon", "zuds")
 BACKENDS = ("dirac", "local")
 STRATEGIES = ("fast", "legacy")
@@ -221,7 +213,7 @@ class Settings:
 
     def samples(self) -> list[str]:
         """The samples the phase sequence reconstructs."""
-        needed = {s for _, p in self.phases() for s in PHASES[p][1]}
+        needed = {s for _, p in self.phases() for s in PHASES[p].samples}
         return [s for s in SAMPLES if s in needed]
 
     def model(self) -> DetectorModel:
@@ -585,7 +577,7 @@ def _phase_list(value: Any) -> tuple[Any, str | None]:
         else:
             keys.append(f"{int(match.group(1))}.{int(match.group(2))}")
     if bad:
-        known = ", ".join(f"{n} {name}" for n, (name, _) in PHASES.items())
+        known = ", ".join(f"{n} {phase.name}" for n, phase in PHASES.items())
         return None, f"unknown phases {bad!r}: use \"stage.phase\" with stage >= 1 and phase one of {known}"
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
@@ -672,7 +664,7 @@ def _phase_sequence(values: Mapping[str, Any], problems: _Problems) -> list[str]
 
 def _check_samples(sequence: list[str], values: Mapping[str, Any], problems: _Problems) -> None:
     for sample in SAMPLES:
-        users = [k for k in sequence if sample in PHASES[_split_phase(k)[1]][1]]
+        users = [k for k in sequence if sample in PHASES[_split_phase(k)[1]].samples]
         key = f"{sample}Files"
         if users and key in values and not values[key]:
             problems.add(key, f"required: phases {', '.join(users)} reconstruct the {sample} sample")
@@ -681,7 +673,6 @@ def _check_samples(sequence: list[str], values: Mapping[str, Any], problems: _Pr
 __all__ = [
     "DEFAULT_PHASE_SEQUENCE",
     "KEYS",
-    "PHASES",
     "Settings",
     "SettingsError",
     "detect_format",

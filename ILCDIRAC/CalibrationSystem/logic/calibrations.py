@@ -22,13 +22,12 @@ from ILCDIRAC.CalibrationSystem.logic.uncertainties import constant_uncertaintie
 from ILCDIRAC.CalibrationSystem.Utilities import steering
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
-from ILCDIRAC.CalibrationSystem.Utilities.settings import SettingsError, settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, SettingsError, settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import slice_problems, worker_slice
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummaryError
 
 RUNNING, KILLED, FAILED = "running", "killed", "failed"
 STEERING_FILE = "steering.xml"
-SAMPLES = ("gamma", "kaon", "muon", "zuds")
 
 
 class CalibrationError(Exception):

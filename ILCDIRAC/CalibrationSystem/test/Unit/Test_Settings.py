@@ -12,7 +12,6 @@ from ILCDIRAC.CalibrationSystem.Utilities.settings import (
     DEFAULT_PHASE_SEQUENCE,
     DERIVED_KEYS,
     KEYS,
-    PHASES,
     Settings,
     SettingsError,
     detect_format,
@@ -374,14 +373,6 @@ def _parse_problems(text, base, fmt=None):
     with pytest.raises(SettingsError) as info:
         parse_settings(text, fmt=fmt, base_dir=base)
     return info.value.problems
-
-
-def test_phase_samples_agree_with_the_phase_catalogue():
-    """settings.PHASES decides which sample lists are required; it must match what the phases reconstruct."""
-    from ILCDIRAC.CalibrationSystem.Utilities import phases
-
-    for number, phase in phases.PHASES.items():
-        assert set(PHASES[number][1]) == set(phase.samples), number
 
 
 def test_grid_results_need_a_storage_element_and_local_ones_an_absolute_folder(tmp_path):
