@@ -62,6 +62,12 @@ def format_workers(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
 
 
+def columns(lines: Sequence[Sequence[str]], indent: str = "") -> str:
+    """Rows of cells as left-aligned columns two spaces apart."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(indent + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [COLUMNS]
     for row in rows:
@@ -78,8 +84,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 row["lastUpdate"],
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
+    return columns(lines)
 
 
 def format_constants(constants: dict[str, Any], uncertainties: dict[str, float] | None = None) -> str:
@@ -141,8 +146,7 @@ def format_worker_table(workers: Sequence[dict[str, Any]]) -> str:
         )
         for w in workers
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(WORKER_COLUMNS))]
-    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    return columns(lines, indent="  ")
 
 
 def kill(text: str) -> int:
