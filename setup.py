@@ -1,8 +1,10 @@
 """iLCDirac Calibration: the PandoraPFA calorimeter calibration as a native DIRAC system.
 
-The wheel holds only ``ILCDIRAC/CalibrationSystem``: installed into an environment that has
-iLCDirac, its files take the place of the older CalibrationSystem shipped inside iLCDirac, so
-DIRAC resolves ``Calibration/Calibration`` and ``Calibration/CalibrationAgent`` to this project.
+The wheel holds ``ILCDIRAC/CalibrationSystem``: installed into an environment that has iLCDirac,
+its files take the place of the older CalibrationSystem shipped inside iLCDirac, so DIRAC resolves
+``Calibration/Calibration`` and ``Calibration/CalibrationAgent`` to this project. Beside it, the
+separate package ``marlin_emulator`` (a detector-response emulator standing in for Marlin, for
+tests, the demo and benchmarks) with its own entry points; it is never shipped to grid workers.
 """
 from setuptools import find_packages, setup
 
@@ -13,10 +15,13 @@ setup(
     version="0.1.0",
     description="Iterative PandoraPFA calorimeter calibration on DIRAC",
     python_requires=">=3.11",
-    packages=find_packages(include=["ILCDIRAC.CalibrationSystem", "ILCDIRAC.CalibrationSystem.*"]),
+    packages=find_packages(
+        include=["ILCDIRAC.CalibrationSystem", "ILCDIRAC.CalibrationSystem.*", "marlin_emulator"]
+    ),
     package_data={
         "ILCDIRAC.CalibrationSystem": ["ConfigTemplate.cfg", "data/*/*", "data/*"],
         "ILCDIRAC.CalibrationSystem.DB": ["*.sql"],
+        "marlin_emulator": ["data/*/*"],
     },
     install_requires=[
         "DIRAC>=8.0,<8.1",
@@ -36,8 +41,8 @@ setup(
             f"dirac-clic-calibration-worker = {SCRIPTS}.dirac_clic_calibration_worker:main",
             f"dirac-clic-calibration-results = {SCRIPTS}.dirac_clic_calibration_results:main",
             f"dirac-clic-calibration-kill = {SCRIPTS}.dirac_clic_calibration_kill:main",
-            f"marlin-emulator = ILCDIRAC.CalibrationSystem.Utilities.emulator.cli:main",
-            f"marlin-emulator-samples = ILCDIRAC.CalibrationSystem.Utilities.emulator.cli:samples_main",
+            "marlin-emulator = marlin_emulator.cli:main",
+            "marlin-emulator-samples = marlin_emulator.cli:samples_main",
         ],
     },
 )

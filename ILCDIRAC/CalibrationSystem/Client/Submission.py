@@ -17,7 +17,7 @@ from ILCDIRAC.CalibrationSystem.logic.calibrations import STEERING_FILE
 from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SettingsError, load_settings
 
-SHIPPED_PANDORA = Path(__file__).resolve().parent.parent / "data" / "pandora"
+SHIPPED_PANDORA = Path(__file__).resolve().parents[3] / "marlin_emulator" / "data" / "pandora"
 
 
 class SubmissionError(ValueError):

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.test.inprocess import Outcome, make_samples, run_calibration
 from ILCDIRAC.CalibrationSystem.test.scenario import shifted_truth
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth
+from marlin_emulator.truth import DetectorTruth
 
 #: True constants relative to the shipped truth (and so to the model's starting constants).
 OFFSETS = {

@@ -19,15 +19,14 @@ from ILCDIRAC.CalibrationSystem.Client.Worker import Worker
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic.calibrations import Caller, CalibrationError
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.run import RUN_ERRORS, run
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import make_sample_files
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth
+from marlin_emulator import PANDORA_DIR, STEERING
+from marlin_emulator.run import RUN_ERRORS, run
+from marlin_emulator.samples import make_sample_files
+from marlin_emulator.truth import DetectorTruth
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 
 CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}))
-PACKAGE = Path(__file__).resolve().parents[1]
-PANDORA = PACKAGE / "data" / "pandora"
-STEERING = PACKAGE / "data" / "steering" / "calibrationReconstruction.xml"
+
 PARTICLES = {"gamma": ("gamma", 10.0), "kaon": ("kaon0L", 50.0), "muon": ("mu-", 10.0), "zuds": ("zuds", 200.0)}
 
 
@@ -106,7 +105,7 @@ def make_samples(truth: DetectorTruth, folder: Path, samples: Mapping[str, tuple
 
 def input_files(steering: Path = STEERING) -> dict[str, str]:
     files = {logic.STEERING_FILE: steering.read_text()}
-    for path in sorted(PANDORA.glob("*.xml")):
+    for path in sorted(PANDORA_DIR.glob("*.xml")):
         files[path.name] = path.read_text()
     return files
 

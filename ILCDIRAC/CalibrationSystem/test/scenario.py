@@ -18,7 +18,7 @@ import yaml
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
 from ILCDIRAC.CalibrationSystem.test.inprocess import STEERING, make_samples
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth, load_truth
+from marlin_emulator.truth import DetectorTruth, load_truth
 
 BIN = Path(sys.executable).parent
 

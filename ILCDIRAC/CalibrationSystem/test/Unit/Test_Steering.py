@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from marlin_emulator import STEERING
 from ILCDIRAC.CalibrationSystem.Utilities import steering
 from ILCDIRAC.CalibrationSystem.Utilities.steering import SteeringError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FIXTURE = (DATA / "fcceeReconstruction_noSWC.xml").read_text()
-REALISTIC = Path(__file__).resolve().parents[2] / "data" / "steering" / "calibrationReconstruction.xml"
+REALISTIC = STEERING
 DIGI, PANDORA = "MyDDCaloDigi_10ns", "MyDDMarlinPandora_10ns"
 
 

@@ -34,8 +34,8 @@ from ILCDIRAC.CalibrationSystem.Client.Worker import (
 )
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
-from ILCDIRAC.CalibrationSystem.test.inprocess import CALLER, PANDORA, STEERING, EmulatorRunner, LogicRPC, input_files
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import make_sample_files
+from ILCDIRAC.CalibrationSystem.test.inprocess import CALLER, PANDORA_DIR as PANDORA, STEERING, EmulatorRunner, LogicRPC, input_files
+from marlin_emulator.samples import make_sample_files
 
 MARLIN = Path(sys.executable).with_name("marlin-emulator")
 DETECTOR = "FCCee_o1_v04"

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import yaml
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import (
+from marlin_emulator.samples import (
     SampleFileError,
     make_sample_files,
     read_sample_file,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.sim import simulate
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import (
+from marlin_emulator.sim import simulate
+from marlin_emulator.truth import (
     TruthError,
     available_truths,
     load_truth,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.steering_input import DigiParameters, PandoraParameters
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth
+from marlin_emulator.steering_input import DigiParameters, PandoraParameters
+from marlin_emulator.truth import DetectorTruth
 
 #: Prompt energy is what arrives within this time (ns); the truth constants are defined for it.
 PROMPT_TIME = 10.0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.pandora import (
+from marlin_emulator.pandora import (
     UNTRAINED,
     PandoraSettingsError,
     PhotonIdQuality,
@@ -21,12 +21,12 @@ from ILCDIRAC.CalibrationSystem.Utilities.emulator.pandora import (
     photon_id_quality,
     read_pandora_settings,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.reco import DEFAULT_PFO_ANALYSIS, RecoConfig, reconstruct, training_candidates
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rootio import EventTable, write_pfoanalysis
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import SampleFile, SampleFileError, read_sample_file
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.sim import simulate
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.steering_input import SteeringInput, SteeringInputError, read_steering
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import TruthError
+from marlin_emulator.reco import DEFAULT_PFO_ANALYSIS, RecoConfig, reconstruct, training_candidates
+from marlin_emulator.rootio import EventTable, write_pfoanalysis
+from marlin_emulator.samples import SampleFile, SampleFileError, read_sample_file
+from marlin_emulator.sim import simulate
+from marlin_emulator.steering_input import SteeringInput, SteeringInputError, read_steering
+from marlin_emulator.truth import TruthError
 from ILCDIRAC.CalibrationSystem.Utilities.likelihood import LikelihoodDataError, read_likelihood, write_likelihood
 
 #: The errors that mean "this run cannot be done" (bad steering, input, settings or likelihood).

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rootio import EventTable, empty_histograms
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import K0L_MASS
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth
+from marlin_emulator.rootio import EventTable, empty_histograms
+from marlin_emulator.samples import K0L_MASS
+from marlin_emulator.truth import DetectorTruth
 
 if TYPE_CHECKING:
-    from ILCDIRAC.CalibrationSystem.Utilities.emulator.reco import RecoConfig
+    from marlin_emulator.reco import RecoConfig
 
 PHOTON_PDG, NEUTRAL_HADRON_PDG, MUON_PDG, K0L_PDG = 22, 2112, 13, 130
 MASSES = {11: 0.000511, 13: 0.1056584, 22: 0.0, 130: K0L_MASS, 211: 0.13957, 2112: 0.939565}

@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 
 from ILCDIRAC.CalibrationSystem.Utilities import steering
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.pandora import PandoraSettingsError, read_pandora_settings
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.steering_input import SteeringInputError, parse_steering, read_steering
+from marlin_emulator import DATA_DIR
+from marlin_emulator.pandora import PandoraSettingsError, read_pandora_settings
+from marlin_emulator.steering_input import SteeringInputError, parse_steering, read_steering
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = DATA_DIR
 STEERING = DATA / "steering" / "calibrationReconstruction.xml"
 
 MINIMAL = """<marlin>

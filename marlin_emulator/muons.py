@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.digitisation import ecal_layer_coefficients, hcal_region_constants
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.pfo_tree import MASSES, MUON_PDG, pfo_table, set_calibration
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rootio import EventTable
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.sim import ECAL, HCAL_BARREL, HCAL_ENDCAP, HCAL_RING, YOKE, MuonBank
+from marlin_emulator.digitisation import ecal_layer_coefficients, hcal_region_constants
+from marlin_emulator.pfo_tree import MASSES, MUON_PDG, pfo_table, set_calibration
+from marlin_emulator.rootio import EventTable
+from marlin_emulator.sim import ECAL, HCAL_BARREL, HCAL_ENDCAP, HCAL_RING, YOKE, MuonBank
 
 if TYPE_CHECKING:
-    from ILCDIRAC.CalibrationSystem.Utilities.emulator.reco import RecoConfig
+    from marlin_emulator.reco import RecoConfig
 
 
 def reconstruct_muons(bank: MuonBank, config: RecoConfig) -> EventTable:

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.jets import reconstruct_jets
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.muons import reconstruct_muons
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.pandora import PhotonIdQuality
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rootio import EventTable
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import K0L_MASS
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.showers import reconstruct_showers
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.sim import JetBank, MuonBank, ShowerBank
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.steering_input import (
+from marlin_emulator.jets import reconstruct_jets
+from marlin_emulator.muons import reconstruct_muons
+from marlin_emulator.pandora import PhotonIdQuality
+from marlin_emulator.rootio import EventTable
+from marlin_emulator.samples import K0L_MASS
+from marlin_emulator.showers import reconstruct_showers
+from marlin_emulator.sim import JetBank, MuonBank, ShowerBank
+from marlin_emulator.steering_input import (
     DigiParameters,
     PandoraParameters,
     PfoAnalysisParameters,

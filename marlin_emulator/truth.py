@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import yaml
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "emulator"
+DATA_DIR = Path(__file__).resolve().parent / "data" / "truth"
 
 
 class TruthError(ValueError):

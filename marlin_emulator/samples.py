@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rng import file_key
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth, TruthError, load_truth, truth_from_mapping
+from marlin_emulator.rng import file_key
+from marlin_emulator.truth import DetectorTruth, TruthError, load_truth, truth_from_mapping
 
 FORMAT = "marlin-emulator-sample"
 VERSION = 1

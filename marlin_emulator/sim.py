@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator import geometry
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rng import EventRandom, hit_indices
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import K0L_MASS, SampleFile
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth
+from marlin_emulator import geometry
+from marlin_emulator.rng import EventRandom, hit_indices
+from marlin_emulator.samples import K0L_MASS, SampleFile
+from marlin_emulator.truth import DetectorTruth
 
 #: PfoAnalysis' value of pfoMinHCalLayerToEdge when no PFO has an HCAL hit (std::numeric_limits<int>::max()).
 NO_HCAL_HITS = np.iinfo(np.int32).max

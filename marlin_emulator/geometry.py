@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth
+from marlin_emulator.truth import DetectorTruth
 
 #: Smallest sin/cos used for path lengths (a particle along an axis would cross a layer forever).
 MIN_PROJECTION = 0.02

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from scipy import special
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rng import EventRandom
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import PhotonIdTruth
+from marlin_emulator.rng import EventRandom
+from marlin_emulator.truth import PhotonIdTruth
 from ILCDIRAC.CalibrationSystem.Utilities.likelihood import BACKGROUND, SIGNAL, LikelihoodData, PdfHistogram
 
 #: LCContent PhotonReconstructionAlgorithm variables and their default binning.

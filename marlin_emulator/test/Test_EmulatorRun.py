@@ -12,7 +12,8 @@ import pytest
 import uproot
 
 from ILCDIRAC.CalibrationSystem.Utilities import steering
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rootio import (
+from marlin_emulator import DATA_DIR
+from marlin_emulator.rootio import (
     CALIBRATION_FLOAT_BRANCHES,
     CALIBRATION_HISTOGRAMS,
     FLOAT_BRANCHES,
@@ -20,12 +21,12 @@ from ILCDIRAC.CalibrationSystem.Utilities.emulator.rootio import (
     PFO_VECTORS,
     TARGET_VECTORS,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.run import event_slices, run
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import make_sample_files, read_sample_file
+from marlin_emulator.run import event_slices, run
+from marlin_emulator.samples import make_sample_files, read_sample_file
 from ILCDIRAC.CalibrationSystem.Utilities.likelihood import merge_likelihoods, read_likelihood
 
-CHECKOUT = Path(__file__).resolve().parents[4]
-DATA = CHECKOUT / "ILCDIRAC" / "CalibrationSystem" / "data"
+CHECKOUT = Path(__file__).resolve().parents[2]
+DATA = DATA_DIR
 STEERING = (DATA / "steering" / "calibrationReconstruction.xml").read_text()
 PANDORA = ("PandoraSettingsDefault.xml", "PandoraSettingsPhotonTraining.xml", "PandoraLikelihoodData9EBin.xml")
 
@@ -154,7 +155,7 @@ def test_training_mode_writes_likelihood_files_that_merge(workdir):
 
 def run_cli(folder, *args, script="main"):
     """The console-script entry point of this checkout, in a separate process."""
-    code = f"import sys; from ILCDIRAC.CalibrationSystem.Utilities.emulator.cli import {script}; sys.exit({script}())"
+    code = f"import sys; from marlin_emulator.cli import {script}; sys.exit({script}())"
     env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
 

@@ -10,16 +10,22 @@ random numbers), ``geometry``, ``sim`` (simulated events), ``digitisation`` (DDC
 Pandora's MIP scale), ``pandora`` (photon likelihood: settings, PDFs, training), ``reco`` with
 ``showers``, ``muons``, ``jets`` (Pandora) and ``pfo_tree`` (PfoAnalysis), ``rootio`` (the ROOT
 file), ``steering_input``, ``run``, ``cli``.
+
+The emulator's own data: detector truths (``data/truth``), the cut-down calibration steering
+(``data/steering``) and the Pandora settings with a synthetic photon likelihood that this
+steering names (``data/pandora``). A real calibration uses the files its own steering names.
 """
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.run import RUN_ERRORS, RunReport, event_slices, run
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import (
+from pathlib import Path
+
+from marlin_emulator.run import RUN_ERRORS, RunReport, event_slices, run
+from marlin_emulator.samples import (
     PARTICLES,
     SampleFile,
     SampleFileError,
     make_sample_files,
     read_sample_file,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import (
+from marlin_emulator.truth import (
     DetectorTruth,
     TruthError,
     available_truths,
@@ -27,7 +33,15 @@ from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import (
     truth_from_mapping,
 )
 
+DATA_DIR = Path(__file__).resolve().parent / "data"
+#: The emulator's calibration steering file (CLD-like) and the folder of the Pandora files it names.
+STEERING = DATA_DIR / "steering" / "calibrationReconstruction.xml"
+PANDORA_DIR = DATA_DIR / "pandora"
+
 __all__ = [
+    "DATA_DIR",
+    "PANDORA_DIR",
+    "STEERING",
     "PARTICLES",
     "RUN_ERRORS",
     "DetectorTruth",

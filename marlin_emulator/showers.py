@@ -14,28 +14,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator import geometry
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.digitisation import (
+from marlin_emulator import geometry
+from marlin_emulator.digitisation import (
     digitise_shower,
     hit_cap_ratio,
     soft_compensation_factor,
     threshold_losses,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.pfo_tree import (
+from marlin_emulator.pfo_tree import (
     K0L_PDG,
     NEUTRAL_HADRON_PDG,
     PHOTON_PDG,
     pfo_table,
     set_calibration,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rng import hit_indices
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rootio import EventTable
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import K0L_MASS
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.sim import ShowerBank
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import ring_direction_ratio
+from marlin_emulator.rng import hit_indices
+from marlin_emulator.rootio import EventTable
+from marlin_emulator.samples import K0L_MASS
+from marlin_emulator.sim import ShowerBank
+from marlin_emulator.truth import ring_direction_ratio
 
 if TYPE_CHECKING:
-    from ILCDIRAC.CalibrationSystem.Utilities.emulator.reco import RecoConfig
+    from marlin_emulator.reco import RecoConfig
 
 #: Spread of sim-hit polar angles around the particle direction (direction-correction histograms).
 HIT_ANGLE_SPREAD = 0.03

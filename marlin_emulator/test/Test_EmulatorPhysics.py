@@ -9,11 +9,12 @@ import uproot
 import yaml
 
 from ILCDIRAC.CalibrationSystem.Utilities import steering
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.run import run
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import make_sample_files
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import load_truth, ring_direction_ratio
+from marlin_emulator import DATA_DIR
+from marlin_emulator.run import run
+from marlin_emulator.samples import make_sample_files
+from marlin_emulator.truth import load_truth, ring_direction_ratio
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = DATA_DIR
 STEERING = (DATA / "steering" / "calibrationReconstruction.xml").read_text()
 DIGI, PANDORA, PFO = "MyDDCaloDigi_10ns", "MyDDMarlinPandora_10ns", "MyPfoAnalysis"
 T_K0L = 50.0 - 0.497672

@@ -8,23 +8,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import special
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator import geometry
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.digitisation import (
+from marlin_emulator import geometry
+from marlin_emulator.digitisation import (
     ecal_layer_coefficients,
     ecal_region_scale,
     hcal_region_constants,
     mip_threshold_loss,
     true_hcal_constants,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.pfo_tree import NEUTRAL_HADRON_PDG, PHOTON_PDG, pfo_table, set_calibration
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rng import hit_indices
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.rootio import EventTable
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.sim import PHOTON, JetBank
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.steering_input import DigiParameters
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import DetectorTruth
+from marlin_emulator.pfo_tree import NEUTRAL_HADRON_PDG, PHOTON_PDG, pfo_table, set_calibration
+from marlin_emulator.rng import hit_indices
+from marlin_emulator.rootio import EventTable
+from marlin_emulator.sim import PHOTON, JetBank
+from marlin_emulator.steering_input import DigiParameters
+from marlin_emulator.truth import DetectorTruth
 
 if TYPE_CHECKING:
-    from ILCDIRAC.CalibrationSystem.Utilities.emulator.reco import RecoConfig
+    from marlin_emulator.reco import RecoConfig
 
 
 def reconstruct_jets(bank: JetBank, config: RecoConfig) -> EventTable:

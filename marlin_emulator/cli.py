@@ -9,9 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.run import RUN_ERRORS, run
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.samples import PARTICLES, SampleFileError, make_sample_files
-from ILCDIRAC.CalibrationSystem.Utilities.emulator.truth import TruthError
+from marlin_emulator.run import RUN_ERRORS, run
+from marlin_emulator.samples import PARTICLES, SampleFileError, make_sample_files
+from marlin_emulator.truth import TruthError
 
 
 class _Parser(argparse.ArgumentParser):
