@@ -10,10 +10,9 @@ the original estimator on the sum of the workers' reports without ROOT:
 - ``rms90_window`` + ``gaussian_fit_mean``: the Gaussian fit inside the minimum-RMS window that
   holds 90 % of the entries (ECAL/HCAL digitisation, EM scale).
 - ``mip_peak``, ``simcalohit_peak``, ``histogram_mean``: the MIP-scale and HCAL-ring inputs.
-- ``csm_band_selection`` + ``chi_square_hadronic_scale``: the chi-square method of the hadronic
-  scale (ECalToHad, HCalToHad) from per-event (E_ECAL, E_HCAL) pairs.
-- ``spread_error``, ``jackknife_error``: statistical uncertainty of a merged estimate from the
-  per-worker reports (stored with every constant; statistical stopping, section 5).
+- ``chi_square_hadronic_scale`` + ``csm_fixed_point``: the chi-square method of the hadronic
+  scale (ECalToHad, HCalToHad) and its offline replay, from K0L events binned in energy and ECAL
+  share (``KaonCells``), at a cost that does not grow with the number of events.
 
 Histograms are ``(counts, edges)`` pairs of in-range bins, as ``Summary.values`` returns them.
 Bad input raises ``ValueError`` naming the problem; a histogram that is valid but cannot be
@@ -27,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit, least_squares
+from scipy.optimize import OptimizeWarning, curve_fit
 
 #: Fraction of the entries the rms90 window must hold (``m_fitPercentage = 90``).
 RMS90_FRACTION = 0.9
@@ -324,48 +323,6 @@ def histogram_mean(counts, edges) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Statistical uncertainty from the workers
-# --------------------------------------------------------------------------------------------
-
-def spread_error(perWorkerValues, weights=None) -> float:
-    """Standard error of the merged estimate from the spread of the per-worker estimates.
-
-    The merged estimate behaves like the weighted mean ``m = sum(w v) / sum(w)`` of the worker
-    estimates ``v`` (weights: events or entries per worker; equal if None).  Its variance is
-    estimated without bias, for independent workers whose variances scale as ``1 / w``, by
-    ``sum(w**2 (v - m)**2) / ((sum w)**2 - sum(w**2))``; with equal weights this is the usual
-    ``std(v, ddof=1) / sqrt(K)``.  Needs at least two workers with positive weight.
-    """
-    values = as_finite_array("perWorkerValues", perWorkerValues)
-    if weights is None:
-        w = np.ones_like(values)
-    else:
-        w = as_finite_array("weights", weights)
-        if w.shape != values.shape:
-            raise ValueError(f"weights has shape {w.shape}, perWorkerValues has {values.shape}")
-        if np.any(w < 0):
-            raise ValueError("weights must be non-negative")
-    if np.count_nonzero(w) < 2:
-        raise ValueError(f"spread_error needs at least two workers with positive weight, got {np.count_nonzero(w)}")
-    sumW = w.sum()
-    mean = np.dot(w, values) / sumW
-    effective = sumW * sumW - np.dot(w, w)
-    return float(math.sqrt(np.dot(w * w, (values - mean) ** 2) / effective))
-
-
-def jackknife_error(leaveOneOutValues) -> float:
-    """Jackknife standard error from the K estimates obtained by leaving out one worker at a time
-    (e.g. the estimator re-run on the merged histogram minus one worker's):
-    ``sqrt((K - 1) / K * sum((t_i - mean(t))**2))``.  Prefer it to ``spread_error`` for non-linear
-    estimators (fits) when one worker alone has too few events to be fitted."""
-    values = as_finite_array("leaveOneOutValues", leaveOneOutValues)
-    if values.size < 2:
-        raise ValueError(f"jackknife_error needs at least two leave-one-out estimates, got {values.size}")
-    k = values.size
-    return float(math.sqrt((k - 1) / k * np.sum((values - values.mean()) ** 2)))
-
-
-# --------------------------------------------------------------------------------------------
 # Chi-square method (CSM) of the hadronic scale: ECalToHad and HCalToHad from K0L events
 # --------------------------------------------------------------------------------------------
 # Re-implements ``PandoraPFACalibrate_HadronicScale_ChiSquareMethod`` (docs/calibration_physics.md,
@@ -374,19 +331,27 @@ def jackknife_error(leaveOneOutValues) -> float:
 # both intercepts I_H = I_E = T (the K0L kinetic energy).  The estimator finds the intercepts that
 # minimise ``chi2 = sum (d / sigma_d)**2`` with d the perpendicular distance of a point from the line
 # and sigma_d its error from a stochastic resolution ``0.55 * sqrt(E)`` on each axis.  Writing
-# u = 1/I_E, v = 1/I_H, one event contributes
+# u = 1/I_E, v = 1/I_H, E = E_E + E_H and f = E_E / E, one event contributes
 #
-#     (d / sigma_d)**2 = (E_E u + E_H v - 1)**2 / (c**2 (E_E u**2 + E_H v**2)),    c = 0.55,
+#     (d / sigma_d)**2 = (E w - 1)**2 / (c**2 E q),   w = f u + (1 - f) v,   q = f u**2 + (1 - f) v**2,
 #
-# which is the original's formula with the common factor sqrt(I_H**2 + I_E**2) cancelled.
+# which is the original's formula with the common factor sqrt(I_H**2 + I_E**2) cancelled, c = 0.55.
+#
+# Events arrive binned in (E, f) (``KaonCells``): per cell the number of events and their summed f
+# and E, so every cell stands for its events at their mean (E, f).  Summing the numerator over the
+# events of one f bin needs only six sums, N, sum f, sum E, sum E f, sum E f**2 and sum 1/E
+# (``csm_moments``), because it is a polynomial in f; only q is taken at the bin's mean f, which
+# moves chi2 by a negligible amount near the minimum, where u and v differ by a few per cent at
+# most.  So the whole (1/accuracy)**2 grid costs (number of f bins) x (grid points), whatever the
+# number of events, and the offline replay and its bootstrap reuse the same sums.
 #
 # The original scans the grid I = 0.5 T + E * accuracy * k, k = 0 .. int(1/accuracy) - 1 on both
-# axes (E the beam energy).  ``chi_square_hadronic_scale(grid=True)`` evaluates the whole grid with
-# broadcasting, chunked over events to bound memory; ``grid=False`` continues from the grid optimum
-# with a continuous least-squares minimisation, a better estimator that no longer moves in steps of
-# ``accuracy * E``.
+# axes (E the beam energy); ``chi_square_hadronic_scale`` returns its optimum.  ``csm_fixed_point``
+# is the offline replay: the constants at which the continuous estimator (the chi2 minimum off the
+# grid, which no longer moves in steps of ``accuracy * E``) finds both intercepts at T on the same
+# events.
 #
-# Known property of the estimator (both modes): because sigma_d grows with the measured energies,
+# Known property of the estimator (all modes): because sigma_d grows with the measured energies,
 # downward fluctuations weigh more and the intercepts come out low by up to about ``c**2`` = 0.3 GeV
 # (0.3-0.6 % at 50 GeV in toy studies; for an all-HCAL sample the minimum is exactly the harmonic
 # mean of E_H).  Iterating the calibration therefore converges to the estimator's fixed point, not
@@ -396,27 +361,73 @@ def jackknife_error(leaveOneOutValues) -> float:
 RESOLUTION_CONSTANT = 0.55
 #: Half-width of the pre-selection band around the ideal line, in sigma_d.
 BAND_SIGMAS = 3.0
-#: Bound on the temporary (events x grid) arrays of the grid scan, in elements.
-CHUNK_ELEMENTS = 1 << 17
+#: Relative step of the numerical second derivatives of chi2 (from its analytic gradient).
+HESSIAN_STEP = 1e-5
+#: The offline replay's fixed point: chi2 gradient per event (in units of T) below this, which
+#: puts both intercepts within about 1e-7 T of the target.
+STATIONARITY_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
 class CSMResult:
     """Best intercepts (GeV), their chi2 and the number of events that entered it.
 
-    The errors come from the curvature of chi2 at the reported point (Gauss-Newton), scaled by
-    sqrt(chi2/ndf) so that they follow the observed scatter even where 0.55 sqrt(E) is not the
-    true resolution; they do not include the grid quantisation of ``grid=True`` results.
+    The errors come from the curvature of chi2 at the reported point, scaled by sqrt(chi2/ndf) so
+    that they follow the observed scatter even where 0.55 sqrt(E) is not the true resolution; they
+    do not include the grid quantisation.  ``nEvents`` counts the events
+    inside the band (cells straddling its edge count with the fraction inside).
     """
 
     interceptEcal: float
     interceptHcal: float
     chi2: float
-    nEvents: int
+    nEvents: float
     ok: bool
     reason: str = ""
     interceptEcalError: float = math.nan
     interceptHcalError: float = math.nan
+
+
+@dataclass(frozen=True)
+class KaonCells:
+    """The non-empty cells of K0L events binned in total energy E and ECAL fraction f.
+
+    ``counts``, ``fraction`` and ``energy`` are each cell's number of events and their mean f and
+    mean E; ``low``/``high`` are the cell's E edges (equal for the flow cells, which then stand for
+    a point at their mean); ``fractionBin`` numbers the cell's f bin out of ``nFractionBins``.
+    """
+
+    counts: np.ndarray
+    fraction: np.ndarray
+    energy: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    fractionBin: np.ndarray
+    nFractionBins: int
+
+    @classmethod
+    def from_sums(cls, counts, fractionSums, energySums, energyEdges) -> "KaonCells":
+        """From (E with flow bins) x (f) arrays of event counts, summed f and summed E, and the
+        in-range E edges."""
+        counts = as_finite_array("counts", counts, ndim=2)
+        fractionSums = as_finite_array("fractionSums", fractionSums, ndim=2)
+        energySums = as_finite_array("energySums", energySums, ndim=2)
+        edges = as_finite_array("energyEdges", energyEdges)
+        if counts.shape != fractionSums.shape or counts.shape != energySums.shape:
+            raise ValueError(f"cell arrays must have the same shape, got {counts.shape}, "
+                             f"{fractionSums.shape}, {energySums.shape}")
+        if np.any(counts < 0) or np.any(energySums < 0):
+            raise ValueError("cell counts and energy sums must be non-negative")
+        if counts.shape[0] != edges.size + 1:
+            raise ValueError(f"{counts.shape[0]} energy rows need {counts.shape[0] - 1} edges (with flow), got {edges.size}")
+        row, column = np.nonzero(counts > 0)
+        n = counts[row, column]
+        energy = energySums[row, column] / n
+        inRange = (row >= 1) & (row <= edges.size - 1)
+        low = np.where(inRange, edges[np.clip(row - 1, 0, edges.size - 1)], energy)
+        high = np.where(inRange, edges[np.clip(row, 0, edges.size - 1)], energy)
+        return cls(n, fractionSums[row, column] / n, energy, low, high, column, counts.shape[1])
+
 
 
 def csm_intercept_grid(targetEnergy: float, beamEnergy: float, accuracy: float) -> np.ndarray:
@@ -428,132 +439,156 @@ def csm_intercept_grid(targetEnergy: float, beamEnergy: float, accuracy: float) 
     return 0.5 * targetEnergy + beamEnergy * accuracy * np.arange(steps)
 
 
-def csm_band_selection(eEcal, eHcal, targetEnergy: float, *, resolution: float = RESOLUTION_CONSTANT,
-                       nSigma: float = BAND_SIGMAS) -> np.ndarray:
-    """Mask of events within ``nSigma`` sigma_d of the ideal line (both intercepts = T).
+def csm_band(targetEnergy: float, *, resolution: float = RESOLUTION_CONSTANT, nSigma: float = BAND_SIGMAS) -> tuple[float, float]:
+    """The original ``ThreeSigmaCut`` around the ideal line (both intercepts = T) as an energy range.
 
-    This is the original ``ThreeSigmaCut``, applied before the fit together with the event
-    selection (one neutral-hadron target and PFO, ``pfoMinHCalLayerToEdge`` cut).  For the ideal
-    line it reduces to ``|E_E + E_H - T| <= nSigma * c * sqrt(E_E + E_H)``.  Events with no
-    energy at all are outside.
-    """
-    eEcal, eHcal = _event_energies(eEcal, eHcal)
+    For that line sigma_d of an event is ``c sqrt(E / 2)`` and d is ``|E - T| / sqrt(2)``, so the
+    band ``d <= nSigma sigma_d`` is ``|E - T| <= k sqrt(E)`` with ``k = nSigma c``: sqrt(E) between
+    ``(-k + r) / 2`` and ``(k + r) / 2``, ``r = sqrt(k**2 + 4 T)``."""
     targetEnergy = _positive("targetEnergy", targetEnergy)
-    resolution, nSigma = _positive("resolution", resolution), _positive("nSigma", nSigma)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pull = _pulls(eEcal, eHcal, 1.0 / targetEnergy, 1.0 / targetEnergy, resolution)
-    return np.abs(pull) <= nSigma
+    k = _positive("nSigma", nSigma) * _positive("resolution", resolution)
+    root = math.sqrt(k * k + 4 * targetEnergy)
+    return ((root - k) / 2) ** 2, ((root + k) / 2) ** 2
 
 
-def csm_chi2_grid(eEcal, eHcal, interceptsEcal, interceptsHcal, *,
-                  resolution: float = RESOLUTION_CONSTANT) -> np.ndarray:
-    """chi2 for every pair: element ``[i, j]`` belongs to ``(interceptsEcal[i], interceptsHcal[j])``.
-
-    Vectorised over events and the HCAL axis, looping over the ECAL axis and over event chunks
-    of at most ``CHUNK_ELEMENTS / len(interceptsHcal)`` events, so memory stays bounded.
-    """
-    eEcal, eHcal = _event_energies(eEcal, eHcal, forChi2=True)
-    resolution = _positive("resolution", resolution)
-    invE = 1.0 / _positive_array("interceptsEcal", interceptsEcal)
-    invH = 1.0 / _positive_array("interceptsHcal", interceptsHcal)
-    chi2 = np.zeros((invE.size, invH.size))
-    chunk = max(1, CHUNK_ELEMENTS // invH.size)
-    for first in range(0, eEcal.size, chunk):
-        ecal, hcal = eEcal[first:first + chunk, None], eHcal[first:first + chunk, None]
-        linear, quadratic = hcal * invH, hcal * invH * invH
-        numerator, denominator = np.empty_like(linear), np.empty_like(linear)
-        for i in range(invE.size):
-            np.add(linear, ecal * invE[i] - 1.0, out=numerator)
-            np.multiply(numerator, numerator, out=numerator)
-            np.add(quadratic, ecal * (invE[i] * invE[i]), out=denominator)
-            np.divide(numerator, denominator, out=numerator)
-            chi2[i] += numerator.sum(axis=0)
-    return chi2 / (resolution * resolution)
+def csm_band_fraction(cells: KaonCells, targetEnergy: float, scale: np.ndarray | float = 1.0, *,
+                      resolution: float = RESOLUTION_CONSTANT, nSigma: float = BAND_SIGMAS) -> np.ndarray:
+    """Per cell, the fraction of its events inside the band once their energies are multiplied
+    by ``scale``: the overlap of the scaled cell with the band, events spread evenly over the cell
+    (the original selects event by event; cells are a fraction of a per cent of T wide)."""
+    bandLow, bandHigh = csm_band(targetEnergy, resolution=resolution, nSigma=nSigma)
+    low, high = cells.low * scale, cells.high * scale
+    width = high - low
+    inside = np.clip(np.minimum(high, bandHigh) - np.maximum(low, bandLow), 0.0, None)
+    point = (cells.energy * scale >= bandLow) & (cells.energy * scale <= bandHigh)
+    return np.where(width > 0, np.minimum(inside / np.where(width > 0, width, 1.0), 1.0), point.astype(float))
 
 
-def chi_square_hadronic_scale(eEcal, eHcal, targetEnergy: float, accuracy: float, *, beamEnergy: float,
-                              grid: bool = True, resolution: float = RESOLUTION_CONSTANT) -> CSMResult:
-    """Hadronic-scale intercepts (I_E, I_H) of already selected K0L events by the chi-square method.
-
-    ``eEcal``/``eHcal``: pfoECalToHadEnergy / pfoHCalToHadEnergy of the selected events (apply
-    ``csm_band_selection`` first, as the original does); ``targetEnergy`` T = E - m_K0L and
-    ``beamEnergy`` E define the grid (see ``csm_intercept_grid``).  ``grid=True`` returns the
-    grid optimum exactly as the original (the first minimum in its loop order, ECAL outer);
-    ``grid=False`` refines it by continuous minimisation.  The update is then
-    ``HCalToHad' = T * HCalToHad / I_H`` and ``ECalToHad' = T * ECalToHad / I_E``.
-    A minimum on the grid edge is returned as the original does (the next iteration moves into
-    the grid).  Fewer than 3 events, or a failed continuous minimisation, give ``ok=False``.
-    """
-    eEcal, eHcal = _event_energies(eEcal, eHcal, forChi2=True)
-    intercepts = csm_intercept_grid(targetEnergy, beamEnergy, accuracy)
-    nEvents = int(eEcal.size)
-    if nEvents < 3:
-        return CSMResult(math.nan, math.nan, math.nan, nEvents, False,
-                         f"the chi-square method needs at least 3 events, got {nEvents}")
-    surface = csm_chi2_grid(eEcal, eHcal, intercepts, intercepts, resolution=resolution)
-    i, j = np.unravel_index(int(np.argmin(surface)), surface.shape)
-    gridChi2 = float(surface[i, j])
-    inverse = np.array([1.0 / intercepts[i], 1.0 / intercepts[j]])
-    if not grid:
-        fit = least_squares(_residuals, inverse, jac=_jacobian, args=(eEcal, eHcal, resolution),
-                            bounds=(0.0, np.inf), x_scale=inverse, xtol=1e-12, ftol=1e-12, gtol=1e-12)
-        fitChi2 = float(np.dot(fit.fun, fit.fun))
-        if not (fit.success and np.all(np.isfinite(fit.x)) and np.all(fit.x > 0) and fitChi2 <= gridChi2 * (1 + 1e-9)):
-            return CSMResult(float(intercepts[i]), float(intercepts[j]), gridChi2, nEvents, False,
-                             f"continuous minimisation failed from the grid optimum: {fit.message}")
-        inverse = fit.x
-    residuals = _residuals(inverse, eEcal, eHcal, resolution)
-    chi2 = float(np.dot(residuals, residuals))
-    errorEcal, errorHcal = _intercept_errors(inverse, eEcal, eHcal, resolution, chi2)
-    return CSMResult(float(1.0 / inverse[0]), float(1.0 / inverse[1]), chi2, nEvents, True, "",
-                     errorEcal, errorHcal)
+def csm_moments(cells: KaonCells, weights: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """The six sums (N, sum f, sum E, sum E f, sum E f**2, sum 1/E) of every non-empty f bin, each
+    cell's events counted ``weights`` times with energies multiplied by ``scale``; shape (6, bins)."""
+    n = cells.counts * weights
+    energy = cells.energy * scale
+    f = cells.fraction
+    parts = (n, n * f, n * energy, n * energy * f, n * energy * f * f, n / energy)
+    moments = np.stack([np.bincount(cells.fractionBin, weights=p, minlength=cells.nFractionBins) for p in parts])
+    return moments[:, moments[0] > 0]
 
 
-def _pulls(eEcal: np.ndarray, eHcal: np.ndarray, u, v, resolution: float) -> np.ndarray:
-    """Signed d / sigma_d for line intercepts 1/u (ECAL) and 1/v (HCAL)."""
-    return (eEcal * u + eHcal * v - 1.0) / (resolution * np.sqrt(eEcal * u * u + eHcal * v * v))
+def csm_chi2(moments: np.ndarray, u, v, resolution: float = RESOLUTION_CONSTANT) -> np.ndarray:
+    """chi2 at inverse intercepts (u, v) (broadcast against each other) from ``csm_moments``."""
+    n, sf, se, sef, seff, si = (m for m in moments)
+    u, v = np.asarray(u, dtype=float)[..., None], np.asarray(v, dtype=float)[..., None]
+    d = u - v
+    share = sf / n
+    numerator = v * v * se + 2 * v * d * sef + d * d * seff - 2 * v * n - 2 * d * sf + si
+    return (numerator / (share * u * u + (1 - share) * v * v)).sum(axis=-1) / (resolution * resolution)
 
 
-def _residuals(inverse: np.ndarray, eEcal: np.ndarray, eHcal: np.ndarray, resolution: float) -> np.ndarray:
-    return _pulls(eEcal, eHcal, inverse[0], inverse[1], resolution)
+def csm_gradient(moments: np.ndarray, u: float, v: float, resolution: float = RESOLUTION_CONSTANT) -> np.ndarray:
+    """(d chi2 / du, d chi2 / dv) at one point, from ``csm_moments``."""
+    n, sf, se, sef, seff, si = (m for m in moments)
+    d = u - v
+    share = sf / n
+    numerator = v * v * se + 2 * v * d * sef + d * d * seff - 2 * v * n - 2 * d * sf + si
+    q = share * u * u + (1 - share) * v * v
+    dNumU = 2 * v * sef + 2 * d * seff - 2 * sf
+    dNumV = 2 * v * se + 2 * (d - v) * sef - 2 * d * seff - 2 * n + 2 * sf
+    dqU, dqV = 2 * share * u, 2 * (1 - share) * v
+    q2 = q * q * resolution * resolution
+    return np.array([((dNumU * q - numerator * dqU) / q2).sum(), ((dNumV * q - numerator * dqV) / q2).sum()])
 
 
-def _jacobian(inverse: np.ndarray, eEcal: np.ndarray, eHcal: np.ndarray, resolution: float) -> np.ndarray:
-    u, v = inverse
-    numerator = eEcal * u + eHcal * v - 1.0
-    denominator = eEcal * u * u + eHcal * v * v
-    factor = 1.0 / (resolution * denominator ** 1.5)
-    return np.column_stack((eEcal * (denominator - numerator * u) * factor,
-                            eHcal * (denominator - numerator * v) * factor))
+def _hessian(moments: np.ndarray, u: float, v: float, resolution: float) -> np.ndarray:
+    hu, hv = HESSIAN_STEP * u, HESSIAN_STEP * v
+    columns = [(csm_gradient(moments, u + hu, v, resolution) - csm_gradient(moments, u - hu, v, resolution)) / (2 * hu),
+               (csm_gradient(moments, u, v + hv, resolution) - csm_gradient(moments, u, v - hv, resolution)) / (2 * hv)]
+    hessian = np.column_stack(columns)
+    return 0.5 * (hessian + hessian.T)
 
 
-def _intercept_errors(inverse: np.ndarray, eEcal: np.ndarray, eHcal: np.ndarray, resolution: float,
-                      chi2: float) -> tuple[float, float]:
-    jac = _jacobian(inverse, eEcal, eHcal, resolution)
+def _intercept_errors(moments: np.ndarray, u: float, v: float, chi2: float, resolution: float) -> tuple[float, float]:
+    """Intercept errors from the chi2 curvature (covariance 2 H^-1 of (u, v)), scaled by chi2/ndf."""
+    nEvents = float(moments[0].sum())
     try:
-        covariance = np.linalg.inv(jac.T @ jac)
+        covariance = 2.0 * np.linalg.inv(_hessian(moments, u, v, resolution))
     except np.linalg.LinAlgError:
         return math.nan, math.nan
-    scale = chi2 / (eEcal.size - 2) if eEcal.size > 2 else math.nan
+    scale = chi2 / (nEvents - 2) if nEvents > 2 else math.nan
     # I = 1/u: dI/du = -I**2
-    variances = np.diag(covariance) * scale / inverse ** 4
+    variances = np.diag(covariance) * scale / np.array([u, v]) ** 4
     return tuple(float(math.sqrt(value)) if value >= 0 else math.nan for value in variances)
 
 
-def _event_energies(eEcal, eHcal, forChi2: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    eEcal = as_finite_array("eEcal", eEcal)
-    eHcal = as_finite_array("eHcal", eHcal)
-    if eEcal.shape != eHcal.shape:
-        raise ValueError(f"eEcal and eHcal must have the same length, got {eEcal.size} and {eHcal.size}")
-    for name, values in (("eEcal", eEcal), ("eHcal", eHcal)):
-        if np.any(values < 0):
-            raise ValueError(f"{name} has negative energies (first at index {int(np.argmax(values < 0))})")
-    if forChi2:
-        empty = (eEcal == 0) & (eHcal == 0)
-        if empty.any():
-            raise ValueError(f"{int(empty.sum())} event(s) have no energy in either calorimeter "
-                             f"(first at index {int(np.argmax(empty))}); the band selection removes them")
-    return eEcal, eHcal
+def chi_square_hadronic_scale(cells: KaonCells, targetEnergy: float, accuracy: float, *, beamEnergy: float,
+                              resolution: float = RESOLUTION_CONSTANT) -> CSMResult:
+    """Hadronic-scale intercepts (I_E, I_H) by the chi-square method from binned K0L events.
+
+    ``cells``: the selected events (one neutral-hadron target and PFO, ``pfoMinHCalLayerToEdge``
+    cut); the band selection around the ideal line is applied here, as the original applies its
+    ``ThreeSigmaCut``.  ``targetEnergy`` T = E - m_K0L and ``beamEnergy`` E define the grid (see
+    ``csm_intercept_grid``); the result is the grid optimum exactly as the original finds it (the
+    first minimum in its loop order, ECAL outer).  The update is then
+    ``HCalToHad' = T * HCalToHad / I_H`` and ``ECalToHad' = T * ECalToHad / I_E``.  A minimum on
+    the grid edge is returned as the original does (the next iteration moves into the grid).
+    Fewer than 3 events in the band give ``ok=False``.
+    """
+    intercepts = csm_intercept_grid(targetEnergy, beamEnergy, accuracy)
+    moments = csm_moments(cells, csm_band_fraction(cells, targetEnergy, resolution=resolution))
+    nEvents = float(moments[0].sum())
+    if nEvents < 3:
+        return CSMResult(math.nan, math.nan, math.nan, nEvents, False,
+                         f"the chi-square method needs at least 3 events in the band, got {nEvents:g}")
+    inverse = 1.0 / intercepts
+    surface = np.stack([csm_chi2(moments, u, inverse, resolution) for u in inverse])
+    i, j = np.unravel_index(int(np.argmin(surface)), surface.shape)
+    u, v = float(inverse[i]), float(inverse[j])
+    chi2 = float(surface[i, j])
+    errorEcal, errorHcal = _intercept_errors(moments, u, v, chi2, resolution)
+    return CSMResult(1.0 / u, 1.0 / v, chi2, nEvents, True, "", errorEcal, errorHcal)
+
+
+def csm_fixed_point(cells: KaonCells, targetEnergy: float, ecalToHad: float, hcalToHad: float, *,
+                    resolution: float = RESOLUTION_CONSTANT) -> tuple[float, float] | None:
+    """The offline replay: (ECalToHad, HCalToHad) at which the continuous estimator finds both
+    intercepts at T on these events, which were reconstructed with (ecalToHad, hcalToHad).
+
+    A neutral-hadron PFO has E = a x + b y (x, y: its digitised ECAL and HCAL energies), split as
+    E_E = f E, E_H = (1 - f) E with f = x / (x + y), which does not depend on a and b.  For trial
+    constants (a, b) every event therefore keeps its f and its energy scales by
+    ``(a f + b (1 - f)) / (ecalToHad f + hcalToHad (1 - f))``, and the band selection and chi2
+    can be re-evaluated without another pass over the samples.
+    The fixed point is where chi2 of the rescaled events is stationary at u = v = 1/T: two
+    equations solved for (ln a, ln b) directly, rather than iterating the ratio update (which
+    converges slowly where one intercept is weakly constrained).  None if there is no solution
+    (too few events, no convergence, or not a minimum there)."""
+    from scipy.optimize import root
+
+    target = _positive("targetEnergy", targetEnergy)
+    ecalToHad, hcalToHad = _positive("ecalToHad", ecalToHad), _positive("hcalToHad", hcalToHad)
+    f = cells.fraction
+    response = ecalToHad * f + hcalToHad * (1 - f)
+    u = 1.0 / target
+
+    def moments_at(logScales: np.ndarray) -> np.ndarray:
+        a, b = ecalToHad * math.exp(logScales[0]), hcalToHad * math.exp(logScales[1])
+        scale = (a * f + b * (1 - f)) / response
+        return csm_moments(cells, csm_band_fraction(cells, target, scale, resolution=resolution), scale)
+
+    def stationarity(logScales: np.ndarray) -> np.ndarray:
+        moments = moments_at(logScales)
+        if moments[0].sum() < 3:
+            return np.full(2, 1e6)
+        return csm_gradient(moments, u, u, resolution) * u / moments[0].sum()
+
+    solution = root(stationarity, np.zeros(2), method="hybr", options={"xtol": 1e-10})
+    if not (np.all(np.isfinite(solution.x)) and np.all(np.abs(solution.x) < 2.0)
+            and np.max(np.abs(solution.fun)) < STATIONARITY_TOLERANCE):
+        return None
+    moments = moments_at(solution.x)
+    if moments[0].sum() < 3 or np.any(np.linalg.eigvalsh(_hessian(moments, u, u, resolution)) <= 0):
+        return None
+    return ecalToHad * math.exp(solution.x[0]), hcalToHad * math.exp(solution.x[1])
 
 
 def _positive(name: str, value: float) -> float:
@@ -564,10 +599,3 @@ def _positive(name: str, value: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return value
-
-
-def _positive_array(name: str, values) -> np.ndarray:
-    array = as_finite_array(name, values)
-    if array.size == 0 or np.any(array <= 0):
-        raise ValueError(f"{name} must be a non-empty array of positive intercepts")
-    return array

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
 from ILCDIRAC.CalibrationSystem.logic.results import CONSTANTS_FILE, RESULT_PREFIX, history, result_files
-from ILCDIRAC.CalibrationSystem.logic.uncertainties import constant_uncertainties
+from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities import steering
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
@@ -406,22 +406,22 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
     state = ProcedureState.from_dict(calibration["State"])
     try:
         ctx = PhaseContext.from_settings(calibration["Settings"])
-        measurements, uncertainties = {}, {}
+        measurements, merged = {}, {}
         for key in step["Phases"]:
             phase = phase_for(key)
             spec = phase.spec(ctx)
-            summaries = [Summary.from_payload(p["phases"][key], spec) for _, p in stored]
-            merged = Summary.merge(summaries, spec)
-            measurements[key] = phase.measure(merged, ctx)
+            merged[key] = Summary.merge_payloads((p["phases"][key] for _, p in stored), spec)
+            measurements[key] = phase.measure(merged[key], ctx)
             if measurements[key].ok and state.strategy != "legacy":
-                measurements[key] = dataclasses.replace(measurements[key], solution=phase.solve(state.constants, merged, ctx))
-            if measurements[key].ok and phase.fits:
-                uncertainties.update(constant_uncertainties(phase, ctx, state.constants, summaries, spec))
+                measurements[key] = dataclasses.replace(measurements[key], solution=phase.solve(state.constants, merged[key], ctx))
         newState, outcome = advance(state, measurements, ctx)
         artifacts = outcome.artifacts
         outcomeDict = outcome.to_dict()
         outcomeDict["workers"] = [worker for worker, _ in stored]
-        outcomeDict["uncertainties"] = uncertainties
+        outcomeDict["uncertainties"] = (
+            step_uncertainties(step["Phases"], state.constants, newState.constants, merged, ctx, step["Step"])
+            if newState.status != FAILED else {}
+        )
     except Exception as exc:  # noqa: BLE001 - any failure must end the calibration visibly, not loop
         newState = ProcedureState.from_dict(state.to_dict())
         newState.status, newState.active = FAILED, []

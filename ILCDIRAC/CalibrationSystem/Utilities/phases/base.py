@@ -110,6 +110,10 @@ class Phase:
     proportional: bool = False
     #: Phase numbers whose constants change this phase's observables (for running phases together).
     dependsOn: tuple[int, ...] = ()
+    #: ``solve`` replays the estimator on the step's events to its fixed point (offline replay).
+    replays: bool = False
+    #: The setting holding the relative accuracy this phase is asked for.
+    accuracySetting: str = "digitisationAccuracy"
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
         raise NotImplementedError
@@ -121,11 +125,6 @@ class Phase:
     def measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
         """Service side: merged summary -> estimator outputs."""
         raise NotImplementedError
-
-    def smooth_measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
-        """The estimator without the original's quantisation (e.g. the chi-square method's grid),
-        for statistical uncertainties and offline replay; the same as ``measure`` by default."""
-        return self.measure(merged, ctx)
 
     def update(self, constants: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
         """The update rule: new values of the constants this phase fits."""
@@ -160,6 +159,21 @@ class Phase:
         """Offline replay: the constants at which the estimator would find the target on these
         same events, when the phase can predict its observables for other constants (else None)."""
         return None
+
+    def fixed_point(self, constants: Constants, merged: Summary, ctx: PhaseContext) -> Constants | None:
+        """What this step's events say the constants should be: the estimator's fixed point on
+        them, by offline replay where the phase has one, else the update rule applied to the
+        estimate (exact for proportional phases; the result itself for single-pass ones). None
+        if the estimator cannot measure. Its spread over resampled events is the statistical
+        uncertainty of the constants (``logic.uncertainties``)."""
+        if self.replays:
+            return self.solve(constants, merged, ctx)
+        measurement = self.measure(merged, ctx)
+        return self.update(constants, measurement, ctx) if measurement.ok else None
+
+    def accuracy(self, ctx: PhaseContext) -> float:
+        """The relative accuracy the user asked of this phase's constants."""
+        return float(getattr(ctx, self.accuracySetting))
 
     def predict(self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants | None:
         """The update as if the measurement had been made with ``current`` instead of

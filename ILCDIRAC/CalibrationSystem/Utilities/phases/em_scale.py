@@ -41,6 +41,8 @@ class EmScale(Phase):
         )
     }
     fits = ("ECalToEMGeVCalibration", "HCalToEMGeVCalibration")
+    replays = True
+    accuracySetting = "pandoraPFAAccuracy"
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
         energy = ctx.energies["gamma"]

@@ -4,7 +4,9 @@ ECalToHadGeVCalibrationBarrel (= EndCap) from 50 GeV K0L.
 Sample: single K0L (kaonEnergy, 50 GeV); target is the kinetic energy T = E - m(K0L).
 Selection (workers): one target, a neutral hadron, reconstructed as exactly one PFO that is a
   neutral hadron, starting well inside the HCAL: pfoMinHCalLayerToEdge > ceil(0.1 nHcalLayers).
-  Workers send the per-event pairs (pfoECalToHadEnergy, pfoHCalToHadEnergy) of these events.
+  Workers bin these events in E = pfoECalToHadEnergy + pfoHCalToHadEnergy (E/250 on [0, 3E]) and
+  the ECAL share f = pfoECalToHadEnergy / E (100 bins on [0, 1]): the event count and the sums of
+  f and of E in every cell, a fixed-size report whatever the number of events.
 Selection (service): a 3-sigma band around the ideal line E_E/T + E_H/T = 1, sigma = 0.55 sqrt(E).
 Estimator: chi-square method — the intercept pair (I_E, I_H) on the grid
   I = T/2 + E acc k minimising the summed squared, error-weighted distances of the events to the
@@ -19,7 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ILCDIRAC.CalibrationSystem.Utilities.estimators import chi_square_hadronic_scale, csm_band_selection
+from ILCDIRAC.CalibrationSystem.Utilities.estimators import KaonCells, chi_square_hadronic_scale, csm_fixed_point
 from ILCDIRAC.CalibrationSystem.Utilities.phases.base import (
     K0L_MASS,
     Constants,
@@ -28,12 +30,14 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.base import (
     PhaseContext,
     SampleOutput,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummarySpec
+from ILCDIRAC.CalibrationSystem.Utilities.summary import Axis, HistSpec, Summary, SummarySpec
 
-#: Offline fixed-point iterations of the chi-square method before giving up on replaying.
-SOLVE_ITERATIONS = 30
-#: Relative distance of both intercepts from the target at which the offline replay stops.
-SOLVE_PRECISION = 1e-4
+#: Energy cells per GeV of beam energy, on [0, RANGE_IN_E E]: 0.2 GeV at 50 GeV, a twentieth of the
+#: K0L resolution, so the band edge falls inside a cell for a few per mille of the events.
+ENERGY_BINS_PER_E = 250
+RANGE_IN_E = 3.0
+#: ECAL-share bins: the chi2 sums are exact in f; only its denominator takes the bin's mean f.
+FRACTION_BINS = 100
 
 
 class HadronicScale(Phase):
@@ -53,43 +57,49 @@ class HadronicScale(Phase):
         )
     }
     fits = ("HCalToHadGeVCalibration", "ECalToHadGeVCalibrationBarrel", "ECalToHadGeVCalibrationEndCap")
+    replays = True
+    accuracySetting = "pandoraPFAAccuracy"
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
-        return SummarySpec(arrays=("eEcal", "eHcal"))
+        energy = ctx.energies["kaon"]
+        cells = dict(bins=int(ENERGY_BINS_PER_E * RANGE_IN_E), low=0.0, high=RANGE_IN_E * energy,
+                     y=Axis(FRACTION_BINS, 0.0, 1.0, flow=False))
+        return SummarySpec(hists={"events": HistSpec(**cells),
+                                  "ecalShareSum": HistSpec(**cells, sumOf=("events", 1)),
+                                  "energySum": HistSpec(**cells, sumOf=("events", 0))})
 
     def reduce(self, outputs: Mapping[str, SampleOutput], ctx: PhaseContext) -> Summary:
         tree = outputs["kaon"]
         minLayers = math.ceil(round(0.1 * ctx.nHcalLayers, 9))
+        eEcal = np.asarray(tree["pfoECalToHadEnergy"], dtype=float)
+        energy = eEcal + np.asarray(tree["pfoHCalToHadEnergy"], dtype=float)
         selected = (
             (np.asarray(tree["nPfoTargetsTotal"]) == 1)
             & (np.asarray(tree["nPfoTargetsNeutralHadrons"]) == 1)
             & (np.asarray(tree["nPfosTotal"]) == 1)
             & (np.asarray(tree["nPfosNeutralHadrons"]) == 1)
             & (np.asarray(tree["pfoMinHCalLayerToEdge"]) > minLayers)
+            & (energy > 0)  # no share; outside the band anyway
         )
+        energy = energy[selected]
+        share = np.minimum(eEcal[selected] / energy, np.nextafter(1.0, 0.0))  # f = 1 in the last bin
         summary = self.spec(ctx).empty()
-        summary.arrays["eEcal"] = np.asarray(tree["pfoECalToHadEnergy"], dtype=np.float32)[selected]
-        summary.arrays["eHcal"] = np.asarray(tree["pfoHCalToHadEnergy"], dtype=np.float32)[selected]
+        summary.hists["events"].fill(energy, share)
+        summary.hists["ecalShareSum"].fill(energy, share, weight=share)
+        summary.hists["energySum"].fill(energy, share, weight=energy)
         summary.nEvents = int(selected.size)
         return summary
 
-    def measure(self, merged: Summary, ctx: PhaseContext, *, grid: bool = True) -> Measurement:
+    def measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
         energy = ctx.energies["kaon"]
-        target = energy - K0L_MASS
-        eEcal, eHcal = merged.arrays["eEcal"].astype(float), merged.arrays["eHcal"].astype(float)
-        band = csm_band_selection(eEcal, eHcal, target)
-        result = chi_square_hadronic_scale(
-            eEcal[band], eHcal[band], target, ctx.pandoraPFAAccuracy, beamEnergy=energy, grid=grid
-        )
+        result = chi_square_hadronic_scale(kaon_cells(merged), energy - K0L_MASS, ctx.pandoraPFAAccuracy,
+                                           beamEnergy=energy)
         if not result.ok:
             return Measurement({}, ok=False, reason=f"chi-square hadronic scale: {result.reason}")
         return Measurement(
-            {"interceptEcal": result.interceptEcal, "interceptHcal": result.interceptHcal, "events": float(band.sum())},
+            {"interceptEcal": result.interceptEcal, "interceptHcal": result.interceptHcal, "events": result.nEvents},
             {"interceptEcal": result.interceptEcalError, "interceptHcal": result.interceptHcalError},
         )
-
-    def smooth_measure(self, merged: Summary, ctx: PhaseContext) -> Measurement:
-        return self.measure(merged, ctx, grid=False)
 
     def update(self, constants: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
         target = ctx.energies["kaon"] - K0L_MASS
@@ -102,41 +112,18 @@ class HadronicScale(Phase):
         }
 
     def solve(self, constants: Constants, merged: Summary, ctx: PhaseContext) -> Constants | None:
-        """Offline replay of the chi-square method on this step's events.
-
-        A neutral-hadron PFO has E = a x + b y (x, y: its digitised ECAL and HCAL hit energies,
-        a = ECalToHad, b = HCalToHad), split as E_E = f E, E_H = (1 - f) E with f = x / (x + y),
-        which does not depend on a and b. So for trial scales (a', b') every event's pair is
-        (E_E, E_H) (a' f + b' (1 - f)) / (a f + b (1 - f)), the band selection and the exact
-        estimator can be re-run, and the update iterated to the estimator's fixed point without
-        another pass over the samples. The continuous estimator is iterated (the grid's steps
-        would make the ratio update cycle between grid points); the confirming pass then measures
-        with the original grid estimator."""
-        target = ctx.energies["kaon"] - K0L_MASS
-        eEcal, eHcal = merged.arrays["eEcal"].astype(float), merged.arrays["eHcal"].astype(float)
-        total = eEcal + eHcal
-        keep = total > 0
-        eEcal, eHcal, total = eEcal[keep], eHcal[keep], total[keep]
-        if not total.size:
+        """Offline replay of the chi-square method on this step's events: the constants at which the
+        continuous estimator finds both intercepts at the target (``csm_fixed_point``: the events
+        keep their ECAL share and scale with the constants, so no other pass is needed). The
+        confirming pass then measures with the original grid estimator."""
+        fixed = csm_fixed_point(kaon_cells(merged), ctx.energies["kaon"] - K0L_MASS,
+                                float(constants["ECalToHadGeVCalibrationBarrel"]),
+                                float(constants["HCalToHadGeVCalibration"]))
+        if fixed is None:
             return None
-        fraction = eEcal / total
-        a0, b0 = float(constants["ECalToHadGeVCalibrationBarrel"]), float(constants["HCalToHadGeVCalibration"])
-        response0 = a0 * fraction + b0 * (1 - fraction)
-        trial = dict(constants)
-        for _ in range(SOLVE_ITERATIONS):
-            a, b = float(trial["ECalToHadGeVCalibrationBarrel"]), float(trial["HCalToHadGeVCalibration"])
-            scale = (a * fraction + b * (1 - fraction)) / response0
-            trialEvents = self.spec(ctx).empty()
-            trialEvents.arrays["eEcal"], trialEvents.arrays["eHcal"] = eEcal * scale, eHcal * scale
-            measurement = self.smooth_measure(trialEvents, ctx)
-            if not measurement.ok:
-                return None
-            updated = self.update(trial, measurement, ctx)
-            trial = {**trial, **updated}
-            deviation = max(abs(measurement.values[k] / target - 1) for k in self.targets(ctx))
-            if deviation < SOLVE_PRECISION:
-                return {key: trial[key] for key in self.fits}
-        return None
+        ecal, hcal = fixed
+        return {"HCalToHadGeVCalibration": hcal, "ECalToHadGeVCalibrationBarrel": ecal,
+                "ECalToHadGeVCalibrationEndCap": ecal}
 
     def targets(self, ctx: PhaseContext) -> dict[str, float]:
         target = ctx.energies["kaon"] - K0L_MASS
@@ -144,3 +131,10 @@ class HadronicScale(Phase):
 
     def tolerance(self, ctx: PhaseContext) -> float:
         return ctx.pandoraPFAAccuracy * (ctx.energies["kaon"] - K0L_MASS)
+
+
+def kaon_cells(merged: Summary) -> KaonCells:
+    """The merged report's non-empty (E, f) cells, as the chi-square method takes them."""
+    hists = merged.hists
+    return KaonCells.from_sums(hists["events"].values(flow=True), hists["ecalShareSum"].values(flow=True),
+                               hists["energySum"].values(flow=True), hists["events"].axes[0].edges)

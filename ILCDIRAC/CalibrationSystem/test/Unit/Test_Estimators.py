@@ -1,5 +1,6 @@
-"""Calibration estimators against distributions with known answers and against literal
-(loop-by-loop) re-statements of the original algorithms from docs/calibration_physics.md."""
+"""Calibration estimators against distributions with known answers, against literal
+(loop-by-loop) re-statements of the original algorithms from docs/calibration_physics.md, and
+(chi-square method) against today's per-event computation it replaces."""
 import math
 
 import numpy as np
@@ -7,21 +8,26 @@ import pytest
 from scipy import stats
 from scipy.optimize import minimize, minimize_scalar
 
+from ILCDIRAC.CalibrationSystem.test import percsm
 from ILCDIRAC.CalibrationSystem.Utilities.estimators import (
+    KaonCells,
     chi_square_hadronic_scale,
-    csm_band_selection,
-    csm_chi2_grid,
+    csm_band,
+    csm_band_fraction,
+    csm_chi2,
+    csm_fixed_point,
     csm_intercept_grid,
+    csm_moments,
     digitisation_histogram,
     gaussian_fit_mean,
     histogram_mean,
-    jackknife_error,
     mip_peak,
     rebin_to_accuracy,
     rms90_window,
     simcalohit_peak,
-    spread_error,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
+from ILCDIRAC.CalibrationSystem.Utilities.phases.hadronic_scale import kaon_cells
 
 K0L_MASS = 0.497672
 BEAM = 50.0
@@ -328,6 +334,26 @@ def test_histogram_mean_of_direction_factors():
 # Chi-square method
 # --------------------------------------------------------------------------------------------
 
+def cells_of(eEcal, eHcal, beam=BEAM):
+    """The events binned as a worker bins them: the hadronic-scale phase's own reduction of a
+    tree whose every event passes the worker-side selection."""
+    n = len(eEcal)
+    ctx = PhaseContext(energies={"kaon": beam}, digitisationAccuracy=0.02, pandoraPFAAccuracy=0.005,
+                       ecalBarrelCosThetaRange=(0, 0.6), ecalEndcapCosThetaRange=(0.8, 0.9),
+                       hcalBarrelCosThetaRange=(0, 0.6), hcalEndcapCosThetaRange=(0.8, 0.9))
+    tree = {name: np.ones(n) for name in ("nPfoTargetsTotal", "nPfoTargetsNeutralHadrons", "nPfosTotal", "nPfosNeutralHadrons")}
+    tree.update(pfoMinHCalLayerToEdge=np.full(n, 10), pfoECalToHadEnergy=np.asarray(eEcal), pfoHCalToHadEnergy=np.asarray(eHcal))
+    return kaon_cells(phase_for("1.4").reduce({"kaon": tree}, ctx))
+
+
+def scaled(eEcal, eHcal, a, b):
+    """The same events reconstructed with ECalToHad and HCalToHad multiplied by a and b (split by
+    the ECAL share, which does not change)."""
+    share = eEcal / (eEcal + eHcal)
+    factor = a * share + b * (1 - share)
+    return eEcal * factor, eHcal * factor
+
+
 def test_csm_grid_is_the_original_grid():
     grid = csm_intercept_grid(KINETIC, BEAM, 0.025)
     assert grid.size == 40
@@ -336,61 +362,68 @@ def test_csm_grid_is_the_original_grid():
     assert csm_intercept_grid(KINETIC, BEAM, 0.005).size == 200
 
 
-def test_csm_chi2_surface_matches_the_original_formula():
-    eEcal, eHcal = kaon_events(np.random.default_rng(2), 60, 1.05, 0.95)
-    grid = csm_intercept_grid(KINETIC, BEAM, 0.1)
-    surface = csm_chi2_grid(eEcal, eHcal, grid, grid)
-    for i in range(0, grid.size, 3):
-        for j in range(0, grid.size, 2):
-            assert surface[i, j] == pytest.approx(literal_csm_chi2(eEcal, eHcal, grid[i], grid[j]), rel=1e-10)
+def test_csm_chi2_from_binned_sums_matches_the_original_formula():
+    """Binned in (E, f) the chi2 keeps the per-event formula up to a few 1e-5 near the minimum:
+    exact in the numerator, the denominator at each f bin's mean share."""
+    eEcal, eHcal = kaon_events(np.random.default_rng(2), 300, 1.05, 0.95)
+    cells = cells_of(eEcal, eHcal)
+    moments = csm_moments(cells, np.ones(cells.counts.size))
+    for iE, iH in [(KINETIC, KINETIC), (0.95 * KINETIC, 1.03 * KINETIC), (0.9 * KINETIC, 1.1 * KINETIC)]:
+        literal = literal_csm_chi2(eEcal, eHcal, iE, iH)
+        assert float(csm_chi2(moments, 1 / iE, 1 / iH)) == pytest.approx(literal, rel=2e-4)
 
 
 def test_csm_of_pure_ecal_and_pure_hcal_events_gives_harmonic_means():
     """With every event in one calorimeter chi2 separates into sum (E - I)^2 / (c^2 E) per axis:
     a parabola in I with its minimum at the harmonic mean of E, the grid optimum at the grid point
-    nearest to it. 10k events at 0.5 % accuracy: the 200 x 200 grid of the runtime budget."""
+    nearest to it (10k events, the 200 x 200 grid of 0.5 % accuracy). The offline replay scales
+    each calorimeter's events by its own constant, to where the harmonic mean of the band's
+    events is the target."""
     rng = np.random.default_rng(4)
     ecalOnly = rng.normal(47.0, 0.55 * math.sqrt(47.0), 4000)
     hcalOnly = rng.normal(52.0, 0.55 * math.sqrt(52.0), 6000)
     eEcal = np.concatenate((ecalOnly, np.zeros(6000)))
     eHcal = np.concatenate((np.zeros(4000), hcalOnly))
-    harmonicEcal = ecalOnly.size / np.sum(1 / ecalOnly)
-    harmonicHcal = hcalOnly.size / np.sum(1 / hcalOnly)
+    cells = cells_of(eEcal, eHcal)
+    band = percsm.csm_band_selection(eEcal, eHcal, KINETIC)
+    harmonicEcal = band[:4000].sum() / np.sum(1 / ecalOnly[band[:4000]])
+    harmonicHcal = band[4000:].sum() / np.sum(1 / hcalOnly[band[4000:]])
     grid = csm_intercept_grid(KINETIC, BEAM, 0.005)
-    result = chi_square_hadronic_scale(eEcal, eHcal, KINETIC, 0.005, beamEnergy=BEAM)
-    assert result.ok and result.nEvents == 10000
+    result = chi_square_hadronic_scale(cells, KINETIC, 0.005, beamEnergy=BEAM)
+    assert result.ok and result.nEvents == pytest.approx(band.sum(), abs=3)
     assert result.interceptEcal == pytest.approx(grid[np.argmin(np.abs(grid - harmonicEcal))])
     assert result.interceptHcal == pytest.approx(grid[np.argmin(np.abs(grid - harmonicHcal))])
-    continuous = chi_square_hadronic_scale(eEcal, eHcal, KINETIC, 0.005, beamEnergy=BEAM, grid=False)
-    assert continuous.ok
-    assert continuous.interceptEcal == pytest.approx(harmonicEcal, abs=1e-6)
-    assert continuous.interceptHcal == pytest.approx(harmonicHcal, abs=1e-6)
-    assert continuous.chi2 <= result.chi2
+    a, b = csm_fixed_point(cells, KINETIC, 1.0, 1.0)
+    lower, upper = csm_band(KINETIC)
+    for events, scale in ((ecalOnly, a), (hcalOnly, b)):
+        inBand = events * scale
+        inBand = inBand[(inBand >= lower) & (inBand <= upper)]
+        assert inBand.size / np.sum(1 / inBand) == pytest.approx(KINETIC, rel=2e-4)
 
 
-def test_csm_recovers_known_scale_factors():
-    a, b = 1.04, 0.97
-    eEcal, eHcal = kaon_events(np.random.default_rng(9), 20000, a, b)
-    keep = csm_band_selection(eEcal, eHcal, KINETIC)
-    step = BEAM * 0.025
-    grid = chi_square_hadronic_scale(eEcal[keep], eHcal[keep], KINETIC, 0.025, beamEnergy=BEAM)
-    assert grid.ok
-    assert abs(grid.interceptEcal - KINETIC / a) <= step
-    assert abs(grid.interceptHcal - KINETIC / b) <= step
-    continuous = chi_square_hadronic_scale(eEcal[keep], eHcal[keep], KINETIC, 0.025, beamEnergy=BEAM, grid=False)
-    assert continuous.ok
-    assert abs(continuous.interceptEcal - KINETIC / a) < 0.5 * step
-    assert abs(continuous.interceptHcal - KINETIC / b) < 0.5 * step
-
-
-def test_continuous_csm_is_the_minimum_of_the_chi2():
-    eEcal, eHcal = kaon_events(np.random.default_rng(12), 400, 0.93, 1.06)
-    result = chi_square_hadronic_scale(eEcal, eHcal, KINETIC, 0.025, beamEnergy=BEAM, grid=False)
-    independent = minimize(lambda p: literal_csm_chi2(eEcal, eHcal, *p), x0=[KINETIC, KINETIC],
-                           method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 4000})
-    assert result.interceptEcal == pytest.approx(independent.x[0], abs=1e-4)
-    assert result.interceptHcal == pytest.approx(independent.x[1], abs=1e-4)
-    assert result.chi2 == pytest.approx(independent.fun, rel=1e-8)
+@pytest.mark.parametrize("start", [(1.0, 1.0), (1.12, 0.93), (0.9, 1.1)])
+def test_binned_csm_reproduces_todays_per_event_computation(start):
+    """The grid optimum is the per-event one and the offline replay's fixed point agrees with the
+    per-event replay to a few 1e-5 (its own precision is 1e-4): 0.5 % of a 0.5 % accuracy."""
+    base = kaon_events(np.random.default_rng(9), 20000, 1.04, 0.97)  # as reconstructed with (1, 1)
+    eEcal, eHcal = scaled(*base, *start)
+    cells = cells_of(eEcal, eHcal)
+    keep = percsm.csm_band_selection(eEcal, eHcal, KINETIC)
+    for accuracy in (0.025, 0.005):
+        reference = percsm.chi_square_hadronic_scale(eEcal[keep], eHcal[keep], KINETIC, accuracy, beamEnergy=BEAM)
+        binned = chi_square_hadronic_scale(cells, KINETIC, accuracy, beamEnergy=BEAM)
+        assert (binned.interceptEcal, binned.interceptHcal) == pytest.approx((reference.interceptEcal, reference.interceptHcal))
+        assert binned.interceptEcalError == pytest.approx(reference.interceptEcalError, rel=0.05)
+        assert binned.interceptHcalError == pytest.approx(reference.interceptHcalError, rel=0.05)
+    # (the per-event replay's grid only starts its continuous fits: a coarse one is as good)
+    replayed = percsm.replay_fixed_point(eEcal, eHcal, KINETIC, 0.05, BEAM, *start)
+    solved = csm_fixed_point(cells, KINETIC, *start)
+    assert solved == pytest.approx(replayed, rel=2.5e-4)
+    # the replay's promise: the same events reconstructed with the solution find the target
+    eEcal, eHcal = scaled(*base, *solved)
+    keep = percsm.csm_band_selection(eEcal, eHcal, KINETIC)
+    confirmed = percsm.chi_square_hadronic_scale(eEcal[keep], eHcal[keep], KINETIC, 0.05, beamEnergy=BEAM, grid=False)
+    assert (confirmed.interceptEcal, confirmed.interceptHcal) == pytest.approx((KINETIC, KINETIC), rel=2e-4)
 
 
 def test_csm_errors_follow_the_sample_to_sample_scatter():
@@ -399,67 +432,40 @@ def test_csm_errors_follow_the_sample_to_sample_scatter():
     estimates, errors = [], []
     for seed in range(60):
         eEcal, eHcal = kaon_events(np.random.default_rng(1000 + seed), 1000, 1.0, 1.0, resolution=0.8)
-        result = chi_square_hadronic_scale(eEcal, eHcal, KINETIC, 0.05, beamEnergy=BEAM, grid=False)
+        result = chi_square_hadronic_scale(cells_of(eEcal, eHcal), KINETIC, 0.005, beamEnergy=BEAM)
         estimates.append((result.interceptEcal, result.interceptHcal))
         errors.append((result.interceptEcalError, result.interceptHcalError))
     ratio = np.std(estimates, axis=0, ddof=1) / np.mean(errors, axis=0)
     assert np.all((ratio > 0.7) & (ratio < 1.3)), ratio
 
 
-def test_csm_band_selection_is_the_three_sigma_perpendicular_band():
+def test_csm_band_is_the_three_sigma_perpendicular_band():
     rng = np.random.default_rng(6)
     eEcal, eHcal = kaon_events(rng, 50_000, 1.0, 1.0)
-    keep = csm_band_selection(eEcal, eHcal, KINETIC)
     # independent geometry: distance of (E_H, E_E) from the line through (T, 0) and (0, T)
     points = np.column_stack((eHcal, eEcal))
     normal = np.array([1.0, 1.0]) / math.sqrt(2)
     distance = np.abs((points - [KINETIC, 0.0]) @ normal)
     sigma = 0.55 * np.sqrt((eHcal + eEcal) / 2)
-    np.testing.assert_array_equal(keep, distance <= 3 * sigma)
-    # for the ideal line the band is |S - T| <= 3 c sqrt(S), S = E_E + E_H ~ N(T, c^2 T) here:
-    # solve the quadratic for the band edges in S
-    c2 = 0.55 ** 2
-    middle, half = KINETIC + 4.5 * c2, math.sqrt((KINETIC + 4.5 * c2) ** 2 - KINETIC ** 2)
-    width = math.sqrt(c2 * KINETIC)
-    coverage = stats.norm.cdf((middle + half - KINETIC) / width) - stats.norm.cdf((middle - half - KINETIC) / width)
-    assert coverage == pytest.approx(0.9958, abs=1e-4)
-    assert keep.mean() == pytest.approx(coverage, abs=0.001)
-    assert not csm_band_selection([0.0, 40.0], [0.0, 40.0], KINETIC).any()
+    lower, upper = csm_band(KINETIC)
+    total = eEcal + eHcal
+    inside = distance <= 3 * sigma
+    np.testing.assert_array_equal((total >= lower) & (total <= upper), inside)
+    # cells count with the fraction of their energy range inside the band
+    cells = cells_of(eEcal, eHcal)
+    fraction = csm_band_fraction(cells, KINETIC)
+    assert np.all((fraction >= 0) & (fraction <= 1))
+    assert np.all(fraction[(cells.low >= lower) & (cells.high <= upper)] == 1)
+    assert np.all(fraction[(cells.high <= lower) | (cells.low >= upper)] == 0)
+    assert np.dot(fraction, cells.counts) == pytest.approx(inside.sum(), abs=5)
+    # scaled energies move the cells through the band
+    assert np.all(csm_band_fraction(cells, KINETIC, 0.1) == 0)
 
 
 def test_csm_reports_too_few_events():
-    result = chi_square_hadronic_scale([10.0, 20.0], [30.0, 25.0], KINETIC, 0.025, beamEnergy=BEAM)
+    result = chi_square_hadronic_scale(cells_of([10.0, 20.0], [30.0, 25.0]), KINETIC, 0.025, beamEnergy=BEAM)
     assert not result.ok and "at least 3 events" in result.reason
-
-
-# --------------------------------------------------------------------------------------------
-# Statistical uncertainty from the workers
-# --------------------------------------------------------------------------------------------
-
-def test_spread_error_with_equal_weights_is_the_standard_error():
-    values = np.random.default_rng(1).normal(0, 1, 90)
-    assert spread_error(values) == pytest.approx(values.std(ddof=1) / math.sqrt(90), rel=1e-12)
-    assert spread_error(values, np.full(90, 7.0)) == pytest.approx(spread_error(values), rel=1e-12)
-
-
-def test_spread_error_matches_the_analytic_error_of_iid_workers():
-    rng = np.random.default_rng(2)
-    sizes = rng.integers(20, 200, 90)
-    totalEvents = sizes.sum()
-    variances, merged = [], []
-    for _ in range(400):
-        perWorker = rng.normal(0.0, 1.0 / np.sqrt(sizes))  # worker means of unit-variance events
-        variances.append(spread_error(perWorker, sizes) ** 2)
-        merged.append(np.dot(sizes, perWorker) / totalEvents)
-    analytic = 1.0 / totalEvents
-    assert np.mean(variances) == pytest.approx(analytic, rel=0.04)  # unbiased (4 % = ~3 standard errors)
-    assert np.var(merged) == pytest.approx(analytic, rel=0.25)  # and it is what the merged mean scatters by
-
-
-def test_jackknife_of_leave_one_out_means_is_the_standard_error():
-    values = np.random.default_rng(3).normal(5.0, 2.0, 50)
-    leaveOneOut = (values.sum() - values) / (values.size - 1)
-    assert jackknife_error(leaveOneOut) == pytest.approx(spread_error(values), rel=1e-12)
+    assert csm_fixed_point(cells_of([10.0, 20.0], [30.0, 25.0]), KINETIC, 1.0, 1.0) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,18 +487,15 @@ EDGES = np.linspace(0, 1, 11)
     (lambda: digitisation_histogram([1.0, np.inf], 10.0, 0.05), "non-finite"),
     (lambda: digitisation_histogram([1.0], -10.0, 0.05), "beamEnergy"),
     (lambda: rebin_to_accuracy(np.ones(10), EDGES, 10.0, 1.5), "accuracy"),
-    (lambda: chi_square_hadronic_scale([1.0, 2.0], [1.0], KINETIC, 0.025, beamEnergy=BEAM), "same length"),
-    (lambda: chi_square_hadronic_scale([-1.0, 2.0, 3.0], [1.0, 2.0, 3.0], KINETIC, 0.025, beamEnergy=BEAM), "negative"),
-    (lambda: chi_square_hadronic_scale([0.0, 2.0, 3.0], [0.0, 2.0, 3.0], KINETIC, 0.025, beamEnergy=BEAM), "no energy"),
-    (lambda: chi_square_hadronic_scale([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], -1.0, 0.025, beamEnergy=BEAM), "targetEnergy"),
-    (lambda: csm_band_selection([1.0, np.nan], [1.0, 2.0], KINETIC), "non-finite"),
-    (lambda: csm_band_selection([1.0], [1.0], "fifty"), "targetEnergy must be a number"),
-    (lambda: csm_band_selection([1.0], [1.0], KINETIC, resolution=0.0), "resolution"),
-    (lambda: csm_chi2_grid([1.0], [1.0], [0.0, 1.0], [1.0]), "positive intercepts"),
-    (lambda: spread_error([1.0]), "at least two"),
-    (lambda: spread_error([1.0, 2.0], [1.0]), "shape"),
-    (lambda: spread_error([1.0, 2.0], [1.0, -1.0]), "non-negative"),
-    (lambda: jackknife_error([1.0]), "at least two"),
+    (lambda: KaonCells.from_sums(np.ones((4, 3)), np.ones((4, 2)), np.ones((4, 3)), np.arange(3.0)), "same shape"),
+    (lambda: KaonCells.from_sums(np.ones((4, 3)), np.ones((4, 3)), np.ones((4, 3)), np.arange(4.0)), "edges"),
+    (lambda: KaonCells.from_sums(-np.ones((4, 3)), np.ones((4, 3)), np.ones((4, 3)), np.arange(3.0)), "non-negative"),
+    (lambda: KaonCells.from_sums(np.ones(4), np.ones(4), np.ones(4), np.arange(3.0)), "2-dimensional"),
+    (lambda: KaonCells.from_sums(np.full((4, 3), np.nan), np.ones((4, 3)), np.ones((4, 3)), np.arange(3.0)), "non-finite"),
+    (lambda: chi_square_hadronic_scale(cells_of([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), -1.0, 0.025, beamEnergy=BEAM), "targetEnergy"),
+    (lambda: csm_band("fifty"), "targetEnergy must be a number"),
+    (lambda: csm_band(KINETIC, resolution=0.0), "resolution"),
+    (lambda: csm_fixed_point(cells_of([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), KINETIC, 0.0, 1.0), "ecalToHad"),
 ])
 def test_bad_input_raises_a_specific_value_error(call, message):
     with pytest.raises(ValueError, match=message):

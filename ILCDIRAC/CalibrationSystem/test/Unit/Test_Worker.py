@@ -378,11 +378,13 @@ def test_one_real_step_end_to_end_with_the_marlin_emulator_command(tmp_path, sam
                          ("ecalEndcap", settings["ecalEndcapCosThetaRange"])):
         values = eEcal[selected & (leading > window[0]) & (leading < window[1])]
         inside, _ = np.histogram(values, bins=3000, range=(0.0, 30.0))
-        expected = [int(np.sum(values < 0))] + inside.tolist() + [int(np.sum(values >= 30.0))]
+        expected = np.array([int(np.sum(values < 0))] + inside.tolist() + [int(np.sum(values >= 30.0))])
         hist = summary["hists"][name]
-        assert (hist["bins"], hist["low"], hist["high"]) == (3000, 0.0, 30.0)
-        assert hist["counts"] == expected, name
-    assert sum(summary["hists"]["ecalBarrel"]["counts"]) + sum(summary["hists"]["ecalEndcap"]["counts"]) > 10
+        assert hist["axes"] == [[3000, 0.0, 30.0, True]]
+        # sparse: the filled bins (flow bins included) and their counts
+        assert hist["index"] == np.flatnonzero(expected).tolist(), name
+        assert hist["values"] == expected[expected > 0].tolist(), name
+    assert sum(summary["hists"]["ecalBarrel"]["values"]) + sum(summary["hists"]["ecalEndcap"]["values"]) > 10
 
 
 # ------------------------------------------------------------------------------------ inputs
