@@ -6,6 +6,7 @@ service's own refusals are passed on word for word, transport failures are named
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from typing import Any, Mapping, Sequence
@@ -87,18 +88,28 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return columns(lines)
 
 
-def format_constants(constants: dict[str, Any], uncertainties: dict[str, float] | None = None) -> str:
+def format_constants(constants: dict[str, Any], uncertainties: dict[str, float] | None = None,
+                     exceeding: dict[str, dict[str, Any]] | None = None) -> str:
+    """One line per constant: value(s), uncertainty, and a ``!`` where the uncertainty exceeds
+    the accuracy asked for, explained below the list."""
     def value(v: Any) -> str:
         return ", ".join(f"{x:.6g}" for x in v) if isinstance(v, list) else f"{v:.6g}"
 
     if not constants:
         return "  (none)"
-    uncertainties = uncertainties or {}
+    uncertainties, exceeding = uncertainties or {}, exceeding or {}
     width = max(len(name) for name in constants)
     lines = []
     for name, v in sorted(constants.items()):
         error = f"  +- {uncertainties[name]:.2g}" if name in uncertainties else ""
-        lines.append(f"  {name.ljust(width)}  {value(v)}{error}")
+        mark = "  !" if name in exceeding else ""
+        lines.append(f"  {name.ljust(width)}  {value(v)}{error}{mark}")
+    for name, problem in sorted(exceeding.items()):
+        lines.append(
+            f"  ! {name}: uncertainty {100 * problem['relative']:.2g} % exceeds the requested {problem['setting']} "
+            f"{100 * problem['accuracy']:.2g} %; about {math.ceil(problem['eventsFactor'] * 10) / 10:g} times the "
+            f"{' and '.join(problem['samples'])} events would reach it"
+        )
     return "\n".join(lines)
 
 
@@ -123,7 +134,7 @@ def show_status(args: Sequence[str], *, asJson: bool) -> int:
         for row in rows:
             when = f"of step {row['step']}" if row["status"] == "running" else f"at its end ({row['status']})"
             print(f"\nCalibration {row['calibrationID']}, constants {when}:")
-            print(format_constants(row["constants"]))
+            print(format_constants(row["constants"], row.get("uncertainties"), row.get("exceedingAccuracy")))
             print(f"\nWorkers of calibration {row['calibrationID']}:")
             print(format_worker_table(row.get("workerList", [])))
     return 0
@@ -191,6 +202,6 @@ def fetch_results(text: str, folder: str | None) -> int:
             print(f"ERROR: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
             return 1
     print(f"Calibration {calibrationID} ({summary['detectorModel']}, {summary['steps']} steps):")
-    print(format_constants(summary["constants"], summary["uncertainties"]))
+    print(format_constants(summary["constants"], summary["uncertainties"], summary.get("exceedingAccuracy")))
     print(f"Result files in {target}/: {', '.join(sorted(n.removeprefix('result_') for n in summary['files']))}")
     return 0

@@ -8,6 +8,7 @@ package ships; a Pandora file found nowhere is left to the reconstruction's own 
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -74,7 +75,38 @@ def dry_run(settingsFile: str) -> int:
     if settings is None:
         return 1
     print(settings.resolved_text())
+    print(power_report(settings.to_dict()))
     return 0
+
+
+def power_report(settings: Mapping[str, Any]) -> str:
+    """The statistical power of the samples as YAML comments (the dry run's output still loads
+    as the resolved settings): per phase and constant the expected uncertainty against the
+    accuracy asked, and for each sample too small the events it would need."""
+    from ILCDIRAC.CalibrationSystem.logic.power import expected_power
+
+    estimates = expected_power(settings)
+    lines = ["# Statistical power of these samples: an estimate before any event is reconstructed (per-event",
+             "# spreads measured on the emulated CLD, isotropic samples); the results report the measured",
+             "# uncertainties and mark every constant that misses its accuracy."]
+    if not estimates:
+        return "\n".join(lines + ["#   (no phase of this sequence has an estimate)"])
+    rows = [("phase", "constant", "sample", "events", "expected", "accuracy", "")]
+    for e in estimates:
+        verdict = "ok" if e.sufficient else f"too few: about {e.eventsNeeded} {e.sample} events needed"
+        expected = "no events" if math.isinf(e.relative) else f"{100 * e.relative:.2g} %"
+        rows.append((e.phase, e.constant, e.sample, str(e.events), expected,
+                     f"{100 * e.accuracy:.2g} % ({e.setting})", verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines += ["#   " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    short = {}
+    for e in estimates:
+        if not e.sufficient:
+            short[e.sample] = max(short.get(e.sample, 0), e.eventsNeeded)
+    for sample, needed in short.items():
+        have = next(e.events for e in estimates if e.sample == sample)
+        lines.append(f"# The {sample} sample is too small for the requested accuracy: {have} events, about {needed} needed.")
+    return "\n".join(lines)
 
 
 def submit(settingsFile: str, workDir: Path) -> int:

@@ -366,6 +366,8 @@ HESSIAN_STEP = 1e-5
 #: The offline replay's fixed point: chi2 gradient per event (in units of T) below this, which
 #: puts both intercepts within about 1e-7 T of the target.
 STATIONARITY_TOLERANCE = 1e-9
+#: Ratio updates (continuous estimator) that bring the replay close before solving for the fixed point.
+RATIO_UPDATES = 8
 
 
 @dataclass(frozen=True)
@@ -548,6 +550,35 @@ def chi_square_hadronic_scale(cells: KaonCells, targetEnergy: float, accuracy: f
     return CSMResult(1.0 / u, 1.0 / v, chi2, nEvents, True, "", errorEcal, errorHcal)
 
 
+def csm_minimum(moments: np.ndarray, u: float, v: float, resolution: float = RESOLUTION_CONSTANT,
+                iterations: int = 50) -> tuple[float, float] | None:
+    """The continuous chi2 minimum (u, v) from a start, by Newton steps (analytic gradient,
+    numerical Hessian) halved until chi2 decreases; None if it does not converge."""
+    point = np.array([u, v], dtype=float)
+    value = float(csm_chi2(moments, point[0], point[1], resolution))
+    for _ in range(iterations):
+        gradient = csm_gradient(moments, point[0], point[1], resolution)
+        try:
+            step = -np.linalg.solve(_hessian(moments, point[0], point[1], resolution), gradient)
+        except np.linalg.LinAlgError:
+            return None
+        if np.dot(step, gradient) >= 0:  # not a descent direction: follow the gradient instead
+            step = -gradient * (1e-3 * np.linalg.norm(point) / np.linalg.norm(gradient))
+        for _ in range(40):
+            trial = point + step
+            if np.all(trial > 0):
+                trialValue = float(csm_chi2(moments, trial[0], trial[1], resolution))
+                if trialValue <= value:
+                    break
+            step = step / 2
+        else:
+            return None
+        point, value = trial, trialValue
+        if np.all(np.abs(step) <= 1e-12 * point):
+            return float(point[0]), float(point[1])
+    return None
+
+
 def csm_fixed_point(cells: KaonCells, targetEnergy: float, ecalToHad: float, hcalToHad: float, *,
                     resolution: float = RESOLUTION_CONSTANT) -> tuple[float, float] | None:
     """The offline replay: (ECalToHad, HCalToHad) at which the continuous estimator finds both
@@ -557,9 +588,10 @@ def csm_fixed_point(cells: KaonCells, targetEnergy: float, ecalToHad: float, hca
     E_E = f E, E_H = (1 - f) E with f = x / (x + y), which does not depend on a and b.  For trial
     constants (a, b) every event therefore keeps its f and its energy scales by
     ``(a f + b (1 - f)) / (ecalToHad f + hcalToHad (1 - f))``, and the band selection and chi2
-    can be re-evaluated without another pass over the samples.
-    The fixed point is where chi2 of the rescaled events is stationary at u = v = 1/T: two
-    equations solved for (ln a, ln b) directly, rather than iterating the ratio update (which
+    can be re-evaluated without another pass over the samples.  A few ratio updates with the
+    continuous estimator bring the constants close (the band then holds the right events); the
+    fixed point itself is where chi2 of the rescaled events is stationary at u = v = 1/T, two
+    equations solved for (ln a, ln b) directly rather than by iterating the ratio update (which
     converges slowly where one intercept is weakly constrained).  None if there is no solution
     (too few events, no convergence, or not a minimum there)."""
     from scipy.optimize import root
@@ -581,7 +613,17 @@ def csm_fixed_point(cells: KaonCells, targetEnergy: float, ecalToHad: float, hca
             return np.full(2, 1e6)
         return csm_gradient(moments, u, u, resolution) * u / moments[0].sum()
 
-    solution = root(stationarity, np.zeros(2), method="hybr", options={"xtol": 1e-10})
+    logScales = np.zeros(2)
+    for _ in range(RATIO_UPDATES):
+        moments = moments_at(logScales)
+        minimum = csm_minimum(moments, u, u, resolution) if moments[0].sum() >= 3 else None
+        if minimum is None:
+            return None
+        update = np.log(np.array(minimum) / u)  # the ratio update a' = a T / I
+        logScales = logScales + update
+        if np.max(np.abs(update)) < 1e-3:
+            break
+    solution = root(stationarity, logScales, method="hybr", options={"xtol": 1e-10})
     if not (np.all(np.isfinite(solution.x)) and np.all(np.abs(solution.x) < 2.0)
             and np.max(np.abs(solution.fun)) < STATIONARITY_TOLERANCE):
         return None

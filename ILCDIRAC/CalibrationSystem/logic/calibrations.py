@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
-from ILCDIRAC.CalibrationSystem.logic.results import CONSTANTS_FILE, RESULT_PREFIX, history, result_files
+from ILCDIRAC.CalibrationSystem.logic.results import (
+    CONSTANTS_FILE,
+    RESULT_PREFIX,
+    exceeding_accuracy,
+    final_uncertainties,
+    history,
+    result_files,
+)
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities import steering
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
@@ -159,6 +166,12 @@ def calibration_status(db: CalibrationDB, caller: Caller, calibrationID: int | N
             }
         )
     if calibrationID is not None:
+        # the uncertainties of the constants shown: from the steps that set them
+        uncertainties = final_uncertainties(db.getSteps(calibrationID))
+        report[0]["uncertainties"] = {name: u for name, u in uncertainties.items() if name in report[0]["constants"]}
+        report[0]["exceedingAccuracy"] = exceeding_accuracy(
+            report[0]["constants"], report[0]["uncertainties"], db.getCalibration(calibrationID)["Settings"]
+        )
         report[0]["workerList"] = [
             {
                 "workerID": w["WorkerID"],

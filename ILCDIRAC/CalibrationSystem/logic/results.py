@@ -1,5 +1,6 @@
 """The calibration's deliverables, made when it finishes: the ready steering file, the constants
-with their uncertainties, the full per-step history, and a convergence plot.
+with their uncertainties (and which of them are less precise than the accuracy asked for), the
+full per-step history, and a convergence plot.
 
 They are stored with the calibration under names starting with ``result_`` (kept when the
 working data is cleaned up), downloaded by ``dirac-clic-calibration-results`` and copied to the
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from typing import Any, Mapping, Sequence
 
 from ILCDIRAC.CalibrationSystem.Utilities import steering
+from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES, PhaseContext
 
 RESULT_PREFIX = "result_"
 CONSTANTS_FILE = RESULT_PREFIX + "constants.json"
@@ -27,6 +30,26 @@ def final_uncertainties(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         outcome = step.get("Outcome") or {}
         uncertainties.update(outcome.get("uncertainties", {}))
     return uncertainties
+
+
+def exceeding_accuracy(constants: Mapping[str, Any], uncertainties: Mapping[str, float],
+                       settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The constants whose relative uncertainty exceeds the accuracy asked of their phase: name ->
+    relative uncertainty, that accuracy and its setting, the phase's samples, and how many times
+    their events would bring the uncertainty down to it (statistics scale as 1 / sqrt(events))."""
+    ctx = PhaseContext.from_settings(settings)
+    exceeding = {}
+    for phase in PHASES.values():
+        accuracy = phase.accuracy(ctx)
+        for name in phase.fits:
+            if name not in uncertainties or name not in constants:
+                continue
+            value = abs(_value(constants[name]))
+            relative = uncertainties[name] / value if value > 0 else math.inf
+            if relative > accuracy:
+                exceeding[name] = {"relative": relative, "accuracy": accuracy, "setting": phase.accuracySetting,
+                                   "samples": list(phase.samples), "eventsFactor": (relative / accuracy) ** 2}
+    return exceeding
 
 
 def history(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -59,6 +82,7 @@ def result_files(calibration: Mapping[str, Any], steps: Sequence[Mapping[str, An
         "constants": constants,
         "uncertainties": final_uncertainties(steps),
     }
+    summary["exceedingAccuracy"] = exceeding_accuracy(constants, summary["uncertainties"], settings)
     soft = steering.read_parameters(userSteering, settings["DDPandoraPFANewProcessorName"]).get(
         "MaxClusterEnergyToApplySoftComp"
     )

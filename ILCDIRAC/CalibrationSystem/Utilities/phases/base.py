@@ -7,6 +7,7 @@ the phase counts as converged. Everything here is pure: no DIRAC, no database, n
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -175,10 +176,31 @@ class Phase:
         """The relative accuracy the user asked of this phase's constants."""
         return float(getattr(ctx, self.accuracySetting))
 
+    def expected_precision(self, ctx: PhaseContext, events: Mapping[str, float]) -> dict[str, tuple[str, float]]:
+        """Before any event is reconstructed: constant -> (sample, expected relative statistical
+        uncertainty) for ``events`` events per sample in one step (for ``--dry-run``). Empty
+        where the phase has no such estimate."""
+        return {}
+
     def predict(self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants | None:
         """The update as if the measurement had been made with ``current`` instead of
         ``measuredWith`` constants (phases run in the same pass as their dependencies), or None."""
         return None
+
+
+def stochastic_precision(spread: float, referenceEnergy: float, energy: float, events: float) -> float:
+    """Relative statistical uncertainty of a scale fitted to ``events`` events whose relative
+    spread per event is ``spread`` at ``referenceEnergy`` and scales like a calorimeter's
+    stochastic term, 1 / sqrt(E)."""
+    if events <= 0:
+        return math.inf
+    return spread * math.sqrt(referenceEnergy / energy) / math.sqrt(events)
+
+
+def window_acceptance(window: tuple[float, float]) -> float:
+    """Fraction of an isotropic sample (|cos(theta)| uniform on [0, 1]) inside a |cos(theta)| window."""
+    low, high = window
+    return max(0.0, min(high, 1.0) - max(low, 0.0))
 
 
 def in_window(absCos: np.ndarray, window: tuple[float, float]) -> np.ndarray:

@@ -15,6 +15,7 @@ Converged: max(|m_B - E|, |m_E - E|) / E < digitisationAccuracy.
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -28,11 +29,18 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.base import (
     SampleOutput,
     fill,
     in_window,
+    stochastic_precision,
+    window_acceptance,
 )
 from ILCDIRAC.CalibrationSystem.Utilities.summary import HistSpec, Summary, SummarySpec
 
 FINE_BINS_PER_E = 1000
 RANGE_IN_E = 3.0
+#: Statistical power (dry run): a region's fitted peak has this relative uncertainty times
+#: 1 / sqrt(photons of an isotropic sample inside its cos(theta) window) at 10 GeV; measured on
+#: the emulated CLD (benchmarks/coverage.py), it scales with the ECAL resolution, 1 / sqrt(E).
+PEAK_SPREAD = 0.084
+PEAK_SPREAD_ENERGY = 10.0
 
 
 class EcalDigitisation(Phase):
@@ -96,6 +104,15 @@ class EcalDigitisation(Phase):
             "CalibrECAL": [newBarrel, ctx.ecalResponseCorrectionForThickLayers * newBarrel],
             "ECALEndcapCorrectionFactor": newEndcapEffective / newBarrel,
         }
+
+    def expected_precision(self, ctx: PhaseContext, events) -> dict[str, tuple[str, float]]:
+        """CalibrECAL follows the barrel peak; the endcap factor is the ratio of the two peaks."""
+        photons, energy = events.get("gamma", 0), ctx.energies["gamma"]
+        barrel, endcap = (
+            stochastic_precision(PEAK_SPREAD, PEAK_SPREAD_ENERGY, energy, photons * window_acceptance(window))
+            for window in (ctx.ecalBarrelCosThetaRange, ctx.ecalEndcapCosThetaRange)
+        )
+        return {"CalibrECAL": ("gamma", barrel), "ECALEndcapCorrectionFactor": ("gamma", math.hypot(barrel, endcap))}
 
     def targets(self, ctx: PhaseContext) -> dict[str, float]:
         energy = ctx.energies["gamma"]

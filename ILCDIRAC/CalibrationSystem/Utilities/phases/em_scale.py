@@ -18,11 +18,24 @@ from typing import Mapping
 import numpy as np
 
 from ILCDIRAC.CalibrationSystem.Utilities.estimators import gaussian_fit_mean, rebin_to_accuracy
-from ILCDIRAC.CalibrationSystem.Utilities.phases.base import Constants, Measurement, Phase, PhaseContext, SampleOutput, fill
+from ILCDIRAC.CalibrationSystem.Utilities.phases.base import (
+    Constants,
+    Measurement,
+    Phase,
+    PhaseContext,
+    SampleOutput,
+    fill,
+    stochastic_precision,
+)
 from ILCDIRAC.CalibrationSystem.Utilities.summary import HistSpec, Summary, SummarySpec
 
 FINE_BINS_PER_E = 1000
 RANGE_IN_E = 3.0
+#: Statistical power (dry run): the fitted EM peak has this relative uncertainty times
+#: 1 / sqrt(photons in the sample) at 10 GeV; measured on the emulated CLD
+#: (benchmarks/coverage.py), it scales with the ECAL resolution, 1 / sqrt(E).
+PEAK_SPREAD = 0.095
+PEAK_SPREAD_ENERGY = 10.0
 
 
 class EmScale(Phase):
@@ -76,6 +89,10 @@ class EmScale(Phase):
         """The EM energy is linear in the EM scale: the ratio update is the offline solution."""
         measurement = self.measure(merged, ctx)
         return self.update(constants, measurement, ctx) if measurement.ok else None
+
+    def expected_precision(self, ctx: PhaseContext, events) -> dict[str, tuple[str, float]]:
+        return {"ECalToEMGeVCalibration": ("gamma", stochastic_precision(
+            PEAK_SPREAD, PEAK_SPREAD_ENERGY, ctx.energies["gamma"], events.get("gamma", 0)))}
 
     def targets(self, ctx: PhaseContext) -> dict[str, float]:
         return {"emMean": ctx.energies["gamma"]}

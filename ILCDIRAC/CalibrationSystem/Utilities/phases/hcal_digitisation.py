@@ -27,11 +27,19 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.base import (
     SampleOutput,
     fill,
     in_window,
+    stochastic_precision,
+    window_acceptance,
 )
 from ILCDIRAC.CalibrationSystem.Utilities.summary import HistSpec, Summary, SummarySpec
 
 FINE_BINS_PER_E = 1000
 RANGE_IN_E = 3.0
+#: Statistical power (dry run): a region's fitted K0L peak has this relative uncertainty times
+#: 1 / sqrt(K0L of an isotropic sample inside its cos(theta) window) at 50 GeV; measured on the
+#: emulated CLD (benchmarks/coverage.py): few K0L cross the ECAL as a MIP and stay contained,
+#: fewer in the endcap. It scales with the HCAL resolution, 1 / sqrt(E).
+PEAK_SPREAD = {"barrel": 0.185, "endcap": 0.256}
+PEAK_SPREAD_ENERGY = 50.0
 BRANCHES = (
     "nPfoTargetsTotal",
     "nPfoTargetsNeutralHadrons",
@@ -64,6 +72,13 @@ def contained_kaon_energies(tree: SampleOutput, ctx: PhaseContext) -> dict[str, 
 def kaon_binning(ctx: PhaseContext) -> HistSpec:
     energy = ctx.energies["kaon"]
     return HistSpec(int(FINE_BINS_PER_E * RANGE_IN_E), 0.0, RANGE_IN_E * energy)
+
+
+def hcal_precision(ctx: PhaseContext, kaons: float, region: str) -> float:
+    """Expected relative uncertainty of a region's fitted K0L peak (see PEAK_SPREAD)."""
+    window = ctx.hcalBarrelCosThetaRange if region == "barrel" else ctx.hcalEndcapCosThetaRange
+    return stochastic_precision(PEAK_SPREAD[region], PEAK_SPREAD_ENERGY, ctx.energies["kaon"],
+                                kaons * window_acceptance(window))
 
 
 def fitted_hcal_mean(merged: Summary, key: str, ctx: PhaseContext):
@@ -102,6 +117,11 @@ class HcalDigitisation(Phase):
             "CalibrHCALBarrel": target * float(constants["CalibrHCALBarrel"]) / measurement.values["barrelMean"],
             "CalibrHCALEndcap": target * float(constants["CalibrHCALEndcap"]) / measurement.values["endcapMean"],
         }
+
+    def expected_precision(self, ctx: PhaseContext, events) -> dict[str, tuple[str, float]]:
+        kaons = events.get("kaon", 0)
+        return {"CalibrHCALBarrel": ("kaon", hcal_precision(ctx, kaons, "barrel")),
+                "CalibrHCALEndcap": ("kaon", hcal_precision(ctx, kaons, "endcap"))}
 
     def targets(self, ctx: PhaseContext) -> dict[str, float]:
         target = ctx.energies["kaon"] - K0L_MASS

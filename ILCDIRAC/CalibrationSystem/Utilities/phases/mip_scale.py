@@ -35,6 +35,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.hcal_digitisation import (
     BRANCHES as KAON_BRANCHES,
     contained_kaon_energies,
     fitted_hcal_mean,
+    hcal_precision,
     kaon_binning,
 )
 from ILCDIRAC.CalibrationSystem.Utilities.summary import HistSpec, Summary, SummarySpec
@@ -113,6 +114,11 @@ class MipScale(Phase):
             / v["endcapMean"]
         )
         return updated
+
+    def expected_precision(self, ctx: PhaseContext, events) -> dict[str, tuple[str, float]]:
+        """CalibrHCALOther follows the endcap K0L peak. The MIP scales are set by the highest bin of
+        histograms filled with every hit of every muon: their precision is the bin width."""
+        return {"CalibrHCALOther": ("kaon", hcal_precision(ctx, events.get("kaon", 0), "endcap"))}
 
     def predict(self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
         """Digitised MIP peaks scale exactly with the digitisation constants (thresholds act on
