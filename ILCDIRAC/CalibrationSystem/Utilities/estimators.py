@@ -376,8 +376,8 @@ class CSMResult:
 
     The errors come from the curvature of chi2 at the reported point, scaled by sqrt(chi2/ndf) so
     that they follow the observed scatter even where 0.55 sqrt(E) is not the true resolution; they
-    do not include the grid quantisation.  ``nEvents`` counts the events
-    inside the band (cells straddling its edge count with the fraction inside).
+    do not include the grid quantisation.  ``nEvents`` counts the events inside the band (cells
+    straddling its edge count with the fraction inside).
     """
 
     interceptEcal: float

@@ -39,7 +39,7 @@ RANGE_IN_E = 3.0
 #: Statistical power (dry run): a region's fitted peak has this relative uncertainty times
 #: 1 / sqrt(photons of an isotropic sample inside its cos(theta) window) at 10 GeV; measured on
 #: the emulated CLD (benchmarks/coverage.py), it scales with the ECAL resolution, 1 / sqrt(E).
-PEAK_SPREAD = 0.084
+PEAK_SPREAD = 0.087
 PEAK_SPREAD_ENERGY = 10.0
 
 

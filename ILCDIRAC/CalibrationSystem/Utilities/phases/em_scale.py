@@ -34,7 +34,7 @@ RANGE_IN_E = 3.0
 #: Statistical power (dry run): the fitted EM peak has this relative uncertainty times
 #: 1 / sqrt(photons in the sample) at 10 GeV; measured on the emulated CLD
 #: (benchmarks/coverage.py), it scales with the ECAL resolution, 1 / sqrt(E).
-PEAK_SPREAD = 0.095
+PEAK_SPREAD = 0.097
 PEAK_SPREAD_ENERGY = 10.0
 
 
