@@ -147,6 +147,14 @@ def test_dry_run_prints_the_resolved_talk_settings_without_any_service(down, tal
     listed = [line for line in listing if line.startswith("/ilc/")]
     assert len(listed) == 5
     assert resolved["gammaFiles"] == listed
+    # then, as comments, what the samples can give: 5 x 1000 K0L are too few for 0.5 % on the
+    # ECAL hadronic scale (the estimate itself is tested in Test_Power and Test_Coverage)
+    power = {line.split()[2]: line for line in done.stdout.splitlines() if line.startswith("#   1.")}
+    assert set(power) == {"CalibrECAL", "ECALEndcapCorrectionFactor", "CalibrHCALBarrel", "CalibrHCALEndcap",
+                          "CalibrHCALOther", "ECalToEMGeVCalibration", "ECalToHadGeVCalibrationBarrel",
+                          "HCalToHadGeVCalibration"}
+    assert "too few: about" in power["ECalToHadGeVCalibrationBarrel"] and power["CalibrECAL"].endswith("ok")
+    assert "# The kaon sample is too small for the requested accuracy: 5000 events, about " in done.stdout
 
     # and on a machine without any DIRAC configuration (no dirac.cfg, no CS) it prints the same
     empty = tmp_path_factory.mktemp("no-dirac")

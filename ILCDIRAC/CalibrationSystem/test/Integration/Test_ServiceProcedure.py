@@ -81,8 +81,11 @@ def test_the_results_carry_uncertainties_and_the_result_files(both, testbed):
     assert summary["detectorModel"] == CLD.model
     for name in FITTED:
         assert 0 < summary["uncertainties"][name] < 0.05 * _first(summary["constants"][name]), name
-    # 4000 events per sample reach 2 % and 2.5 %: nothing is marked
-    assert summary["exceedingAccuracy"] == {}
+    # marked: exactly the constants whose uncertainty exceeds their phase's accuracy
+    relative = {name: u / abs(_first(summary["constants"][name])) for name, u in summary["uncertainties"].items()}
+    accuracy = {name: ACCURACY["pandoraPFAAccuracy" if "GeV" in name else "digitisationAccuracy"] for name in relative}
+    assert set(summary["exceedingAccuracy"]) == {name for name in relative if relative[name] > accuracy[name]}
+    assert not set(summary["exceedingAccuracy"]) & set(FITTED)  # 4000 events reach these
 
 
 def test_the_result_steering_is_the_users_file_with_the_final_constants(both, testbed):
