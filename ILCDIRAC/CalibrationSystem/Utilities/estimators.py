@@ -580,6 +580,7 @@ def csm_minimum(moments: np.ndarray, u: float, v: float, resolution: float = RES
 
 
 def csm_fixed_point(cells: KaonCells, targetEnergy: float, ecalToHad: float, hcalToHad: float, *,
+                    start: tuple[float, float] | None = None,
                     resolution: float = RESOLUTION_CONSTANT) -> tuple[float, float] | None:
     """The offline replay: (ECalToHad, HCalToHad) at which the continuous estimator finds both
     intercepts at T on these events, which were reconstructed with (ecalToHad, hcalToHad).
@@ -592,8 +593,9 @@ def csm_fixed_point(cells: KaonCells, targetEnergy: float, ecalToHad: float, hca
     continuous estimator bring the constants close (the band then holds the right events); the
     fixed point itself is where chi2 of the rescaled events is stationary at u = v = 1/T, two
     equations solved for (ln a, ln b) directly rather than by iterating the ratio update (which
-    converges slowly where one intercept is weakly constrained).  None if there is no solution
-    (too few events, no convergence, or not a minimum there)."""
+    converges slowly where one intercept is weakly constrained).  ``start``, constants close to
+    the answer (e.g. the full sample's when solving a bootstrap replica), skips the ratio updates.
+    None if there is no solution (too few events, no convergence, or not a minimum there)."""
     from scipy.optimize import root
 
     target = _positive("targetEnergy", targetEnergy)
@@ -613,6 +615,20 @@ def csm_fixed_point(cells: KaonCells, targetEnergy: float, ecalToHad: float, hca
             return np.full(2, 1e6)
         return csm_gradient(moments, u, u, resolution) * u / moments[0].sum()
 
+    def solved(initial: np.ndarray) -> tuple[float, float] | None:
+        solution = root(stationarity, initial, method="hybr", options={"xtol": 1e-10})
+        if not (np.all(np.isfinite(solution.x)) and np.all(np.abs(solution.x) < 2.0)
+                and np.max(np.abs(solution.fun)) < STATIONARITY_TOLERANCE):
+            return None
+        moments = moments_at(solution.x)
+        if moments[0].sum() < 3 or np.any(np.linalg.eigvalsh(_hessian(moments, u, u, resolution)) <= 0):
+            return None
+        return ecalToHad * math.exp(solution.x[0]), hcalToHad * math.exp(solution.x[1])
+
+    if start is not None:
+        near = solved(np.log([_positive("start", start[0]) / ecalToHad, _positive("start", start[1]) / hcalToHad]))
+        if near is not None:
+            return near
     logScales = np.zeros(2)
     for _ in range(RATIO_UPDATES):
         moments = moments_at(logScales)
@@ -623,14 +639,7 @@ def csm_fixed_point(cells: KaonCells, targetEnergy: float, ecalToHad: float, hca
         logScales = logScales + update
         if np.max(np.abs(update)) < 1e-3:
             break
-    solution = root(stationarity, logScales, method="hybr", options={"xtol": 1e-10})
-    if not (np.all(np.isfinite(solution.x)) and np.all(np.abs(solution.x) < 2.0)
-            and np.max(np.abs(solution.fun)) < STATIONARITY_TOLERANCE):
-        return None
-    moments = moments_at(solution.x)
-    if moments[0].sum() < 3 or np.any(np.linalg.eigvalsh(_hessian(moments, u, u, resolution)) <= 0):
-        return None
-    return ecalToHad * math.exp(solution.x[0]), hcalToHad * math.exp(solution.x[1])
+    return solved(logScales)
 
 
 def _positive(name: str, value: float) -> float:

@@ -74,7 +74,7 @@ def constant_uncertainties(
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little"))
     samples: dict[str, list[float]] = {name: [] for name in central}
     for _ in range(replicas):
-        replica = phase.fixed_point(dict(measuredWith), merged.resampled(spec, rng), ctx)
+        replica = phase.fixed_point(dict(measuredWith), merged.resampled(spec, rng), ctx, start=central)
         if replica is None:
             continue
         for name in central:

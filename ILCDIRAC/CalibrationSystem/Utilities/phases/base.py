@@ -156,19 +156,22 @@ class Phase:
             for name, target in targets.items()
         )
 
-    def solve(self, constants: Constants, merged: Summary, ctx: PhaseContext) -> Constants | None:
+    def solve(self, constants: Constants, merged: Summary, ctx: PhaseContext,
+              start: Constants | None = None) -> Constants | None:
         """Offline replay: the constants at which the estimator would find the target on these
-        same events, when the phase can predict its observables for other constants (else None)."""
+        same events, when the phase can predict its observables for other constants (else None).
+        ``start``: constants near the answer, where the search may begin."""
         return None
 
-    def fixed_point(self, constants: Constants, merged: Summary, ctx: PhaseContext) -> Constants | None:
+    def fixed_point(self, constants: Constants, merged: Summary, ctx: PhaseContext,
+                    start: Constants | None = None) -> Constants | None:
         """What this step's events say the constants should be: the estimator's fixed point on
         them, by offline replay where the phase has one, else the update rule applied to the
         estimate (exact for proportional phases; the result itself for single-pass ones). None
         if the estimator cannot measure. Its spread over resampled events is the statistical
         uncertainty of the constants (``logic.uncertainties``)."""
         if self.replays:
-            return self.solve(constants, merged, ctx)
+            return self.solve(constants, merged, ctx, start)
         measurement = self.measure(merged, ctx)
         return self.update(constants, measurement, ctx) if measurement.ok else None
 

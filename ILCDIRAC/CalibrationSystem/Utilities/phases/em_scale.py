@@ -85,7 +85,8 @@ class EmScale(Phase):
         scale = ctx.energies["gamma"] * float(constants["ECalToEMGeVCalibration"]) / measurement.values["emMean"]
         return {"ECalToEMGeVCalibration": scale, "HCalToEMGeVCalibration": scale}
 
-    def solve(self, constants: Constants, merged: Summary, ctx: PhaseContext) -> Constants | None:
+    def solve(self, constants: Constants, merged: Summary, ctx: PhaseContext,
+              start: Constants | None = None) -> Constants | None:
         """The EM energy is linear in the EM scale: the ratio update is the offline solution."""
         measurement = self.measure(merged, ctx)
         return self.update(constants, measurement, ctx) if measurement.ok else None

@@ -118,14 +118,17 @@ class HadronicScale(Phase):
             "ECalToHadGeVCalibrationEndCap": ecal,
         }
 
-    def solve(self, constants: Constants, merged: Summary, ctx: PhaseContext) -> Constants | None:
+    def solve(self, constants: Constants, merged: Summary, ctx: PhaseContext,
+              start: Constants | None = None) -> Constants | None:
         """Offline replay of the chi-square method on this step's events: the constants at which the
         continuous estimator finds both intercepts at the target (``csm_fixed_point``: the events
         keep their ECAL share and scale with the constants, so no other pass is needed). The
         confirming pass then measures with the original grid estimator."""
+        near = None if start is None else (float(start["ECalToHadGeVCalibrationBarrel"]),
+                                           float(start["HCalToHadGeVCalibration"]))
         fixed = csm_fixed_point(kaon_cells(merged), ctx.energies["kaon"] - K0L_MASS,
                                 float(constants["ECalToHadGeVCalibrationBarrel"]),
-                                float(constants["HCalToHadGeVCalibration"]))
+                                float(constants["HCalToHadGeVCalibration"]), start=near)
         if fixed is None:
             return None
         ecal, hcal = fixed

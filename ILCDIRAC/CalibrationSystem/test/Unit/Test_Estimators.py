@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
-from scipy.optimize import minimize, minimize_scalar
+from scipy.optimize import minimize_scalar
 
 from ILCDIRAC.CalibrationSystem.test import percsm
 from ILCDIRAC.CalibrationSystem.Utilities.estimators import (
