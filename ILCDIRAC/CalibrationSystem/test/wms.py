@@ -372,6 +372,12 @@ class LocalWMS:
         )
         return self.pilot
 
+    def stop_pilot(self) -> None:
+        """Stop the pilot and the jobs it runs (new jobs then wait in the task queue)."""
+        from ILCDIRAC.CalibrationSystem.test.testbed import _terminate
+
+        _terminate(self.pilot)
+
     def wait_for_services(self, deadline: float) -> None:
         """Until every service answers ping over TLS (as the host)."""
         import socket
