@@ -77,9 +77,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     PILOT_GROUP: ("GenericPilot", "LimitedDelegation"),
 }
 PILOT = "pilot"
-#: What the Calibration agent's host needs besides TrustedHost: full proxies of job owners
-#: (the JobManager refuses limited proxies), and to see every owner's stored proxies.
-HOST_PROPERTIES = ("TrustedHost", "FullDelegation", "ProxyManagement")
+#: What the Calibration agent's host needs besides TrustedHost: full proxies of job owners from
+#: the ProxyManager (the JobManager refuses to take jobs from a limited proxy).
+HOST_PROPERTIES = ("TrustedHost", "FullDelegation")
 
 VO = "ilc"
 SITE = "DIRAC.CalibrationTestbed.ch"
