@@ -23,6 +23,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import job_group, job_name
@@ -96,7 +97,9 @@ def run(grid, tmp_path_factory):
                           capture_output=True, text=True, timeout=120)
     assert kill.returncode == 0, kill.stdout + kill.stderr
     # the killed job flickers on its way; it settles as Failed ("Received Kill signal") or Killed
-    killedFinal = stable_final_state(grid, killedJob, JOB_TIMEOUT)
+    flicker: list[str] = []
+    killedFinal = stable_final_state(grid, killedJob, JOB_TIMEOUT, seen=flicker)
+    print(f"job {killedJob} killed with dirac-wms-job-kill, states seen every second: {flicker}")
 
     # worker 2's payload dies on its node (the OOM killer, say) at a later step
     sigkilledJob, sigkilledAt = wait_for(
@@ -227,3 +230,23 @@ def _proxy_downloads(grid) -> set[tuple[str, str, str]]:
         conn.close()
     name = {identity.dn: key for key, identity in grid.identities.items()}
     return {(name.get(issuer, issuer), name.get(target, target), group) for issuer, target, group in rows}
+
+
+def test_closing_the_test_bed_leaves_nothing_behind(grid, tmp_path):
+    """Last: with a worker job running on the pilot, close() stops every process (payloads too),
+    drops every database and removes the folder."""
+    scenario = GridScenario(grid, tmp_path, CLD.truth(), {"gamma": (1, 50), "kaon": (1, 50), "muon": (1, 50),
+                                                          "zuds": (1, 10)}, {"numberOfJobs": 1, **CLD.settings})
+    calibrationID = scenario.submit()
+    jobID = scenario.workers(calibrationID)[0]["JobID"]
+    payload = wait_for(lambda: payload_process(jobID), JOB_TIMEOUT, f"job {jobID} running its payload",
+                       lambda: scenario.logs(calibrationID), interval=0.5)
+    started = [psutil.Process(pid) for pid in grid.pids if psutil.pid_exists(pid)]
+    processes = {payload, *started, *(child for p in started for child in p.children(recursive=True))}
+    databases = [grid.db_name, *grid.wms.databases.values()]
+    assert len(databases) == 8 and all(mariadb.databases(name) == [name] for name in databases)
+    grid.close()
+    alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    assert [name for name in databases if mariadb.databases(name)] == []
+    assert not grid.root.exists()
