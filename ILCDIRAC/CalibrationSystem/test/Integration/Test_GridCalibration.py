@@ -49,6 +49,8 @@ RESULT_FILES = ["result_constants.json", "result_convergence.png", "result_histo
 #: Generous limits for a shared 2-core machine; nothing here waits for a fixed time.
 CALIBRATION_TIMEOUT = 900
 JOB_TIMEOUT = 180
+#: Samples of calibrations that are killed or cut short: only their jobs matter.
+FEW_SAMPLES = {"gamma": (1, 50), "kaon": (1, 50), "muon": (1, 50), "zuds": (1, 10)}
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +206,7 @@ def test_a_killed_calibration_has_its_waiting_jobs_killed_by_the_agent(grid, tmp
     grid.wms.stop_pilot()
     try:
         settings = {"numberOfJobs": 2, **ACCURACY, **CLD.settings}
-        scenario = GridScenario(grid, tmp_path, CLD.truth(), {"gamma": (1, 50), "kaon": (1, 50), "muon": (1, 50),
-                                                              "zuds": (1, 10)}, settings)
+        scenario = GridScenario(grid, tmp_path, CLD.truth(), FEW_SAMPLES, settings)
         calibrationID = scenario.submit()
         jobs = [w["JobID"] for w in scenario.workers(calibrationID)]
         done = scenario.run_command("dirac-clic-calibration-kill", str(calibrationID))
@@ -235,8 +236,7 @@ def _proxy_downloads(grid) -> set[tuple[str, str, str]]:
 def test_closing_the_test_bed_leaves_nothing_behind(grid, tmp_path):
     """Last: with a worker job running on the pilot, close() stops every process (payloads too),
     drops every database and removes the folder."""
-    scenario = GridScenario(grid, tmp_path, CLD.truth(), {"gamma": (1, 50), "kaon": (1, 50), "muon": (1, 50),
-                                                          "zuds": (1, 10)}, {"numberOfJobs": 1, **CLD.settings})
+    scenario = GridScenario(grid, tmp_path, CLD.truth(), FEW_SAMPLES, {"numberOfJobs": 1, **CLD.settings})
     calibrationID = scenario.submit()
     jobID = scenario.workers(calibrationID)[0]["JobID"]
     payload = wait_for(lambda: payload_process(jobID), JOB_TIMEOUT, f"job {jobID} running its payload",
