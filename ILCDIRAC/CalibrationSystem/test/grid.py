@@ -134,11 +134,12 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, evidence: 
         time.sleep(interval)
 
 
-def stable_final_state(testbed, jobID: int | str, timeout: float, user: str = "alice", settle: int = 3,
+def stable_final_state(testbed, jobID: int | str, timeout: float, user: str = "alice", settle: int = 12,
                        seen: list[str] | None = None) -> str:
-    """The job's final Status once it has stayed in a final state for ``settle`` readings in a row
-    (a killed running job flickers Killed -> Running -> Failed before it settles); every reading
-    is appended to ``seen``."""
+    """The job's final Status once it has stayed in a final state for ``settle`` readings in a row,
+    a second apart (a killed running job flickers Killed -> Running -> Failed until its JobWrapper's
+    watchdog acts on the kill, within twice the test bed's 5 s CheckingTime); every reading is
+    appended to ``seen``."""
     seen = [] if seen is None else seen
 
     def settled():
