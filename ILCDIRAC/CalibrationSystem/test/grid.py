@@ -8,6 +8,7 @@ on disk) for comparisons. The helpers read job states as the user sees them in D
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -151,14 +152,16 @@ def stable_final_state(testbed, jobID: int | str, timeout: float, user: str = "a
     return wait_for(settled, timeout, f"job {jobID} reaching a stable final state", lambda: f"seen: {seen}")
 
 
-def payload_process(jobID: int | str) -> psutil.Process | None:
-    """The calibration worker running as the payload of DIRAC job ``jobID`` on this machine."""
+def payload_process(testbed, jobID: int | str) -> psutil.Process | None:
+    """The calibration worker running as the payload of the test bed's DIRAC job ``jobID`` (in the
+    pilot's folder: other test beds on the machine number their jobs from 1 too)."""
+    pilot = str(testbed.wms.pilotDir) + os.sep
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
         if not any(part.endswith("calibration_worker.py") for part in cmdline):
             continue
         try:
-            if process.environ().get("JOBID") == str(jobID):
+            if process.environ().get("JOBID") == str(jobID) and process.cwd().startswith(pilot):
                 return process
         except psutil.Error:
             continue

@@ -105,10 +105,10 @@ def run(grid, tmp_path_factory):
 
     # worker 2's payload dies on its node (the OOM killer, say) at a later step
     sigkilledJob, sigkilledAt = wait_for(
-        lambda: (c := computing(2)()) and c[1] > killedAt and payload_process(c[0]) and c,
+        lambda: (c := computing(2)()) and c[1] > killedAt and payload_process(grid, c[0]) and c,
         CALIBRATION_TIMEOUT, "worker 2 computing a later step", evidence, interval=0.5,
     )
-    process = payload_process(sigkilledJob)
+    process = payload_process(grid, sigkilledJob)
     process.send_signal(signal.SIGKILL)
     sigkilledFinal = stable_final_state(grid, sigkilledJob, JOB_TIMEOUT)
 
@@ -239,7 +239,7 @@ def test_closing_the_test_bed_leaves_nothing_behind(grid, tmp_path):
     scenario = GridScenario(grid, tmp_path, CLD.truth(), FEW_SAMPLES, {"numberOfJobs": 1, **CLD.settings})
     calibrationID = scenario.submit()
     jobID = scenario.workers(calibrationID)[0]["JobID"]
-    payload = wait_for(lambda: payload_process(jobID), JOB_TIMEOUT, f"job {jobID} running its payload",
+    payload = wait_for(lambda: payload_process(grid, jobID), JOB_TIMEOUT, f"job {jobID} running its payload",
                        lambda: scenario.logs(calibrationID), interval=0.5)
     started = [psutil.Process(pid) for pid in grid.pids if psutil.pid_exists(pid)]
     processes = {payload, *started, *(child for p in started for child in p.children(recursive=True))}
