@@ -89,37 +89,44 @@ def _tail_lines(path: Path, lines: int) -> list[str]:
         return [f"({exc})"]
 
 
-def job_states(testbed, jobIDs: Iterable[int | str], user: str = "alice") -> dict[int, dict[str, str]]:
-    """Job ID -> Status, MinorStatus, ApplicationStatus, as JobMonitoring tells ``user``."""
+#: How long a test keeps retrying a JobMonitoring call that could not connect (a loaded machine
+#: now and then resets a TLS handshake; DIRAC's agents simply try again at their next cycle).
+RECONNECT_SECONDS = 30.0
+
+
+def _monitoring(testbed, user: str, call: Callable[[Any], dict], what: str) -> Any:
     from DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient import JobMonitoringClient
 
-    ids = [int(j) for j in jobIDs]
-    with testbed.as_user(user):
-        result = JobMonitoringClient().getJobsStates(ids) if ids else {"OK": True, "Value": {}}
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    while True:
+        with testbed.as_user(user):
+            result = call(JobMonitoringClient())
+        if result["OK"] or "Can't connect" not in result["Message"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     if not result["OK"]:
-        raise ScenarioError(f"job states of {ids}: {result['Message']}")
-    return {int(k): v for k, v in result["Value"].items()}
+        raise ScenarioError(f"{what}: {result['Message']}")
+    return result["Value"]
+
+
+def job_states(testbed, jobIDs: Iterable[int | str], user: str = "alice") -> dict[int, dict[str, str]]:
+    """Job ID -> Status, MinorStatus, ApplicationStatus, as JobMonitoring tells ``user``."""
+    ids = [int(j) for j in jobIDs]
+    if not ids:
+        return {}
+    states = _monitoring(testbed, user, lambda client: client.getJobsStates(ids), f"job states of {ids}")
+    return {int(k): v for k, v in states.items()}
 
 
 def job_attributes(testbed, jobID: int | str, user: str = "alice") -> dict[str, str]:
-    from DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient import JobMonitoringClient
-
-    with testbed.as_user(user):
-        result = JobMonitoringClient().getJobAttributes(int(jobID))
-    if not result["OK"]:
-        raise ScenarioError(f"attributes of job {jobID}: {result['Message']}")
-    return result["Value"]
+    return _monitoring(testbed, user, lambda client: client.getJobAttributes(int(jobID)), f"attributes of job {jobID}")
 
 
 def application_statuses(testbed, jobID: int | str, user: str = "alice") -> list[str]:
     """Every ApplicationStatus the job had, in order (DIRAC's job logging records)."""
-    from DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient import JobMonitoringClient
-
-    with testbed.as_user(user):
-        result = JobMonitoringClient().getJobLoggingInfo(int(jobID))
-    if not result["OK"]:
-        raise ScenarioError(f"logging info of job {jobID}: {result['Message']}")
-    return [record[2] for record in result["Value"] if record[2] not in ("", "idem", "Unknown")]
+    records = _monitoring(testbed, user, lambda client: client.getJobLoggingInfo(int(jobID)),
+                          f"logging info of job {jobID}")
+    return [record[2] for record in records if record[2] not in ("", "idem", "Unknown")]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, evidence: Callable[[], str] = lambda: "",

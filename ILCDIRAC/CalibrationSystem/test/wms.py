@@ -1,7 +1,7 @@
 """A real DIRAC Workload Management System inside the test bed: ``Testbed(wms=True)``.
 
 Everything is DIRAC's own code from the wheel, configured and not patched:
-- services (one ``dirac-service`` process, each on its own free port): WorkloadManagement's
+- services (each its own ``dirac-service`` process on a free port): WorkloadManagement's
   JobManager, JobMonitoring, JobStateUpdate, SandboxStore, Matcher, OptimizationMind,
   WMSAdministrator and PilotManager; Framework/ProxyManager (users' proxies for pilots and for
   the Calibration agent); DataManagement/FileCatalog (a DIRAC File Catalog for LFNs);
@@ -141,11 +141,11 @@ class LocalWMS:
         self.sandboxes = root / "storage" / "sandboxes"
         self.pilotDir = root / "pilot"
         self.cvmfs = root / "cvmfs"
-        self.serviceLog = testbed.log_dir / "wms-services.log"
+        self.serviceLogs = {c: testbed.log_dir / f"{c.replace('/', '-')}.log" for c in self.ports}
         self.executorLog = testbed.log_dir / "wms-optimizers.log"
         self.pilotLog = testbed.log_dir / "pilot.log"
         self.databases: dict[str, str] = {}
-        self.services: subprocess.Popen | None = None
+        self.services: dict[str, subprocess.Popen] = {}
         self.executor: subprocess.Popen | None = None
         self.pilot: subprocess.Popen | None = None
 
@@ -334,8 +334,10 @@ class LocalWMS:
         testbed = self.testbed
         started = time.monotonic()
         self._run_python(_OPEN_DATABASES, "creating the WMS tables", timeout)
-        components = [c for c in self.ports]
-        self.services = testbed._spawn([str(testbed.bin_dir / "dirac-service"), *components], self.serviceLog)
+        # one process per service, as a DIRAC server runs them: a busy SandboxStore or
+        # JobStateUpdate then cannot starve the others' TLS handshakes of the interpreter
+        for component, log in self.serviceLogs.items():
+            self.services[component] = testbed._spawn([str(testbed.bin_dir / "dirac-service"), component], log)
         self.wait_for_services(started + timeout)
         # the optimizers give up if OptimizationMind does not answer within a few seconds
         self.executor = testbed._spawn([str(testbed.bin_dir / "dirac-executor"), EXECUTOR], self.executorLog)
@@ -383,7 +385,8 @@ class LocalWMS:
 
         pending = dict(self.ports)
         while pending:
-            for process, log in ((self.services, self.serviceLog), (self.executor, self.executorLog)):
+            watched = [(self.services[c], self.serviceLogs[c]) for c in self.services]
+            for process, log in watched + [(self.executor, self.executorLog)]:
                 if process is not None and process.poll() is not None:
                     from ILCDIRAC.CalibrationSystem.test.testbed import _tail
 
@@ -397,8 +400,8 @@ class LocalWMS:
             if pending and time.monotonic() > deadline:
                 from ILCDIRAC.CalibrationSystem.test.testbed import _tail
 
-                raise WMSError(f"WMS services not listening: {sorted(pending)}; end of {self.serviceLog}:\n"
-                               f"{_tail(self.serviceLog)}")
+                tails = "\n".join(f"--- {self.serviceLogs[c]}\n{_tail(self.serviceLogs[c], 10)}" for c in pending)
+                raise WMSError(f"WMS services not listening: {sorted(pending)}\n{tails}")
             if pending:
                 time.sleep(0.2)
 
@@ -413,7 +416,7 @@ class LocalWMS:
 
     @property
     def processes(self) -> list[subprocess.Popen]:
-        return [p for p in (self.pilot, self.executor, self.services) if p is not None]
+        return [p for p in (self.pilot, self.executor, *self.services.values()) if p is not None]
 
     def stop(self) -> None:
         from ILCDIRAC.CalibrationSystem.test.testbed import _terminate
