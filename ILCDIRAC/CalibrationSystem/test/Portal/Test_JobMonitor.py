@@ -82,7 +82,7 @@ def _rows(page) -> dict[str, list[str]]:
 #: Column widths (by ExtJS dataIndex) so the screenshots show whole job names and statuses; the
 #: columns not needed here are hidden. Only the view changes, not what the portal returns.
 _LAYOUT = """() => {
-  const widths = {JobName: 360, ApplicationStatus: 430, MinorStatus: 150, Status: 90, Site: 190, Source: 150};
+  const widths = {JobName: 440, ApplicationStatus: 430, MinorStatus: 150, Status: 90, Site: 180, Source: 150};
   const hidden = ['LastSignOfLife', 'SubmissionTime', 'OwnerGroup', 'JobType', 'LastUpdateTime'];
   for (const grid of Ext.ComponentQuery.query('gridpanel')) {
     for (const column of grid.getColumns()) {
@@ -90,7 +90,6 @@ _LAYOUT = """() => {
       if (hidden.includes(column.dataIndex)) column.hide();
     }
   }
-  for (const panel of Ext.ComponentQuery.query('panel')) if (panel.title === 'Notification' && panel.close) panel.close();
 }"""
 
 
