@@ -65,6 +65,11 @@ def lfn_within(lfn: str, folder: str) -> bool:
     return lfn == folder or lfn.startswith(folder.rstrip("/") + "/")
 
 
+def user_home(vo: str, prefix: str, username: str) -> str:
+    """A user's grid folder by DIRAC's convention (the job wrapper's): /<vo>/<LFNUserPrefix>/<u>/<username>."""
+    return normal_lfn(f"/{vo}/{prefix}/{username[:1]}/{username}", "user folder")
+
+
 def is_url(name: str) -> bool:
     return bool(_URL.match(name))
 
@@ -162,4 +167,5 @@ __all__ = [
     "normal_lfn",
     "open_below",
     "sample_file",
+    "user_home",
 ]

@@ -25,7 +25,9 @@ from marlin_emulator.samples import make_sample_files
 from marlin_emulator.truth import DetectorTruth
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 
-CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}))
+#: The one user of a single-machine installation: local workers are theirs to run.
+CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}),
+                localBackend=True)
 
 PARTICLES = {"gamma": ("gamma", 10.0), "kaon": ("kaon0L", 50.0), "muon": ("mu-", 10.0), "zuds": ("zuds", 200.0)}
 

@@ -47,7 +47,6 @@ class Scenario:
             "backend": "local",
             "marlinExecutable": str(BIN / "marlin-emulator"),
             "steeringFile": str(STEERING),
-            "outputPath": str(self.folder / "output"),
         }
         values.update(make_samples(self.truth, self.folder, self.samples, self.seed))
         values.update(self.settings)
@@ -107,10 +106,13 @@ class Scenario:
         return result["Value"]
 
     def logs(self, calibrationID: int, lines: int = 15) -> str:
-        """The tails of the service log and of every worker log, for failure messages."""
-        parts = [f"--- service log\n{_tail(self.testbed.service_log, lines)}"]
-        for log in sorted((self.folder / "work" / f"calibration_{calibrationID}").glob("worker_*/worker.log")):
-            parts.append(f"--- {log.parent.name}\n{_tail(log, lines)}")
+        """The tails of the service and agent logs and of every worker log (those the submit
+        command started, then those the agent restarted), for failure messages."""
+        parts = [f"--- service log\n{_tail(self.testbed.service_log, lines)}",
+                 f"--- agent log\n{_tail(self.testbed.agent_log, lines)}"]
+        for work in (self.folder / "work", self.testbed.local_dir / "workers"):
+            for log in sorted((work / f"calibration_{calibrationID}").glob("worker_*/worker.log")):
+                parts.append(f"--- {log.parent.name} ({work})\n{_tail(log, lines)}")
         return "\n".join(parts)
 
 

@@ -318,7 +318,7 @@ def test_only_the_owner_reaches_a_calibration_through_the_rpc(testbed, idle):
         "submitResult": (idle, 1, 0, {"phases": {}}),
         "getCalibrationFile": (idle, "steering.xml"),
         "getCalibrationResults": (idle,),
-        "registerWorkers": (idle, {"0": "local:1"}, {}),
+        "registerWorkers": (idle, {"0": "local:1"}),
         "killCalibration": (idle,),
     }
     for method, args in calls.items():
@@ -351,7 +351,7 @@ def test_bad_rpc_arguments_get_a_specific_error_and_change_nothing(testbed, idle
         ("getStepParameters", ("1", 0, 0), "Type mismatch in parameter 0"),
         ("submitResult", (idle, 1, 0, "my report"), "Type mismatch in parameter 3"),
         ("killCalibration", (str(idle),), "Type mismatch in parameter 0"),
-        ("getCalibrationStatus", ([idle, "x"],), "calibration IDs must be integers"),
+        ("getCalibrationStatus", ([idle, "x"],), "calibration IDs are integers from 1 to 2147483647, not 'x'"),
         ("getWorkerSetup", (idle, 4), f"worker ID 4 {workers}"),
         ("getWorkerSetup", (idle, -1), f"worker ID -1 {workers}"),
         ("getStepParameters", (idle, 99, 0), f"worker ID 99 {workers}"),
@@ -367,8 +367,8 @@ def test_bad_rpc_arguments_get_a_specific_error_and_change_nothing(testbed, idle
         ("submitResult", (idle, 1, 0, report(nEvents=-5)),
          "bad report for phase 1.0: summary nEvents must be a non-negative integer, not -5"),
         ("submitResult", (idle, 1, 0, report(hists={})), "bad report for phase 1.0: summary histograms do not match"),
-        ("registerWorkers", (idle, {"first": "local:1"}, {}), "worker ID 'first' is not an integer"),
-        ("registerWorkers", (idle, {"9": "local:1"}, {}), f"worker ID 9 {workers}"),
+        ("registerWorkers", (idle, {"first": "local:1"}), "worker ID 'first' is not an integer"),
+        ("registerWorkers", (idle, {"9": "local:1"}), f"worker ID 9 {workers}"),
         ("getCalibrationFile", (idle, "../../etc/passwd"), f"calibration {idle} has no file '../../etc/passwd'"),
         ("createCalibration", ({**settings, "numberOfJobs": "four"}, {}), "invalid settings: numberOfJobs"),
         ("createCalibration", (settings, {"notes.txt": "hello"}),
