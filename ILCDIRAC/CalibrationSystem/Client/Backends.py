@@ -138,11 +138,13 @@ def _worker_process(pid: int, calibrationID: int, workerID: int):
         cmdline = process.cmdline()
     except psutil.Error:
         return None
+    # the worker command is the program itself, or the script its Python interpreter runs
+    interpreted = len(cmdline) > 1 and Path(cmdline[0]).name.startswith("python")
+    index = 1 if interpreted else 0
+    if len(cmdline) <= index or Path(cmdline[index]).name != WORKER_SCRIPT:
+        return None
     expected = worker_arguments(calibrationID, workerID)
-    for index, argument in enumerate(cmdline):
-        if Path(argument).name == WORKER_SCRIPT:
-            return process if cmdline[index + 1:index + 1 + len(expected)] == expected else None
-    return None
+    return process if cmdline[index + 1:index + 1 + len(expected)] == expected else None
 
 
 def _local_pid(jobID: str) -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 
 from DIRAC import S_ERROR, S_OK, gLogger
 from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
@@ -36,17 +37,21 @@ def refusal(message: str) -> dict:
 
 
 def _delegate(method):
-    """Map the logic's outcome to DIRAC's return structure."""
+    """Map the logic's outcome to DIRAC's return structure. DIRAC checks the types of the
+    arguments ``types_`` names, but lets more arguments through: they are refused here."""
+    name = method.__name__.removeprefix("export_")
+    expected = len(inspect.signature(method).parameters) - 1
 
     @functools.wraps(method)
     def wrapper(self, *args):
+        if len(args) != expected:
+            return refusal(f"{name} takes {expected} arguments, not {len(args)}")
         try:
             return S_OK(method(self, *args))
         except CalibrationError as exc:
             return refusal(str(exc))
         except Exception as exc:  # noqa: BLE001 - the details (SQL, paths) are for the log only
             errorID = new_error_id()
-            name = method.__name__.removeprefix("export_")
             gLogger.exception(f"Calibration service: internal error {errorID} in {name}", lException=exc)
             return S_ERROR(f"internal error {errorID} in {name}: the details are in the service log")
 
