@@ -151,7 +151,7 @@ class CalibrationHandler(RequestHandler):
     @_delegate
     def export_getStepParameters(self, calibrationID, workerID, lastStep):
         """Run step N with these constants, wait, or stop; lastStep 0 means none done yet."""
-        return logic.step_parameters(self.db, self.caller(), calibrationID, workerID, lastStep or None)
+        return logic.step_parameters(self.db, self.caller(), calibrationID, workerID, lastStep)
 
     types_submitResult = [int, int, int, dict]
 

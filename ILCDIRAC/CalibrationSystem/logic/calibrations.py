@@ -396,7 +396,8 @@ def application_status(calibrationID: int, action: str, step: int | None = None,
 def step_parameters(
     db: CalibrationDB, caller: Caller, calibrationID: int, workerID: int, lastStep: int | None
 ) -> dict[str, Any]:
-    """What a worker does next: run step N with these constants, wait, or stop."""
+    """What a worker does next: run step N with these constants, wait, or stop (``lastStep``:
+    the last step it reported, 0 or None before its first)."""
     calibration = _owned(db, caller, calibrationID, admin=False)
     workerID = _worker(calibration, workerID)
     if lastStep is not None and (not isinstance(lastStep, int) or isinstance(lastStep, bool) or lastStep < 0):

@@ -77,8 +77,8 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limit
         if not isinstance(key, str) or not key.isdigit() or len(key) > 10:
             raise CalibrationError(f"worker ID {shown(key)} is not an integer")
         workerID = int(key)
-        if not isinstance(fields, Mapping):
-            raise CalibrationError(f"fields of worker {workerID} must be a dict")
+        if not isinstance(fields, Mapping) or not fields:
+            raise CalibrationError(f"fields of worker {workerID} must be a non-empty dict")
         values: dict[str, Any] = {}
         for name, value in fields.items():
             if name == "JobID" and isinstance(value, str) and JOB_ID_FORMATS[backend].fullmatch(value):

@@ -48,7 +48,7 @@ class LogicRPC:
         return self._answer(logic.worker_setup, calibrationID, workerID, {})
 
     def getStepParameters(self, calibrationID, workerID, lastStep):
-        return self._answer(logic.step_parameters, calibrationID, workerID, lastStep or None)
+        return self._answer(logic.step_parameters, calibrationID, workerID, lastStep)
 
     def submitResult(self, calibrationID, step, workerID, report):
         return self._answer(logic.submit_result, calibrationID, step, workerID, report)

@@ -365,7 +365,7 @@ def test_bad_rpc_arguments_get_a_specific_error_and_change_nothing(testbed, idle
          "the report covers phases ['1.1'], but the step measures ['1.0']"),
         ("submitResult", (idle, 1, 0, report(version=99)), "bad report for phase 1.0: summary version 99 is not"),
         ("submitResult", (idle, 1, 0, report(nEvents=-5)),
-         "bad report for phase 1.0: summary nEvents must be a non-negative integer, not -5"),
+         "bad report for phase 1.0: summary nEvents must be a non-negative integer up to 2^53, not -5"),
         ("submitResult", (idle, 1, 0, report(hists={})), "bad report for phase 1.0: summary histograms do not match"),
         ("registerWorkers", (idle, {"first": "local:1"}), "worker ID 'first' is not an integer"),
         ("registerWorkers", (idle, {"9": "local:1"}), f"worker ID 9 {workers}"),
