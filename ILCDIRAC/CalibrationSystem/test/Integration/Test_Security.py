@@ -402,8 +402,9 @@ def test_an_internal_error_answers_an_error_id_and_only_the_log_has_the_details(
 # ------------------------------------------------------------------------------------ 7. client-side traps
 def test_settings_file_traps_end_in_one_line_without_a_service(shared, tmp_path):
     bomb = tmp_path / "bomb.yaml"
-    bomb.write_text("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)))
+    # 10^7 sample files once expanded, in 700 bytes
+    bomb.write_text("detectorModel: CLD\nsteeringFile: steering.xml\nx0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 7)) + "gammaFiles: *a6\n")
     large = tmp_path / "large.yaml"
     with open(large, "w") as out:
         out.write("detectorModel: CLD\nsteeringFile: steering.xml\ngammaFiles:\n")

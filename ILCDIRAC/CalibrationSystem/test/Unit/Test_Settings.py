@@ -418,7 +418,8 @@ def test_sample_file_names_are_kept_in_normal_form():
 
 def test_a_yaml_alias_bomb_is_refused_in_one_line_at_once(tmp_path):
     levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]  # 10^12 values expanded
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]
+    levels += ["gammaFiles: *a11"]  # 10^12 sample files once expanded
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(levels) + "\n")
     problems = _load_problems(path)
