@@ -184,7 +184,8 @@ class CalibrationAgent(AgentModule):
         vo = getVOForGroup(calibration["ownerGroup"])
         try:
             lfn = normal_lfn(outputPath, "outputPath")
-            home = user_home(vo, Operations(vo=vo).getValue("LFNUserPrefix", "user"), calibration["owner"]) if vo else None
+            prefix = Operations(vo=vo).getValue("LFNUserPrefix", "user") if vo else None
+            home = user_home(vo, prefix, calibration["owner"]) if vo else None
         except PathError as exc:
             return str(exc)
         if home is None or not lfn_within(lfn, home):

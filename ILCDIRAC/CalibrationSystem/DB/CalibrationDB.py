@@ -539,7 +539,9 @@ class CalibrationDB:
                     ).rowcount
                     if registered != 1:
                         raise _Rollback()
-                    conn.execute(update(workers).where(and_(worker, workers.c.Status == "created")).values(Status="submitted"))
+                    conn.execute(
+                        update(workers).where(and_(worker, workers.c.Status == "created")).values(Status="submitted")
+                    )
         except _Rollback:
             return False
         return True

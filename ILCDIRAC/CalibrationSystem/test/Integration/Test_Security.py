@@ -40,6 +40,9 @@ SAMPLES = {"gamma": (2, 100)}
 LOCAL = {"numberOfJobs": 2, "phaseSequence": ["1.0"], "strategy": "legacy"}
 GRID = {**LOCAL, "backend": "dirac", "marlinVersion": "ILCSoft-2020-02-07_gcc62"}
 UNAUTHORIZED = "Unauthorized query"
+XML_BOMB = ('<?xml version="1.0"?><!DOCTYPE m [<!ENTITY a0 "lol">'
+            + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
+            + ']><marlin><global><parameter name="x">&a9;</parameter></global></marlin>')
 AGENT_METHODS = {
     "getAgentWork": (), "closeReadySteps": (), "setWorkerStates": (1, {"0": {"Status": "dead"}}),
     "failCalibration": (1, "because"), "finalizeCalibration": (1,), "markDelivered": (1, "done"),
@@ -347,6 +350,8 @@ def test_every_limit_refuses_in_one_line_that_names_it_and_stores_nothing(shared
         ("createCalibration", (resolved, {**files, **{f"extra{i}.xml": "<x/>" for i in range(100)}}),
          f"{len(files) + 100} input files are more than MaxInputFiles = 100"),
         ("createCalibration", (resolved, {**files, huge: "<x/>"}), "input file name 'xxxxxxxx"),
+        # an XML entity bomb as the steering file (expat's amplification limit; the message is the parser's)
+        ("createCalibration", (resolved, {**files, "steering.xml": XML_BOMB}), ""),
         ("submitResult", (idle, 1, 0, bigReport),
          f"the report has {len(json.dumps(bigReport, separators=(',', ':')))} bytes, more than MaxReportSize = 8388608"),
         ("getCalibrationStatus", (list(range(1, 22)),),
