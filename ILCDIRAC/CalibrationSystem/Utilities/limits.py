@@ -9,7 +9,6 @@ Pure: no DIRAC, no DB.
 from __future__ import annotations
 
 import json
-import math
 import reprlib
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
@@ -137,13 +136,4 @@ def payload_size(value: Any) -> int:
         raise LimitError(f"the report is not plain data: {type(exc).__name__}") from None
 
 
-def finite_int(value: Any, low: int, high: int) -> bool:
-    """Whether ``value`` is an int (not a bool) in [low, high]."""
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-__all__ = ["LimitError", "ServiceLimits", "check_argument", "finite_int", "finite_number", "payload_size", "shown"]
+__all__ = ["LimitError", "ServiceLimits", "check_argument", "payload_size", "shown"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from diraccfg import CFG
-from DIRAC import S_OK, gConfig, gLogger
+from DIRAC import gConfig, gLogger
 from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
 from DIRAC.DataManagementSystem.Client import DataManager as data_manager_module
 
