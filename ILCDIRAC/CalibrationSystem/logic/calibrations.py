@@ -94,23 +94,24 @@ def create_calibration(
     nWorkers = resolved["numberOfJobs"]
     try:
         return db.insertCalibration(
-        ownerDN=caller.dn,
-        owner=caller.username,
-        ownerGroup=caller.group,
-        settings=resolved,
-        state=state.to_dict(),
-        stage=stage,
-        phase=phase,
-        phases=state.active,
-        constants=state.constants,
-        numberOfWorkers=nWorkers,
-        resultsNeeded=results_needed(resolved["fractionOfFinishedJobsNeededToStartNextStep"], nWorkers),
-        backend=resolved["backend"],
-        inputFiles={name: text.encode() for name, text in files.items()},
-        maxRunning=limits.maxRunningCalibrations,
-    )
+            ownerDN=caller.dn,
+            owner=caller.username,
+            ownerGroup=caller.group,
+            settings=resolved,
+            state=state.to_dict(),
+            stage=stage,
+            phase=phase,
+            phases=state.active,
+            constants=state.constants,
+            numberOfWorkers=nWorkers,
+            resultsNeeded=results_needed(resolved["fractionOfFinishedJobsNeededToStartNextStep"], nWorkers),
+            backend=resolved["backend"],
+            inputFiles={name: text.encode() for name, text in files.items()},
+            maxRunning=limits.maxRunningCalibrations,
+        )
     except CalibrationDBError as exc:
-        raise CalibrationError(f"{exc} ({limits.name('maxRunningCalibrations')}): wait for one to end or kill one") from None
+        raise CalibrationError(f"{exc} ({limits.name('maxRunningCalibrations')}): wait for one to end or kill one"
+                               ) from None
 
 
 def _bounded(value: Any, limits: ServiceLimits, what: str) -> None:
