@@ -89,7 +89,8 @@ def worker_reports(folder: Path, workers: int, events: int, accuracy: tuple[floa
 def time_close(settings: dict, stored: list, phases: list[str], repeat: int) -> dict:
     state = start(phases, settings["startingConstants"], "fast", 30)
     state.active = list(phases)
-    calibration = {"State": state.to_dict(), "Settings": settings, "Stage": 1, "Phase": int(phases[0].split(".")[1])}
+    calibration = {"CalibrationID": 1, "State": state.to_dict(), "Settings": settings, "Stage": 1,
+                   "Phase": int(phases[0].split(".")[1])}
     step = {"Step": 1, "Phases": phases}
     reports = [(w, {"phases": {k: r["phases"][k] for k in phases}}) for w, r in stored]
     seconds, uncertainty = [], []

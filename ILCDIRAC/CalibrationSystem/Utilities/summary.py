@@ -25,7 +25,12 @@ from typing import Any, Callable, Iterable, Mapping
 import boost_histogram as bh
 import numpy as np
 
+from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
+
 SUMMARY_VERSION = 2
+#: Largest count or value a report may carry (integers are exact in float64 up to here): sums of
+#: hundreds of reports stay finite.
+MAX_VALUE = 2**53
 
 
 class SummaryError(ValueError):
@@ -195,13 +200,13 @@ def _validated(payload: Any, spec: SummarySpec) -> tuple[int, dict[str, tuple[np
     if not isinstance(payload, Mapping):
         raise SummaryError(f"summary must be a dict, not {type(payload).__name__}")
     if payload.get("version") != SUMMARY_VERSION:
-        raise SummaryError(f"summary version {payload.get('version')!r} is not {SUMMARY_VERSION}")
+        raise SummaryError(f"summary version {shown(payload.get('version'))} is not {SUMMARY_VERSION}")
     unknown = set(payload) - {"version", "nEvents", "hists", "files"}
     if unknown:
         raise SummaryError(f"summary has unknown fields {sorted(unknown)}")
     nEvents = payload.get("nEvents")
-    if not isinstance(nEvents, int) or isinstance(nEvents, bool) or nEvents < 0:
-        raise SummaryError(f"summary nEvents must be a non-negative integer, not {nEvents!r}")
+    if not isinstance(nEvents, int) or isinstance(nEvents, bool) or not 0 <= nEvents <= MAX_VALUE:
+        raise SummaryError(f"summary nEvents must be a non-negative integer up to 2^53, not {shown(nEvents)}")
     return nEvents, _hists_from_payload(payload.get("hists"), spec), _files_from_payload(payload.get("files", {}), spec)
 
 
@@ -214,7 +219,7 @@ def _hists_from_payload(raw: Any, spec: SummarySpec) -> dict[str, tuple[np.ndarr
             raise SummaryError(f"histogram {name!r} must be a dict of 'axes', 'index' and 'values'")
         if not _same_axes(entry["axes"], hspec.axes):
             raise SummaryError(
-                f"histogram {name!r} binning {entry['axes']!r} is not the phase's "
+                f"histogram {name!r} binning {shown(entry['axes'])} is not the phase's "
                 f"{[axis.to_payload() for axis in hspec.axes]!r}"
             )
         size = math.prod(hspec.shape)
@@ -299,6 +304,8 @@ def _numbers(raw: Any, what: str, *, maxLength: int) -> np.ndarray:
     values = values.astype(float)
     if not np.all(np.isfinite(values)):
         raise SummaryError(f"{what} contains NaN or infinity")
+    if values.size and np.max(np.abs(values)) > MAX_VALUE:
+        raise SummaryError(f"{what} contains values beyond 2^53")
     return values
 
 

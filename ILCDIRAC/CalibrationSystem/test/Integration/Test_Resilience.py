@@ -189,10 +189,11 @@ def test_d_two_users_calibrate_at_once_without_touching_each_other(bed, tmp_path
     assert aliceID not in {row["calibrationID"] for row in bed.rpc("bob").getCalibrationStatus([])["Value"]}
     assert not bed.rpc("bob").getCalibrationStatus([aliceID])["OK"]
     assert not bed.rpc("alice").getCalibrationHistory(bobID)["OK"]
-    # the agent delivers each user's results to that user's outputPath
+    # on this single-user installation the agent copies each local calibration's results below
+    # its own folder (a grid outputPath would take them to the owner's grid user folder)
     expected = {"result_constants.json", "result_history.json", "result_steering.xml", "result_convergence.png"}
     for run, calibrationID in ((alice, aliceID), (bob, bobID)):
-        delivered = run.folder / "output" / f"calibration_{calibrationID}"
+        delivered = bed.local_dir / "results" / f"calibration_{calibrationID}"
         wait_until(lambda: {p.name for p in delivered.glob("*")} == expected, 60,
                    lambda: f"{delivered}: {sorted(p.name for p in delivered.glob('*'))}")
         assert (delivered / "result_convergence.png").read_bytes().startswith(b"\x89PNG")
