@@ -28,7 +28,9 @@ from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
 from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import now
 from ILCDIRAC.CalibrationSystem.logic.health import ENDED_WORKER_STATES, Limits, review_workers
+from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
 from ILCDIRAC.CalibrationSystem.logic.supervision import older_than
+from ILCDIRAC.CalibrationSystem.Utilities.paths import relative_path
 
 
 class AgentError(RuntimeError):
@@ -146,7 +148,9 @@ class CalibrationAgent(AgentModule):
         try:
             for name in self.call("getCalibrationResults", calibrationID)["files"]:
                 stored = self.call("getCalibrationFile", calibrationID, name)
-                (folder / name).write_bytes(decode_file(stored))
+                path = folder / relative_path(name.removeprefix(RESULT_PREFIX))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(decode_file(stored))
             if grid:
                 report = self.as_owner(calibration, upload, folder, outputPath, settings["outputSE"], calibrationID)
             else:
@@ -169,11 +173,16 @@ def to_storage_element(backend: str, settings: dict[str, Any]) -> bool:
 def copy_local(folder: Path, outputPath: Path, calibrationID: int) -> str:
     """Copy every file of ``folder`` into <outputPath>/calibration_<ID>/ (again on a retry)."""
     target = outputPath / f"calibration_{calibrationID}"
-    target.mkdir(parents=True, exist_ok=True)
-    files = sorted(folder.iterdir())
-    for path in files:
-        shutil.copy2(path, target / path.name)
+    files = result_paths(folder)
+    for name in files:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(folder / name, target / name)
     return f"copied {len(files)} files to {target}"
+
+
+def result_paths(folder: Path) -> list[str]:
+    """The result files below ``folder``, as relative POSIX paths (the user's layout)."""
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 
 def upload(folder: Path, outputPath: str, storageElement: str, calibrationID: int) -> str:
@@ -185,11 +194,11 @@ def upload(folder: Path, outputPath: str, storageElement: str, calibrationID: in
 
     base = outputPath.removeprefix("LFN:").rstrip("/") + f"/calibration_{calibrationID}"
     manager = DataManager()
-    files = sorted(folder.iterdir())
-    for path in files:
-        lfn = f"{base}/{path.name}"
-        result = manager.putAndRegister(lfn, str(path), storageElement, overwrite=True)
+    files = result_paths(folder)
+    for name in files:
+        lfn = f"{base}/{name}"
+        result = manager.putAndRegister(lfn, str(folder / name), storageElement, overwrite=True)
         if not result["OK"] or lfn in result["Value"].get("Failed", {}):
             reason = result["Message"] if not result["OK"] else result["Value"]["Failed"][lfn]
-            raise AgentError(f"upload of {path.name} to {storageElement} as {lfn} failed: {reason}")
+            raise AgentError(f"upload of {name} to {storageElement} as {lfn} failed: {reason}")
     return f"uploaded {len(files)} files to {base} on {storageElement}"

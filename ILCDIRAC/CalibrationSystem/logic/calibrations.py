@@ -17,17 +17,19 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
-from ILCDIRAC.CalibrationSystem.logic.results import CONSTANTS_FILE, RESULT_PREFIX, history, result_files
+from ILCDIRAC.CalibrationSystem.logic.results import CONSTANTS_FILE, RESULT_NAMES, RESULT_PREFIX, history, result_files
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import constant_uncertainties
-from ILCDIRAC.CalibrationSystem.Utilities import steering
+from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
+from ILCDIRAC.CalibrationSystem.Utilities.paths import path_problem, relative_path
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
+from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, SettingsError, settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import slice_problems, worker_slice
+from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummaryError
 
 RUNNING, KILLED, FAILED = "running", "killed", "failed"
-STEERING_FILE = "steering.xml"
 
 
 class CalibrationError(Exception):
@@ -52,9 +54,9 @@ def create_calibration(db: CalibrationDB, caller: Caller, settingsDict: Any, inp
         settings = settings_from_dict(settingsDict)
     except SettingsError as exc:
         raise CalibrationError(f"invalid settings: {exc}") from None
-    files = _input_files(inputFiles)
     resolved = settings.to_dict()
-    problems = _steering_problems(files[STEERING_FILE], resolved)
+    files = check_input_files(inputFiles, resolved)
+    problems = []
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
     for sample in sorted({s for key in sequence for s in phase_for(key).samples}):
         problems += slice_problems(
@@ -87,25 +89,33 @@ def results_needed(fraction: float, numberOfWorkers: int) -> int:
     return max(1, math.ceil(round(fraction * numberOfWorkers, 9)))
 
 
-def _input_files(inputFiles: Any) -> dict[str, str]:
+def check_input_files(inputFiles: Any, settings: Mapping[str, Any]) -> dict[str, str]:
+    """The user's reconstruction files if the calibration can run with them (names, steering
+    file, included and Pandora files checked as Marlin and Pandora will read them); otherwise
+    CalibrationError listing every problem. ``dirac-clic-calibration-submit --dry-run`` runs this
+    same check on the files it would send."""
     if not isinstance(inputFiles, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in inputFiles.items()
     ):
         raise CalibrationError("input files must be a dict of file name -> text content")
     if STEERING_FILE not in inputFiles:
         raise CalibrationError(f"input files must contain the Marlin steering file as {STEERING_FILE!r}")
-    bad = [name for name in inputFiles if "/" in name or name.startswith(".") or not name or not is_input_file(name)]
-    if bad:
-        raise CalibrationError(
-            f"input file names must be plain file names, not paths or names starting with {RESULT_PREFIX!r} or "
-            f"'step<N>_' (kept for the calibration's own files): {bad}"
-        )
+    problems = []
+    for name in inputFiles:
+        problem = path_problem(name)
+        if problem is None and relative_path(name) != name:
+            problem = f"file name {name!r} is not normalised (write it as {relative_path(name)!r})"
+        if problem is None and not is_input_file(name):
+            problem = (f"file name {name!r} is kept for the calibration's own files (names starting with "
+                       f"{RESULT_PREFIX!r} or 'step<N>_', and {', '.join(RESULT_NAMES)})")
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise CalibrationError("input files: " + "; ".join(problems))
+    problems = [f"steering file: {problem}" for problem in reconstruction.check(inputFiles, settings)]
+    if problems:
+        raise CalibrationError("cannot create calibration: " + "; ".join(problems))
     return dict(inputFiles)
-
-
-def _steering_problems(xml: str, settings: Mapping[str, Any]) -> list[str]:
-    names = [settings[key] for key in ("DDCaloDigiName", "DDPandoraPFANewProcessorName", "PfoAnalysisName")]
-    return [f"steering file: {problem}" for problem in steering.processor_problems(xml, names)]
 
 
 # ------------------------------------------------------------------------------------ access
@@ -262,9 +272,10 @@ def register_workers(db: CalibrationDB, caller: Caller, calibrationID: int, jobI
 
 
 def is_input_file(name: str) -> bool:
-    """Files the user submitted (steering, Pandora settings), as opposed to files the calibration
-    made: step artifacts (``step<N>_...``, fetched when a step needs them) and results."""
-    return not (name.startswith(RESULT_PREFIX) or re.match(r"step\d+_", name))
+    """Files the user submitted (steering, included and Pandora files), as opposed to files the
+    calibration made: step artifacts (``step<N>_...``, fetched when a step needs them) and
+    results (whose names the user's files must not take in the result set)."""
+    return not (name.startswith(RESULT_PREFIX) or re.match(r"step\d+_", name) or name in RESULT_NAMES)
 
 
 def application_status(calibrationID: int, action: str, step: int | None = None, key: str | None = None) -> str:
@@ -362,13 +373,16 @@ def close_step(db: CalibrationDB, calibrationID: int, step: int) -> StepClose | 
 def finalize_calibration(db: CalibrationDB, calibrationID: int) -> list[str]:
     """Store the result files of a finished calibration if they are not there yet (idempotent:
     the agent calls it again after a service crash between the last close and this)."""
-    calibration = db.getCalibration(calibrationID)
+    calibration = db.getCalibration(calibrationID, full=True)
     if calibration["Status"] != FINISHED:
         return []
     present = set(db.listFiles(calibrationID))
     if CONSTANTS_FILE in present:
         return []
-    files = result_files(calibration, db.getSteps(calibrationID), db.getFile(calibrationID, STEERING_FILE).decode())
+    inputs = {name: db.getFile(calibrationID, name).decode() for name in present if is_input_file(name)}
+    trained = ProcedureState.from_dict(calibration["State"]).inputs.get(MERGED_LIKELIHOOD)
+    likelihood = db.getFile(calibrationID, trained).decode() if trained else None
+    files = result_files(calibration, db.getSteps(calibrationID), inputs, likelihood)
     for name, content in files.items():
         db.putFile(calibrationID, name, content)
     return sorted(files)
