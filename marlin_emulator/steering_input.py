@@ -39,6 +39,8 @@ REGION_COLLECTIONS = {
 }
 #: RealisticCaloDigi's time window when timingCut is on and the steering gives none (ns).
 REALISTIC_TIME_WINDOW = 100.0
+#: PfoAnalysis's default upper edge of MuonDirectionCorrectedCaloHitEnergy (GeV; 500 bins from 0).
+PFO_MUON_HISTOGRAM_HIGH = 1.0
 #: DDMarlinPandora's default software-compensation limit (LCContent SoftwareCompensationParameters).
 DEFAULT_SOFT_COMP_LIMIT = 100.0
 #: DDCaloDigi's raw sim-energy thresholds (GeV) when the steering gives none.
@@ -305,7 +307,7 @@ def _pfo_analysis(p: _Parameters) -> PfoAnalysisParameters:
         rootFile=rootFile,
         collectCalibrationDetails=p.flag("CollectCalibrationDetails", False),
         muonHistogramBins=bins,
-        muonHistogramHigh=p.float("XUpperValueMuonCaloHitEnergyHist", 0.002),
+        muonHistogramHigh=p.float("XUpperValueMuonCaloHitEnergyHist", PFO_MUON_HISTOGRAM_HIGH),
     )
 
 

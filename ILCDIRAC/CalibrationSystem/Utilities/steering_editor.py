@@ -39,7 +39,14 @@ from ILCDIRAC.CalibrationSystem.Utilities.marlin_xml import (
     remove,
     set_value,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.steering import Param, Processor, Steering, SteeringError
+from ILCDIRAC.CalibrationSystem.Utilities.steering import (
+    STEERING_FILE,
+    Param,
+    Processor,
+    Steering,
+    SteeringError,
+    read_text,
+)
 
 _WHOLE_CONSTANT = re.compile(r"^\s*\$\{([^}]+)\}\s*$")
 
@@ -218,4 +225,19 @@ def _text(value: Any) -> str:
         raise SteeringError(str(exc)) from None
 
 
-__all__ = ["SteeringEditor"]
+# ------------------------------------------------------------------------------------ one text
+def set_processor_parameters(text: str, processor: str, values: Mapping[str, Any], vectors: Collection[str] = ()) -> str:
+    """A steering file that includes nothing, given as text, with the processor's values set."""
+    editor = SteeringEditor(read_text(text))
+    editor.set_parameters(processor, values, vectors)
+    return editor.texts()[STEERING_FILE]
+
+
+def set_global_parameters(text: str, values: Mapping[str, Any]) -> str:
+    """A steering file that includes nothing, given as text, with global parameters set."""
+    editor = SteeringEditor(read_text(text))
+    editor.set_globals(values)
+    return editor.texts()[STEERING_FILE]
+
+
+__all__ = ["SteeringEditor", "set_global_parameters", "set_processor_parameters"]
