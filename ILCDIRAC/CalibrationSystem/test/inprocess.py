@@ -118,15 +118,16 @@ def run_calibration(
     workerOrder: Sequence[int] | None = None,
     maxPasses: int = 200,
     steering: Path = STEERING,
+    runner: EmulatorRunner | None = None,
 ) -> Outcome:
     """Create the calibration of ``steering`` (and the files it names) and drive its workers
-    until it ends (or ``maxPasses`` steps)."""
+    until it ends (or ``maxPasses`` steps); ``runner`` runs the reconstruction command."""
     folder.mkdir(parents=True, exist_ok=True)
     resolved = settings_from_dict({**settings, "steeringFile": str(steering), "backend": "local"}).to_dict()
     db = CalibrationDB(f"sqlite+pysqlite:///{folder / 'calibration.sqlite'}")
     rpc = LogicRPC(db)
     calibrationID = logic.create_calibration(db, CALLER, resolved, input_files(resolved, steering))
-    runner = EmulatorRunner()
+    runner = runner or EmulatorRunner()
     workers = {}
     for workerID in range(resolved["numberOfJobs"]):
         worker = Worker(rpc, calibrationID, workerID, folder / f"worker_{workerID}", runner=runner)
