@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import BackendError, backend_named
-from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, check_input_files
+from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, validate_calibration
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect, plan
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SettingsError, load_settings
 from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles, SteeringError
@@ -37,10 +37,10 @@ def collect_input_files(settings: Mapping[str, Any], baseDir: Path) -> dict[str,
 
 
 def check_files(settings: Mapping[str, Any], baseDir: Path) -> list[str]:
-    """The service's checks on the files a submission would send, and what it found in them:
-    (lines describing the files and processors, or the problems as lines starting with ERROR)."""
+    """The service's checks on what a submission would send, and what they found in the files:
+    lines describing the files and processors, or the problem as one line starting with ERROR."""
     try:
-        files = check_input_files(collect_input_files(settings, baseDir), settings)
+        _, _, files = validate_calibration(settings, collect_input_files(settings, baseDir))
     except (SubmissionError, CalibrationError) as exc:
         return [f"ERROR: {exc}"]
     found = plan(files, settings)

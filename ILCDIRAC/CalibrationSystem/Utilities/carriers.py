@@ -44,24 +44,11 @@ PANDORA_CONSTANTS = (
     "MaxClusterEnergyToApplySoftComp",
 )
 CONSTANTS = DIGI_CONSTANTS + PANDORA_CONSTANTS
-#: The constants the procedure fits; every detector model gives a starting value for each.
-CALIBRATED_CONSTANTS = (
-    "CalibrECAL",
-    "ECALEndcapCorrectionFactor",
-    "CalibrHCALBarrel",
-    "CalibrHCALEndcap",
-    "CalibrHCALOther",
-    "ECalToMipCalibration",
-    "HCalToMipCalibration",
-    "MuonToMipCalibration",
-    "ECalToEMGeVCalibration",
-    "HCalToEMGeVCalibration",
-    "ECalToHadGeVCalibrationBarrel",
-    "ECalToHadGeVCalibrationEndCap",
-    "HCalToHadGeVCalibration",
-)
 #: Software compensation's limit: set to 0 on the Pandora processor while calibrating (a setting).
 SOFT_COMP = "MaxClusterEnergyToApplySoftComp"
+#: The constants the procedure fits; every detector model gives a starting value for each.
+CALIBRATED_CONSTANTS = tuple(c for c in CONSTANTS
+                             if c not in ("HCALEndcapCorrectionFactor", "MaxHCalHitHadronicEnergy", SOFT_COMP))
 #: Carrier value: DDCaloDigi's ECAL layer-group boundaries from the settings' layer counts.
 LAYER_BOUNDARIES = "ecalLayerBoundaries"
 #: Settings keys that name processors; a carrier's ``processor`` may be one of them.

@@ -24,7 +24,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.paths import path_problem, relative_pa
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
-from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, SettingsError, settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, Settings, SettingsError, settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import slice_problems, worker_slice
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummaryError
@@ -50,20 +50,8 @@ class Caller:
 # ------------------------------------------------------------------------------------ creation
 def create_calibration(db: CalibrationDB, caller: Caller, settingsDict: Any, inputFiles: Any) -> int:
     """Validate settings and input files completely, then store the calibration and its first step."""
-    try:
-        settings = settings_from_dict(settingsDict)
-    except SettingsError as exc:
-        raise CalibrationError(f"invalid settings: {exc}") from None
-    resolved = settings.to_dict()
-    files = check_input_files(inputFiles, resolved)
-    problems = []
+    settings, resolved, files = validate_calibration(settingsDict, inputFiles)
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
-    for sample in sorted({s for key in sequence for s in phase_for(key).samples}):
-        problems += slice_problems(
-            resolved[f"{sample}Files"], resolved[f"{sample}EventsPerFile"], resolved["numberOfJobs"], sample
-        )
-    if problems:
-        raise CalibrationError("cannot create calibration: " + "; ".join(problems))
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
     stage, phase = split_key(state.current)
     nWorkers = resolved["numberOfJobs"]
@@ -84,6 +72,25 @@ def create_calibration(db: CalibrationDB, caller: Caller, settingsDict: Any, inp
     )
 
 
+def validate_calibration(settingsDict: Any, inputFiles: Any) -> tuple[Settings, dict[str, Any], dict[str, str]]:
+    """(settings, resolved settings, input files) if the service would create this calibration,
+    else CalibrationError with every problem; ``--dry-run`` runs this same check."""
+    try:
+        settings = settings_from_dict(settingsDict)
+    except SettingsError as exc:
+        raise CalibrationError(f"invalid settings: {exc}") from None
+    resolved = settings.to_dict()
+    files = check_input_files(inputFiles, resolved)
+    problems = []
+    for sample in settings.samples():
+        problems += slice_problems(
+            resolved[f"{sample}Files"], resolved[f"{sample}EventsPerFile"], resolved["numberOfJobs"], sample
+        )
+    if problems:
+        raise CalibrationError("cannot create calibration: " + "; ".join(problems))
+    return settings, resolved, files
+
+
 def results_needed(fraction: float, numberOfWorkers: int) -> int:
     """ceil(fraction * workers), immune to 0.9 * 100 = 90.00000000000001."""
     return max(1, math.ceil(round(fraction * numberOfWorkers, 9)))
@@ -92,8 +99,7 @@ def results_needed(fraction: float, numberOfWorkers: int) -> int:
 def check_input_files(inputFiles: Any, settings: Mapping[str, Any]) -> dict[str, str]:
     """The user's reconstruction files if the calibration can run with them (names, steering
     file, included and Pandora files checked as Marlin and Pandora will read them); otherwise
-    CalibrationError listing every problem. ``dirac-clic-calibration-submit --dry-run`` runs this
-    same check on the files it would send."""
+    CalibrationError listing every problem."""
     if not isinstance(inputFiles, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in inputFiles.items()
     ):
