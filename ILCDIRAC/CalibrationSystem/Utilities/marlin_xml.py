@@ -21,6 +21,9 @@ import xml.parsers.expat
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+#: Deepest element nesting accepted (steering files nest a handful of levels; the bound keeps the
+#: recursive walks over the tree safe on files nobody checked).
+MAX_DEPTH = 100
 _FRAGMENT_ROOT = b"<marlin-include>"
 _FRAGMENT_END = b"</marlin-include>"
 _DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
@@ -95,6 +98,8 @@ def parse(name: str, text: str, *, fragment: bool = False) -> XmlFile:
     parser = xml.parsers.expat.ParserCreate(encoding="UTF-8")
 
     def start(tag: str, attrs: dict[str, str]) -> None:
+        if len(stack) >= MAX_DEPTH:
+            raise XmlError(f"{name}: elements are nested deeper than {MAX_DEPTH} levels (line {parser.CurrentLineNumber})")
         begin = parser.CurrentByteIndex
         close = _tag_end(masked, begin)
         parent = stack[-1] if stack else None

@@ -36,6 +36,11 @@ from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
 
 #: The name under which a calibration stores (and a worker writes) the user's top steering file.
 STEERING_FILE = "steering.xml"
+#: Longest value a ${...} substitution may produce (characters): constants built from constants
+#: could otherwise grow exponentially on the service.
+MAX_EXPANDED_LENGTH = 100_000
+#: Deepest parenthesis nesting of a processor condition the reader evaluates.
+MAX_CONDITION_DEPTH = 50
 
 
 class SteeringError(ValueError):
@@ -260,7 +265,7 @@ class _Reader:
     def substitute(self, text: str, where: str) -> str:
         """Marlin's performConstantReplacement: every ``${name}``, left to right, with values
         that were themselves expanded when they were defined (no second pass)."""
-        out, pos = [], 0
+        out, pos, length = [], 0, 0
         while True:
             found = text.find("${", pos)
             if found < 0:
@@ -272,7 +277,11 @@ class _Reader:
             key = text[found + 2 : close]
             if key not in self.constants:
                 raise SteeringError(f"{where}: constant ${{{key}}} is not defined (before this point) in <constants>")
-            out += [text[pos:found], self.constants[key].value]
+            value = self.constants[key].value
+            length += found - pos + len(value)
+            if length > MAX_EXPANDED_LENGTH:
+                raise SteeringError(f"{where}: substituting constants gives more than {MAX_EXPANDED_LENGTH} characters")
+            out += [text[pos:found], value]
             pos = close + 1
 
     def _constants(self, section: Node) -> None:
@@ -452,11 +461,13 @@ def _short(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ conditions
-def evaluate(expression: str) -> bool | None:
+def evaluate(expression: str, depth: int = 0) -> bool | None:
     """A processor condition as far as the steering file decides it: True or False when it
     depends only on ``true``/``false`` (Marlin's predefined values), else None (a processor's
     result, known only when Marlin runs). Marlin's grammar: ``!``, ``&&``, ``||`` evaluated left
     to right without precedence, parentheses, white space ignored."""
+    if depth > MAX_CONDITION_DEPTH:
+        raise SteeringError(f"condition {_short(expression)!r} is nested deeper than {MAX_CONDITION_DEPTH} levels")
     tokens = _tokenize(expression)
     if len(tokens) == 1 and "&" not in tokens[0][2] and "|" not in tokens[0][2]:
         _, negated, value = tokens[0]
@@ -464,7 +475,7 @@ def evaluate(expression: str) -> bool | None:
         return None if known is None else known != negated
     result: bool | None = True
     for operation, negated, value in tokens:
-        term = evaluate(value)
+        term = evaluate(value, depth + 1)
         if term is not None and negated:
             term = not term
         result = _and(result, term) if operation == "&&" else _or(result, term)

@@ -70,6 +70,17 @@ def test_bad_constants(constants, message):
         read_text(marlin("").replace("<execute>", f"<constants>{constants}</constants><execute>"))
 
 
+def test_limits_keep_a_hostile_file_from_exhausting_the_service():
+    doubling = "".join(f'<constant name="C{i + 1}" value="${{C{i}}}${{C{i}}}"/>' for i in range(40))
+    text = marlin("").replace("<execute>", f'<constants><constant name="C0" value="xxxxxxxxxx"/>{doubling}</constants><execute>')
+    with pytest.raises(SteeringError, match="more than 100000 characters"):
+        read_text(text)
+    with pytest.raises(SteeringError, match="nested deeper than 100 levels"):
+        read_text(marlin("<a>" * 150 + "</a>" * 150))
+    with pytest.raises(SteeringError, match="nested deeper than 50 levels"):
+        evaluate("(" * 60 + "true && true" + ")" * 60)
+
+
 def test_an_unknown_constant_anywhere_is_an_error_even_in_a_processor_that_does_not_run():
     text = marlin(proc("A") + proc("B", params=param("P", "${Nope}")), '<processor name="A"/>')
     with pytest.raises(SteeringError, match=r"line 6 \(parameter P\): constant \$\{Nope\} is not defined"):
