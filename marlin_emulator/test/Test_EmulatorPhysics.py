@@ -1,7 +1,6 @@
 """Emulator physics: the PfoAnalysis output reacts to the constants the way Marlin's would, and
 the original selections with an independent estimator recover the detector truth."""
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

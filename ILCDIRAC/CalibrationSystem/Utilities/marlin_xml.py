@@ -54,9 +54,6 @@ class Element:
         for child in self.children:
             yield from child.iter()
 
-    def elements(self, tag: str) -> list["Element"]:
-        return [c for c in self.children if c.tag == tag]
-
     def text(self) -> str:
         """The text content as Marlin joins it: text pieces separated by a space where a comment
         or child element interrupts them (TinyXML gives those as separate child nodes)."""
@@ -73,11 +70,6 @@ class XmlFile:
     name: str
     data: bytes
     root: Element
-    fragment: bool
-    offset: int = 0  # bytes of synthetic wrapper before the file's own first byte
-
-    def where(self, element: Element) -> str:
-        return f"{self.name}, line {element.line}"
 
 
 def parse(name: str, text: str, *, fragment: bool = False) -> XmlFile:
@@ -138,8 +130,8 @@ def parse(name: str, text: str, *, fragment: bool = False) -> XmlFile:
         wrapper = roots[0]
         for child in wrapper.children:
             child.parent = None
-        return XmlFile(name, data, wrapper, True, offset)
-    return XmlFile(name, data, roots[0], False)
+        return XmlFile(name, data, wrapper)
+    return XmlFile(name, data, roots[0])
 
 
 def without_comments(data: bytes) -> bytes:

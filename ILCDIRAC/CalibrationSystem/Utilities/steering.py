@@ -536,19 +536,6 @@ def read_text(text: str) -> Steering:
     return read_steering({STEERING_FILE: text})
 
 
-def read_parameters(text: str, processor: str) -> dict[str, str]:
-    """A processor's effective parameters (own, then its group's), tokens joined by spaces."""
-    parsed = read_text(text)
-    if processor not in parsed.processors:
-        raise SteeringError(f"processor {processor!r} is not defined")
-    return parsed.processors[processor].values()
-
-
-def read_global_parameters(text: str) -> dict[str, str]:
-    parsed = read_text(text)
-    return {p.name: parsed.global_value(p.name) for p in parsed.globals}
-
-
 __all__ = [
     "STEERING_FILE",
     "Constant",
@@ -561,8 +548,6 @@ __all__ = [
     "Steering",
     "SteeringError",
     "evaluate",
-    "read_global_parameters",
-    "read_parameters",
     "read_steering",
     "read_text",
 ]

@@ -1,5 +1,4 @@
 """Pandora photon-likelihood data: the real file format, round trips, the stage-2 merge by hand."""
-from pathlib import Path
 
 import numpy as np
 import pytest
