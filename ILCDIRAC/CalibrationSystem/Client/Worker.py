@@ -282,15 +282,15 @@ class Worker:
         """The user's files for one run: this step's constants, this worker's slice, the output
         file ``<name>.root`` and the Pandora settings of the run (training output ``<name>_<file>``)."""
         events = self.slices[sample]
-        run = Run(
-            inputFiles=events.files,
-            maxRecordNumber=events.events,
-            skipNEvents=events.skip,
-            rootFile=f"{name}.root",
-            trainingOutput=f"{name}_{TRAINING_OUTPUT}" if training else None,
-            likelihood=None if training else self.trained_likelihood(params),
-        )
         try:
+            run = Run(
+                inputFiles=events.files,
+                maxRecordNumber=events.events,
+                skipNEvents=events.skip,
+                rootFile=f"{name}.root",
+                trainingOutput=f"{name}_{TRAINING_OUTPUT}" if training else None,
+                likelihood=None if training else self.trained_likelihood(params),
+            )
             return run_files(self.files, self.settings, params["constants"], run)
         except SteeringError as exc:
             raise ReconstructionFailed(f"cannot write the steering files: {exc}") from None

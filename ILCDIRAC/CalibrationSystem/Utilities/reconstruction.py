@@ -63,7 +63,7 @@ class Plan:
     steering: Steering
     pandora: str
     pfoAnalysis: str
-    pfoAction: str  # "use" (it runs), "run" (defined, added to <execute>) or "add" (defined and run)
+    pfoAction: str  # "use" (it runs), "run" (defined: added to <execute>) or "add" (a new one, defined and run)
     pandoraSettings: str
     trainingSettings: str | None
 
