@@ -7,20 +7,29 @@ Every cycle, for every calibration that needs looking after:
   ``maxResubmissionsPerWorker``, gives up on the rest, and fails the calibration with the reason
   once its threshold can no longer be reached or too many workers failed (``logic.health``);
 - kills the jobs of killed, failed and finished calibrations;
-- delivers a finished calibration's results to its ``outputPath`` (a local folder, or an LFN on
-  ``outputSE`` through the DIRAC DataManager, as the owner);
+- delivers a finished calibration's results to its ``outputPath``: an LFN folder inside the
+  owner's grid user folder, on ``outputSE``, through the DIRAC DataManager, as the owner;
 - deletes the working data of calibrations ended more than ``DeleteAfterDays`` ago.
 Grid operations run with the owner's proxy (``executeWithUserProxy``); a problem with one
 calibration is logged and never stops the others.
+
+The agent runs as the DIRAC host: it never runs a command, uses an environment or touches a
+path a user chose. Only where the administrator sets ``LocalBackendDir`` (a single-user
+installation) does it start local worker processes (below ``<LocalBackendDir>/workers``, with its
+own environment, on the owner's behalf) and copy a local calibration's results below
+``<LocalBackendDir>/results``; it creates those folders itself and follows no link in them.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from DIRAC import S_OK
+from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
+from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getVOForGroup
 from DIRAC.Core.Base.AgentModule import AgentModule
 from DIRAC.Core.Utilities.Proxy import executeWithUserProxy
 
@@ -30,7 +39,14 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import now
 from ILCDIRAC.CalibrationSystem.logic.health import ENDED_WORKER_STATES, Limits, review_workers
 from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
 from ILCDIRAC.CalibrationSystem.logic.supervision import older_than
-from ILCDIRAC.CalibrationSystem.Utilities.paths import relative_path
+from ILCDIRAC.CalibrationSystem.Utilities.paths import (
+    PathError,
+    lfn_within,
+    normal_lfn,
+    open_below,
+    relative_path,
+    user_home,
+)
 
 
 class AgentError(RuntimeError):
@@ -44,6 +60,8 @@ class CalibrationAgent(AgentModule):
         self.client = CalibrationClient(useCertificates=True)
         self.stallTimeout = float(self.am_getOption("StallTimeout", 14400))
         self.deleteAfterDays = float(self.am_getOption("DeleteAfterDays", 30))
+        localDir = self.am_getOption("LocalBackendDir", "")
+        self.localDir = Path(localDir).resolve() if localDir else None
         return S_OK()
 
     def execute(self):
@@ -68,10 +86,12 @@ class CalibrationAgent(AgentModule):
         calibrationID = calibration["calibrationID"]
         settings = calibration["settings"]
         workers = calibration["workers"]
-        active = [w for w in workers if w["jobID"] and w["status"] not in ENDED_WORKER_STATES]
+        active = {w["workerID"]: w["jobID"] for w in workers if w["jobID"] and w["status"] not in ENDED_WORKER_STATES}
         if active:
-            backend = backend_for(calibration["backend"], calibration["backendInfo"], settings)
-            states = self.as_owner(calibration, backend.states, [w["jobID"] for w in active])
+            backend = backend_for(calibration["backend"], settings,
+                                  localDir=self.localDir / "workers" if self.localDir else None,
+                                  owner=(calibration["ownerDN"], calibration["ownerGroup"]))
+            states = self.on_backend(calibration, backend.states, calibrationID, active)
             limits = Limits(int(settings["maxResubmissionsPerWorker"]), float(settings["maxFailedWorkerFraction"]),
                             self.stallTimeout)
             review = review_workers(calibration, workers, states, now(), limits)
@@ -87,7 +107,7 @@ class CalibrationAgent(AgentModule):
         byJob = {w["jobID"]: w for w in calibration["workers"]}
         updates: dict[str, dict[str, Any]] = {}
         if review.kill:
-            self.as_owner(calibration, backend.kill, review.kill)
+            self.on_backend(calibration, backend.kill, calibrationID, {byJob[j]["workerID"]: j for j in review.kill})
             for jobID in review.kill:
                 worker = byJob[jobID]
                 if calibration["status"] != "running" or review.fail:
@@ -97,7 +117,7 @@ class CalibrationAgent(AgentModule):
             self.call("failCalibration", calibrationID, review.fail)
             self.log.warn(f"calibration {calibrationID} failed", review.fail)
         if review.resubmit:
-            jobs = self.as_owner(calibration, backend.submit, calibrationID, review.resubmit)
+            jobs = self.on_backend(calibration, backend.submit, calibrationID, review.resubmit)
             workers = {w["workerID"]: w for w in calibration["workers"]}
             for workerID, jobID in jobs.items():
                 updates[str(workerID)] = {
@@ -112,10 +132,15 @@ class CalibrationAgent(AgentModule):
         if updates:
             self.call("setWorkerStates", calibrationID, updates)
 
-    def as_owner(self, calibration: dict[str, Any], function: Callable, *args: Any) -> Any:
-        """Run a backend operation with the owner's proxy (grid jobs belong to the user)."""
+    def on_backend(self, calibration: dict[str, Any], function: Callable, *args: Any) -> Any:
+        """Run a backend operation: grid jobs belong to the user (their proxy), local processes
+        are this machine's."""
         if calibration["backend"] == "local":
             return function(*args)
+        return self.as_owner(calibration, function, *args)
+
+    def as_owner(self, calibration: dict[str, Any], function: Callable, *args: Any) -> Any:
+        """Run a grid operation with the owner's proxy."""
 
         def wrapped():
             return S_OK(function(*args))
@@ -129,20 +154,21 @@ class CalibrationAgent(AgentModule):
 
     # ------------------------------------------------------------------ results
     def deliver(self, calibration: dict[str, Any]) -> None:
-        """Copy the result files to the owner's outputPath and record where they went; a
+        """Copy the result files to the owner's outputPath (grid) or, for a local calibration on
+        a single-user installation, below LocalBackendDir, and record where they went; a
         calibration whose results cannot go anywhere is marked delivered with the reason (the
         results stay with the service), so it is not retried every cycle."""
         calibrationID = calibration["calibrationID"]
         self.call("finalizeCalibration", calibrationID)
         settings = calibration["settings"]
         outputPath = settings.get("outputPath")
-        if not outputPath:
+        if outputPath:
+            problem = self.output_problem(calibration, outputPath)
+            if problem:
+                self.call("markDelivered", calibrationID, f"{problem}: results stay with the service")
+                return
+        elif not (calibration["backend"] == "local" and self.localDir):
             self.call("markDelivered", calibrationID, "no outputPath set: results stay with the service")
-            return
-        grid = to_storage_element(calibration["backend"], settings)
-        if grid and not settings.get("outputSE"):
-            self.call("markDelivered", calibrationID,
-                      f"outputPath {outputPath} is an LFN folder but no outputSE is set: results stay with the service")
             return
         folder = Path(tempfile.mkdtemp(prefix=f"calibration_{calibrationID}_"))
         try:
@@ -151,33 +177,46 @@ class CalibrationAgent(AgentModule):
                 path = folder / relative_path(name.removeprefix(RESULT_PREFIX))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(decode_file(stored))
-            if grid:
-                report = self.as_owner(calibration, upload, folder, outputPath, settings["outputSE"], calibrationID)
+            if outputPath:
+                report = self.as_owner(calibration, upload, folder, normal_lfn(outputPath), settings["outputSE"],
+                                       calibrationID)
             else:
-                report = copy_local(folder, Path(outputPath), calibrationID)
+                report = copy_local(folder, self.localDir / "results", calibrationID)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.call("markDelivered", calibrationID, report)
         self.log.notice(f"calibration {calibrationID}: results delivered", report)
 
+    @staticmethod
+    def output_problem(calibration: dict[str, Any], outputPath: str) -> str | None:
+        """Why the results cannot go to ``outputPath`` (checked again here, where it is used), or None."""
+        settings = calibration["settings"]
+        vo = getVOForGroup(calibration["ownerGroup"])
+        try:
+            lfn = normal_lfn(outputPath, "outputPath")
+            prefix = Operations(vo=vo).getValue("LFNUserPrefix", "user") if vo else None
+            home = user_home(vo, prefix, calibration["owner"]) if vo else None
+        except PathError as exc:
+            return str(exc)
+        if home is None or not lfn_within(lfn, home):
+            return f"outputPath {lfn} is not in {calibration['owner']}'s grid user folder"
+        if not settings.get("outputSE"):
+            return f"outputPath {lfn} is an LFN folder but no outputSE is set"
+        return None
 
-def to_storage_element(backend: str, settings: dict[str, Any]) -> bool:
-    """Whether outputPath is an LFN folder (results go to outputSE) rather than a local folder.
 
-    A grid calibration's outputPath is always an LFN: its owner is not on the agent's machine,
-    so a folder there would reach nobody. A local calibration's is a folder on this machine,
-    unless it says ``LFN:`` explicitly."""
-    return settings["outputPath"].startswith("LFN:") or backend == "dirac"
-
-
-def copy_local(folder: Path, outputPath: Path, calibrationID: int) -> str:
-    """Copy every file of ``folder`` into <outputPath>/calibration_<ID>/ (again on a retry)."""
-    target = outputPath / f"calibration_{calibrationID}"
+def copy_local(folder: Path, root: Path, calibrationID: int) -> str:
+    """Copy every file below ``folder`` (the result folder in the user's layout) into
+    <root>/calibration_<ID>/ (again on a retry), creating the folders and the files without
+    following any link."""
+    root.mkdir(parents=True, exist_ok=True)
     files = result_paths(folder)
     for name in files:
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(folder / name, target / name)
-    return f"copied {len(files)} files to {target}"
+        *folders, base = name.split("/")
+        fd = open_below(root, [f"calibration_{calibrationID}", *folders], base, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as target:
+            target.write((folder / name).read_bytes())
+    return f"copied {len(files)} files to {root / f'calibration_{calibrationID}'}"
 
 
 def result_paths(folder: Path) -> list[str]:
@@ -192,7 +231,7 @@ def upload(folder: Path, outputPath: str, storageElement: str, calibrationID: in
     files it did upload must not make the retry fail with "LFN already exists"."""
     from DIRAC.DataManagementSystem.Client.DataManager import DataManager
 
-    base = outputPath.removeprefix("LFN:").rstrip("/") + f"/calibration_{calibrationID}"
+    base = f"{outputPath}/calibration_{calibrationID}"
     manager = DataManager()
     files = result_paths(folder)
     for name in files:

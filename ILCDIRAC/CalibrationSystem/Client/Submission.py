@@ -112,7 +112,7 @@ def submit(settingsFile: str, workDir: Path) -> int:
         client.killCalibration(calibrationID)
         print(f"ERROR: calibration {calibrationID} killed, its workers could not be started: {exc}", file=sys.stderr)
         return 1
-    registered = client.registerWorkers(calibrationID, {str(w): j for w, j in jobs.items()}, backend.info())
+    registered = client.registerWorkers(calibrationID, {str(w): j for w, j in jobs.items()})
     if not registered["OK"]:
         print(f"ERROR: calibration {calibrationID} created, but its workers could not be registered: "
               f"{failure(registered)}", file=sys.stderr)

@@ -29,7 +29,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
+from ILCDIRAC.CalibrationSystem.Utilities.paths import (
+    LFN_PREFIX,
+    PathError,
+    confined,
+    is_url,
+    normal_lfn,
+    relative_path,
+    sample_file,
+)
 from ILCDIRAC.CalibrationSystem.Utilities.pfoanalysis import ReconstructionOutputError, read_outputs
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD, TRAINING_OUTPUT
@@ -42,7 +50,6 @@ log = logging.getLogger("CalibrationWorker")
 EXIT_ENDED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_RECONSTRUCTION = 0, 2, 3, 4
 #: Where downloaded sample files go, below the work directory (mirroring their LFN folders).
 INPUT_DIR = "inputs"
-LFN_PREFIX = "LFN:"
 #: Answers of getStepParameters that end the worker: the service decided the calibration's fate.
 END_ACTIONS = ("finished", "killed", "failed")
 #: DIRAC's job monitor stores ApplicationStatus in 255 characters.
@@ -211,21 +218,35 @@ class Worker:
         ``LFN:...`` is always an LFN; a URL or a file that exists here (relative paths count from
         the work directory, where the reconstruction runs) is used in place; any other name is an
         LFN (grid sample lists name them without the prefix) when this worker can download, and
-        is otherwise left for the reconstruction to report."""
+        is otherwise left for the reconstruction to report. Every name is checked first by the
+        path rules (``Utilities.paths``): none climbs out of where it belongs with ``..``."""
         files = []
         for name in events.files:
+            try:
+                name = sample_file(name)
+                here = is_url(name) or (not name.startswith(LFN_PREFIX) and self._exists_here(name))
+            except PathError as exc:
+                raise ReconstructionFailed(f"sample file refused: {exc}") from None
             explicit = name.startswith(LFN_PREFIX)
-            here = "://" in name or (self.workDir / name).exists()
             if explicit and self.download is None:
                 raise ReconstructionFailed(f"sample file {name} is an LFN, but this worker cannot download "
                                            f"from the grid")
             remote = explicit or (not here and self.download is not None)
-            files.append(self.local_copy(name.removeprefix(LFN_PREFIX)) if remote else name)
+            files.append(self.local_copy(name) if remote else name)
         return replace(events, files=tuple(files))
 
-    def local_copy(self, lfn: str) -> str:
+    def _exists_here(self, name: str) -> bool:
+        """Whether ``name`` is a file on this machine: absolute, or inside the work directory."""
+        return Path(name).exists() if name.startswith("/") else confined(self.workDir, name, "sample file").exists()
+
+    def local_copy(self, name: str) -> str:
+        """The local copy of an LFN, downloaded once into inputs/<its LFN folders> (never outside)."""
+        try:
+            lfn = normal_lfn(name if name.startswith(LFN_PREFIX) else "/" + name.lstrip("/"), "sample LFN")
+            folder = confined(self.workDir / INPUT_DIR, lfn, "sample LFN").parent
+        except PathError as exc:
+            raise ReconstructionFailed(f"sample file refused: {exc}") from None
         if lfn not in self.downloaded:
-            folder = (self.workDir / INPUT_DIR / lfn.lstrip("/")).parent
             self.downloaded[lfn] = str(self.download(lfn, folder))
         return self.downloaded[lfn]
 

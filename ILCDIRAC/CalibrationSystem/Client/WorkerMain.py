@@ -14,20 +14,23 @@ from ILCDIRAC.CalibrationSystem.Client.Worker import Worker, download_lfn, marli
 WATCHDOG_SWITCH = "DISABLE_WATCHDOG_CPU_WALLCLOCK_CHECK"
 
 
-def run_worker(calibrationID: int, workerID: int, workDir: Path) -> int:
+def run_worker(calibrationID: int, workerID: int, workDir: Path, owner: tuple[str, str] | None = None) -> int:
     """Run one worker to its end and return its exit code (see ``Worker``).
 
     Inside a DIRAC job the status goes to the job monitor and Marlin comes from the iLCSoft
     release on CVMFS; elsewhere the status is only logged and ``marlinExecutable`` is run as is.
-    Sample files given as LFNs are downloaded in both cases."""
+    Sample files given as LFNs are downloaded in both cases. A worker the agent restarted on its
+    own machine has ``owner`` (DN, group): it talks to the service with the host certificate on
+    the owner's behalf (DIRAC delegation), as only a TrustedHost may."""
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     jobID = dirac_job_id(os.environ)
     if jobID is not None:
         Path(WATCHDOG_SWITCH).touch()
+    credentials = {} if owner is None else {"useCertificates": True, "delegatedDN": owner[0], "delegatedGroup": owner[1]}
     worker = Worker(
-        CalibrationClient(),
+        CalibrationClient(**credentials),
         calibrationID,
         workerID,
         workDir,

@@ -38,7 +38,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import mysql
@@ -72,7 +74,6 @@ calibrations = _table(
     Column("NumberOfWorkers", Integer, nullable=False),
     Column("ResultsNeeded", Integer, nullable=False),
     Column("Backend", String(32), nullable=False),
-    Column("BackendInfo", LongText, nullable=False),
     Column("CreationTime", DateTime, nullable=False),
     Column("LastUpdate", DateTime, nullable=False),
     Column("EndTime", DateTime, nullable=True),
@@ -193,10 +194,21 @@ class CalibrationDB:
         resultsNeeded: int,
         backend: str,
         inputFiles: Mapping[str, bytes],
+        maxRunning: int | None = None,
     ) -> int:
-        """Create a calibration with its first open step, its worker slots and its input files, atomically."""
+        """Create a calibration with its first open step, its worker slots and its input files,
+        atomically; refused (CalibrationDBError) when the owner already has ``maxRunning`` running
+        calibrations (counted with the owner's rows locked, so concurrent creations cannot both pass)."""
         stamp = now()
         with self.engine.begin() as conn:
+            if maxRunning is not None:
+                running = conn.execute(
+                    select(calibrations.c.CalibrationID)
+                    .where(and_(calibrations.c.Owner == owner, calibrations.c.Status == "running"))
+                    .with_for_update()
+                ).all()
+                if len(running) >= maxRunning:
+                    raise CalibrationDBError(f"{owner} has {len(running)} running calibrations already")
             calibrationID = conn.execute(
                 insert(calibrations).values(
                     OwnerDN=ownerDN,
@@ -212,7 +224,6 @@ class CalibrationDB:
                     NumberOfWorkers=numberOfWorkers,
                     ResultsNeeded=resultsNeeded,
                     Backend=backend,
-                    BackendInfo=dumps({}),
                     CreationTime=stamp,
                     LastUpdate=stamp,
                 )
@@ -249,8 +260,9 @@ class CalibrationDB:
         owner: str | None = None,
         statuses: Iterable[str] | None = None,
         calibrationIDs: Iterable[int] | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Calibrations without their bulky settings/state, newest first."""
+        """Calibrations without their bulky settings/state, newest first (the newest ``limit``)."""
         columns = [c for c in calibrations.c if c.name not in ("Settings", "State")]
         query = select(*columns).order_by(calibrations.c.CalibrationID.desc())
         if calibrationIDs is not None:
@@ -259,17 +271,26 @@ class CalibrationDB:
             query = query.where(calibrations.c.Owner == owner)
         if statuses is not None:
             query = query.where(calibrations.c.Status.in_(list(statuses)))
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_calibration_dict(row) for row in conn.execute(query).mappings()]
 
+    def getStates(self, calibrationIDs: Sequence[int]) -> dict[int, Any]:
+        """The procedure state of each calibration (one query)."""
+        if not calibrationIDs:
+            return {}
+        query = select(calibrations.c.CalibrationID, calibrations.c.State).where(
+            calibrations.c.CalibrationID.in_(list(calibrationIDs)))
+        with self.engine.connect() as conn:
+            return {int(i): json.loads(state) for i, state in conn.execute(query)}
+
     def updateCalibration(self, calibrationID: int, **values: Any) -> None:
-        """Set bookkeeping columns (backend information, delivery and clean-up records)."""
-        allowed = {"BackendInfo", "DeliveryTime", "DeliveryReport", "CleanupTime"}
+        """Set bookkeeping columns (delivery and clean-up records)."""
+        allowed = {"DeliveryTime", "DeliveryReport", "CleanupTime"}
         unknown = set(values) - allowed
         if unknown:
             raise ValueError(f"unknown calibration fields {sorted(unknown)}")
-        if "BackendInfo" in values:
-            values["BackendInfo"] = dumps(values["BackendInfo"])
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(calibrations).where(calibrations.c.CalibrationID == calibrationID).values(**values)
@@ -298,6 +319,14 @@ class CalibrationDB:
         if row is None:
             raise CalibrationDBError(f"calibration {calibrationID} has no step {step}")
         return _step_dict(row)
+
+    def getStepsAt(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], dict[str, Any]]:
+        """The steps (calibration ID, step) asked for, in one query."""
+        if not keys:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(steps).where(tuple_(steps.c.CalibrationID, steps.c.Step).in_(list(keys))))
+            return {(int(row["CalibrationID"]), int(row["Step"])): _step_dict(row) for row in rows.mappings()}
 
     def getSteps(self, calibrationID: int) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -490,13 +519,32 @@ class CalibrationDB:
         if changed != 1:
             raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
 
-    def registerJobs(self, calibrationID: int, jobIDs: Mapping[int, str]) -> None:
-        """Record job IDs in one transaction; a worker that already contacted the service keeps its state."""
-        with self.engine.begin() as conn:
-            for workerID, jobID in jobIDs.items():
-                where = and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID)
-                conn.execute(update(workers).where(where).values(JobID=jobID))
-                conn.execute(update(workers).where(and_(where, workers.c.Status == "created")).values(Status="submitted"))
+    def registerJobs(self, calibrationID: int, jobIDs: Mapping[int, str]) -> bool:
+        """Record the job IDs of workers that have none yet, of a running calibration, in one
+        transaction: all of them or (False) none. A worker that already contacted the service
+        keeps its state."""
+        try:
+            with self.engine.begin() as conn:
+                running = conn.execute(
+                    select(calibrations.c.CalibrationID)
+                    .where(and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status == "running"))
+                    .with_for_update()
+                ).first()
+                if running is None:
+                    raise _Rollback()
+                for workerID, jobID in jobIDs.items():
+                    worker = and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID)
+                    registered = conn.execute(
+                        update(workers).where(and_(worker, workers.c.JobID.is_(None))).values(JobID=jobID)
+                    ).rowcount
+                    if registered != 1:
+                        raise _Rollback()
+                    conn.execute(
+                        update(workers).where(and_(worker, workers.c.Status == "created")).values(Status="submitted")
+                    )
+        except _Rollback:
+            return False
+        return True
 
     def updateWorkers(self, calibrationID: int, updates: Mapping[int, Mapping[str, Any]]) -> None:
         """Several workers' fields in one transaction (the agent's resubmissions and verdicts)."""
@@ -517,8 +565,6 @@ class CalibrationDB:
 
     def attentionList(self) -> list[dict[str, Any]]:
         """Calibrations the agent looks after: running ones and ended ones not yet cleaned up."""
-        from sqlalchemy import or_
-
         query = select(calibrations).where(
             or_(calibrations.c.Status == "running", calibrations.c.CleanupTime.is_(None))
         ).order_by(calibrations.c.CalibrationID)
@@ -598,7 +644,7 @@ def _put_file(conn: Connection, calibrationID: int, name: str, content: bytes, s
 
 def _calibration_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     data = dict(row)
-    for column in ("Settings", "State", "BackendInfo"):
+    for column in ("Settings", "State"):
         if column in data:
             data[column] = json.loads(data[column])
     return data

@@ -1,23 +1,31 @@
 """DISET handler of the Calibration service ``Calibration/Calibration``.
 
 A thin transport layer: DIRAC authenticates the caller and checks argument types (``types_``),
-this class turns the caller into a ``Caller`` and delegates to ``logic.calibrations``, whose
+this class turns the caller into a ``Caller`` (with what the CS allows them: administrator,
+grid user folder, local backend) and delegates to ``logic.calibrations``, whose
 ``CalibrationError`` messages go back as S_ERROR unchanged. Who may call what is in the CS
 (``Authorization``; agent-only methods need ``TrustedHost``); *which* calibration a caller may
-touch (only their own, unless they hold one of ``AdminProperties``) is checked in the logic.
+touch (their own; administrators, ``AdminProperties``, may also see and kill others') and the
+limits (``ServiceLimits``) are checked in the logic. Any other error is answered with an error
+ID only; its details go to the service log under that ID.
 """
 from __future__ import annotations
 
 import errno
 import functools
+import inspect
 
 from DIRAC import S_ERROR, S_OK, gLogger
+from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
+from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getVOForGroup
 from DIRAC.Core.DISET.RequestHandler import RequestHandler
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic import supervision
-from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Caller
+from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Caller, new_error_id
+from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits
+from ILCDIRAC.CalibrationSystem.Utilities.paths import user_home
 
 
 def refusal(message: str) -> dict:
@@ -29,17 +37,23 @@ def refusal(message: str) -> dict:
 
 
 def _delegate(method):
-    """Map the logic's outcome to DIRAC's return structure."""
+    """Map the logic's outcome to DIRAC's return structure. DIRAC checks the types of the
+    arguments ``types_`` names, but lets more arguments through: they are refused here."""
+    name = method.__name__.removeprefix("export_")
+    expected = len(inspect.signature(method).parameters) - 1
 
     @functools.wraps(method)
     def wrapper(self, *args):
+        if len(args) != expected:
+            return refusal(f"{name} takes {expected} arguments, not {len(args)}")
         try:
             return S_OK(method(self, *args))
         except CalibrationError as exc:
             return refusal(str(exc))
-        except Exception as exc:  # noqa: BLE001 - log with context, answer without a traceback
-            gLogger.exception(f"Calibration service: {method.__name__} failed", lException=exc)
-            return S_ERROR(f"internal error in {method.__name__.removeprefix('export_')}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the details (SQL, paths) are for the log only
+            errorID = new_error_id()
+            gLogger.exception(f"Calibration service: internal error {errorID} in {name}", lException=exc)
+            return S_ERROR(f"internal error {errorID} in {name}: the details are in the service log")
 
     return wrapper
 
@@ -49,6 +63,8 @@ class CalibrationHandler(RequestHandler):
 
     db: CalibrationDB | None = None
     adminProperties: frozenset[str] = frozenset()
+    localBackendUsers: frozenset[str] = frozenset()
+    limits: ServiceLimits = ServiceLimits()
     polling: dict[str, float] = {}
 
     @classmethod
@@ -59,6 +75,11 @@ class CalibrationHandler(RequestHandler):
             except Exception as exc:  # noqa: BLE001 - the service must not start without its DB
                 return S_ERROR(f"cannot open CalibrationDB: {exc}")
         cls.adminProperties = frozenset(cls.srv_getCSOption("AdminProperties", ["JobAdministrator"]))
+        cls.localBackendUsers = frozenset(cls.srv_getCSOption("LocalBackendUsers", []))
+        try:
+            cls.limits = ServiceLimits.from_options(cls.srv_getCSOption)
+        except LimitError as exc:
+            return S_ERROR(f"Calibration service limits: {exc}")
         cls.polling = {
             "minimum": cls.srv_getCSOption("WorkerPollMinimum", 5.0),
             "maximum": cls.srv_getCSOption("WorkerPollMaximum", 120.0),
@@ -69,12 +90,16 @@ class CalibrationHandler(RequestHandler):
     def caller(self) -> Caller:
         creds = self.getRemoteCredentials()
         properties = frozenset(creds.get("properties", []))
+        username, group = creds.get("username", "anonymous"), creds.get("group", "")
+        vo = getVOForGroup(group) if group else ""
         return Caller(
             dn=creds.get("DN", ""),
-            username=creds.get("username", "anonymous"),
-            group=creds.get("group", ""),
+            username=username,
+            group=group,
             properties=properties,
             isAdmin=bool(properties & (self.adminProperties | {"TrustedHost"})),
+            userHome=user_home(vo, Operations(vo=vo).getValue("LFNUserPrefix", "user"), username) if vo else None,
+            localBackend=username in self.localBackendUsers,
         )
 
     # ------------------------------------------------------------------ users
@@ -83,18 +108,14 @@ class CalibrationHandler(RequestHandler):
     @_delegate
     def export_createCalibration(self, settings, inputFiles):
         """Create a calibration from resolved settings and the input files (steering, Pandora settings)."""
-        return logic.create_calibration(self.db, self.caller(), settings, inputFiles)
+        return logic.create_calibration(self.db, self.caller(), settings, inputFiles, self.limits)
 
     types_getCalibrationStatus = [list]
 
     @_delegate
     def export_getCalibrationStatus(self, calibrationIDs):
-        """Status of the given calibrations, or of all the caller's when the list is empty."""
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in calibrationIDs):
-            raise CalibrationError("calibration IDs must be integers")
-        if not calibrationIDs:
-            return logic.calibration_status(self.db, self.caller())
-        return [row for i in calibrationIDs for row in logic.calibration_status(self.db, self.caller(), i)]
+        """Status of the given calibrations, or of the caller's newest when the list is empty."""
+        return logic.calibration_status(self.db, self.caller(), calibrationIDs, self.limits)
 
     types_getCalibrationHistory = [int]
 
@@ -110,12 +131,12 @@ class CalibrationHandler(RequestHandler):
         """Stop a calibration (its owner, or an administrator)."""
         return logic.kill_calibration(self.db, self.caller(), calibrationID)
 
-    types_registerWorkers = [int, dict, dict]
+    types_registerWorkers = [int, dict]
 
     @_delegate
-    def export_registerWorkers(self, calibrationID, jobIDs, backendInfo):
-        """Record which job runs each worker ({workerID: jobID}) and how to reach them, after submission."""
-        return logic.register_workers(self.db, self.caller(), calibrationID, jobIDs, backendInfo)
+    def export_registerWorkers(self, calibrationID, jobIDs):
+        """Record which job runs each worker ({workerID: jobID}), once, after submission."""
+        return logic.register_workers(self.db, self.caller(), calibrationID, jobIDs, self.limits)
 
     # ------------------------------------------------------------------ workers
     types_getWorkerSetup = [int, int]
@@ -130,14 +151,14 @@ class CalibrationHandler(RequestHandler):
     @_delegate
     def export_getStepParameters(self, calibrationID, workerID, lastStep):
         """Run step N with these constants, wait, or stop; lastStep 0 means none done yet."""
-        return logic.step_parameters(self.db, self.caller(), calibrationID, workerID, lastStep or None)
+        return logic.step_parameters(self.db, self.caller(), calibrationID, workerID, lastStep)
 
     types_submitResult = [int, int, int, dict]
 
     @_delegate
     def export_submitResult(self, calibrationID, step, workerID, report):
         """A worker's histogram summary for one step; committed before it is acknowledged."""
-        return logic.submit_result(self.db, self.caller(), calibrationID, step, workerID, report)
+        return logic.submit_result(self.db, self.caller(), calibrationID, step, workerID, report, self.limits)
 
     types_getCalibrationFile = [int, str]
 
@@ -173,14 +194,14 @@ class CalibrationHandler(RequestHandler):
     @_delegate
     def export_setWorkerStates(self, calibrationID, updates):
         """The agent's verdicts on workers: {workerID: {JobID, Status, Resubmissions, LastSeen}}."""
-        return supervision.set_worker_states(self.db, calibrationID, updates)
+        return supervision.set_worker_states(self.db, calibrationID, updates, self.limits)
 
     types_failCalibration = [int, str]
 
     @_delegate
     def export_failCalibration(self, calibrationID, reason):
         """End a running calibration as failed, with the reason."""
-        return supervision.fail_calibration(self.db, calibrationID, reason)
+        return supervision.fail_calibration(self.db, calibrationID, reason, self.limits)
 
     types_finalizeCalibration = [int]
 
@@ -194,7 +215,7 @@ class CalibrationHandler(RequestHandler):
     @_delegate
     def export_markDelivered(self, calibrationID, report):
         """Record that the results were copied to the user's outputPath."""
-        return supervision.mark_delivered(self.db, calibrationID, report)
+        return supervision.mark_delivered(self.db, calibrationID, report, self.limits)
 
     types_removeCalibrationData = [int]
 

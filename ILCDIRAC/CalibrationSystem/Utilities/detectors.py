@@ -27,6 +27,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.carriers import (
     default_carriers,
     parse_carriers,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "detectors"
 
@@ -138,7 +139,7 @@ def available_models() -> list[str]:
 def load_detector_model(name: str) -> DetectorModel:
     """The model called ``name`` (or an alias, or a geometry tarball named after the model)."""
     if not isinstance(name, str) or not name.strip():
-        raise DetectorModelError(f"a detector model name must be a non-empty string, not {name!r}")
+        raise DetectorModelError(f"a detector model name must be a non-empty string, not {shown(name)}")
     models = _models()
     index = _name_index()
     stem = model_stem(name)
@@ -151,7 +152,7 @@ def load_detector_model(name: str) -> DetectorModel:
         lowered = {n.lower(): n for n in names}
         close = [lowered[c] for c in difflib.get_close_matches(stem.lower(), list(lowered), n=1, cutoff=0.7)]
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise DetectorModelError(f"unknown detector model {stem!r}{hint}; known models: {', '.join(names)}")
+    raise DetectorModelError(f"unknown detector model {shown(stem)}{hint}; known models: {', '.join(names)}")
 
 
 def _all_names() -> set[str]:

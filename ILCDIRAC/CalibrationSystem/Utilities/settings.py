@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+from collections import Counter
 import math
 import re
 from dataclasses import dataclass, fields
@@ -25,6 +26,8 @@ from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
     is_tarball,
     load_detector_model,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
+from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, normal_lfn, sample_file
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES
 from ILCDIRAC.CalibrationSystem.Utilities.carriers import CONSTANTS, SOFT_COMP
 
@@ -34,14 +37,33 @@ BACKENDS = ("dirac", "local")
 STRATEGIES = ("fast", "legacy")
 #: Keys computed from ``detectorModel``; accepted on input only when they agree with it.
 DERIVED_KEYS = ("detectorModelName", "geometryTarball")
-_PHASE_KEY = re.compile(r"^(\d+)\.(\d+)$")
+_PHASE_KEY = re.compile(r"^(\d{1,3})\.(\d{1,3})$")
+#: Stages are numbered 1..MAX_STAGE (stopStage's default, 99, means "to the end").
+MAX_STAGE = 99
+#: Integers are stored as 32-bit signed numbers.
+MAX_INT = 2**31 - 1
+#: Names that go into job descriptions (releases, platforms, storage elements): one word.
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+#: A settings file and a sample list file are read only up to these sizes (bytes): a settings
+#: file is a page of text, a list file thousands of LFNs.
+MAX_SETTINGS_BYTES = 1024 * 1024
+MAX_LIST_FILE_BYTES = 8 * 1024 * 1024
+#: A YAML settings file may nest this deep and hold (with every alias expanded) this many values;
+#: an "alias bomb" of a few hundred bytes would otherwise expand to billions.
+MAX_YAML_DEPTH = 50
+MAX_YAML_VALUES = 100_000
+#: Problems listed at most (a broken file of a megabyte would otherwise list tens of thousands).
+MAX_PROBLEMS = 20
 
 
 class SettingsError(ValueError):
     """Everything wrong with a settings file; ``problems`` lists each, naming its key."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
+        problems = list(problems)
+        if len(problems) > MAX_PROBLEMS:
+            problems = problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more problems"]
+        self.problems = problems
         super().__init__("\n".join(self.problems))
 
 
@@ -52,30 +74,38 @@ _MODEL = object()
 
 @dataclass(frozen=True)
 class _Key:
-    kind: str  # int, float, bool, str, optstr, choice, range, files, phases, constants, strmap
+    kind: str  # int, float, bool, str, optstr, choice, range, files, phases, constants, lfn, strmap
     default: Any
     check: Callable[[Any], str | None] | None = None
     choices: tuple[str, ...] = ()
 
 
 def _positive(v: float) -> str | None:
-    return None if v > 0 else f"must be > 0, got {v!r}"
+    return None if v > 0 else f"must be > 0, got {shown(v)}"
 
 
 def _at_least(low: int) -> Callable[[int], str | None]:
-    return lambda v: None if v >= low else f"must be >= {low}, got {v!r}"
+    return lambda v: None if v >= low else f"must be >= {low}, got {shown(v)}"
+
+
+def _token(v: str) -> str | None:
+    return None if _TOKEN.match(v) else f"must be one word of letters, digits and ._+- , got {shown(v)}"
 
 
 def _fraction(v: float) -> str | None:
-    return None if 0 < v <= 1 else f"must be in (0, 1], got {v!r}"
+    return None if 0 < v <= 1 else f"must be in (0, 1], got {shown(v)}"
 
 
 def _accuracy(v: float) -> str | None:
-    return None if 0 < v < 0.5 else f"must be in (0, 0.5), got {v!r}"
+    return None if 0 < v < 0.5 else f"must be in (0, 0.5), got {shown(v)}"
+
+
+def _at_most(high: int) -> Callable[[int], str | None]:
+    return lambda v: None if v <= high else f"must be <= {high}, got {shown(v)}"
 
 
 def _first_layer(v: int) -> str | None:
-    return None if v in (0, 1) else f"must be 0 or 1, got {v!r}"
+    return None if v in (0, 1) else f"must be 0 or 1, got {shown(v)}"
 
 
 KEYS: dict[str, _Key] = {
@@ -85,7 +115,7 @@ KEYS: dict[str, _Key] = {
     "pandoraPFAAccuracy": _Key("float", 0.025, _accuracy),
     "startStage": _Key("int", 1, _at_least(0)),
     "startPhase": _Key("int", 0, _at_least(0)),
-    "stopStage": _Key("int", 99, _at_least(0)),
+    "stopStage": _Key("int", MAX_STAGE, _at_most(MAX_STAGE)),
     "stopPhase": _Key("int", 99, _at_least(0)),
     "phaseSequence": _Key("phases", None),
     "disableSoftwareCompensation": _Key("bool", True),
@@ -105,12 +135,12 @@ KEYS: dict[str, _Key] = {
     "hcalScintillatorThicknessRing": _Key("float", _MODEL, _positive),
     "ecalMipThreshold": _Key("float", _MODEL, _positive),
     "hcalMipThreshold": _Key("float", _MODEL, _positive),
-    "marlinVersion": _Key("optstr", None),
+    "marlinVersion": _Key("optstr", None, _token),
     "DDCaloDigiName": _Key("str", _MODEL),
     "DDPandoraPFANewProcessorName": _Key("str", _MODEL),
     "PfoAnalysisName": _Key("str", _MODEL),
-    "outputPath": _Key("optstr", None),
-    "outputSE": _Key("optstr", None),
+    "outputPath": _Key("lfn", None),
+    "outputSE": _Key("optstr", None, _token),
     "steeringFile": _Key("str", _REQUIRED),
     "gammaFiles": _Key("files", ()),
     "kaonFiles": _Key("files", ()),
@@ -135,9 +165,9 @@ KEYS: dict[str, _Key] = {
     "pandoraSettingsFile": _Key("optstr", None),
     "pandoraSettingsTrainingFile": _Key("optstr", None),
     "cpuTime": _Key("int", 172800, _at_least(1)),
-    "platform": _Key("str", "x86_64-el9-gcc13-opt"),
+    "platform": _Key("str", "x86_64-el9-gcc13-opt", _token),
 }
-_STRING_KINDS = ("str", "optstr", "choice")
+_STRING_KINDS = ("str", "optstr", "choice", "lfn")
 
 
 # ------------------------------------------------------------------------------------ Settings
@@ -256,11 +286,24 @@ def load_settings(path: str | Path) -> Settings:
     """Load and validate a settings file; list files and the steering file are looked up next to it."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SettingsError([f"cannot read settings file {path}: {exc.strerror or exc}"]) from None
+        text = read_bounded(path, MAX_SETTINGS_BYTES)
+    except (OSError, ValueError) as exc:
+        raise SettingsError([f"cannot read settings file {path}: {getattr(exc, 'strerror', None) or exc}"]) from None
     fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else None
     return parse_settings(text, fmt=fmt, base_dir=path.resolve().parent)
+
+
+def read_bounded(path: Path, limit: int) -> str:
+    """The text of a file of at most ``limit`` bytes; ValueError for a bigger (or endless) one,
+    found without reading more than ``limit`` + 1 bytes."""
+    with open(path, "rb") as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than the limit of {limit // 1024} KiB")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
 
 
 def parse_settings(text: str, *, fmt: str | None = None, base_dir: str | Path | None = None) -> Settings:
@@ -301,14 +344,54 @@ def detect_format(text: str) -> str:
             break
     try:
         data = yaml.load(text, Loader=_Loader)
+    except _OverLimit:
+        return "yaml"
     except yaml.YAMLError:
         return "legacy"
     return "yaml" if isinstance(data, dict) or data is None else "legacy"
 
 
 # ------------------------------------------------------------------------------------ parsers
+class _OverLimit(yaml.MarkedYAMLError):
+    """A YAML document over MAX_YAML_DEPTH or MAX_YAML_VALUES."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2), not as a string."""
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2), not as a string, and that
+    refuses a document nested deeper than MAX_YAML_DEPTH or holding, with every alias expanded,
+    more than MAX_YAML_VALUES values: it counts each alias as the size of the node it repeats
+    while composing, before anything is built, so an alias bomb stops after a few values."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._values = 0
+        self._depth = 0
+        self._expanded: dict[str, int] = {}
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in self._expanded:
+                raise _OverLimit(problem="has an alias inside the node it refers to (a recursive alias)",
+                                 problem_mark=event.start_mark)
+            self._count(self._expanded[event.anchor], event)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _OverLimit(problem=f"nests deeper than {MAX_YAML_DEPTH} levels", problem_mark=event.start_mark)
+        before = self._values
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._count(1, event)
+        if event.anchor is not None:
+            self._expanded[event.anchor] = self._values - before
+        return node
+
+    def _count(self, values: int, event: yaml.Event) -> None:
+        self._values += values
+        if self._values > MAX_YAML_VALUES:
+            raise _OverLimit(problem=f"holds more than {MAX_YAML_VALUES} values once its aliases are expanded",
+                             problem_mark=event.start_mark)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -338,13 +421,15 @@ def _parse_yaml(text: str) -> tuple[dict[str, Any], list[str]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        if isinstance(exc, _OverLimit):
+            return {}, [f"the settings file is refused: it {exc.problem}{where}"]
         return {}, [f"the settings file is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"]
     if data is None:
         return {}, []
     if not isinstance(data, dict):
         return {}, [f"the settings file must be a mapping of key: value, not a {type(data).__name__}"]
     bad = [k for k in data if not isinstance(k, str)]
-    return {str(k): v for k, v in data.items()}, [f"{k!r}: keys must be names (strings)" for k in bad]
+    return {str(k): v for k, v in data.items()}, [f"{shown(k)}: keys must be names (strings)" for k in bad]
 
 
 def _parse_legacy(text: str) -> tuple[dict[str, Any], list[str]]:
@@ -372,7 +457,7 @@ def _parse_legacy(text: str) -> tuple[dict[str, Any], list[str]]:
 
 def _legacy_value(key: str, text: str) -> Any:
     spec = KEYS.get(key)
-    if spec is not None and spec.kind == "optstr" and text in ("None", "null"):
+    if spec is not None and spec.kind in ("optstr", "lfn") and text in ("None", "null"):
         return None
     if spec is not None and spec.kind in _STRING_KINDS:
         return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text
@@ -389,7 +474,7 @@ def _legacy_value(key: str, text: str) -> Any:
 # ------------------------------------------------------------------------------------ resolution
 class _Problems(list):
     def add(self, key: str, message: str) -> None:
-        self.append(f"{key}: {message}")
+        self.append(f"{key if len(key) <= 60 else shown(key)}: {message}")
 
 
 def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -> Settings:
@@ -400,7 +485,7 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
     model, modelName, tarball = _model(raw.get("detectorModel", _REQUIRED), problems)
     for key, expected in (("detectorModelName", modelName), ("geometryTarball", tarball)):
         if key in raw and model is not None and raw[key] != expected:
-            problems.add(key, f"is derived from detectorModel ({expected!r}), not {raw[key]!r}; leave it out")
+            problems.add(key, f"is derived from detectorModel ({expected!r}), not {shown(raw[key])}; leave it out")
     modelValues = model.settings_defaults() if model is not None else {}
 
     values: dict[str, Any] = {}
@@ -431,17 +516,12 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
     _check_samples(sequence, values, problems)
     if values.get("backend") == "dirac" and not values.get("marlinVersion"):
         problems.add("marlinVersion", "required for the dirac backend (the iLCSoft release the jobs set up)")
-    if values.get("backend") == "dirac" and values.get("outputPath") and not values.get("outputSE"):
-        problems.add("outputSE", "required with an outputPath for the dirac backend (the storage element the "
-                     "results are uploaded to)")
-    outputPath = values.get("outputPath")
-    if values.get("backend") == "local" and outputPath and base is not None and not outputPath.startswith("LFN:"):
-        # the agent copies the results there: a relative folder means the settings file's folder
-        values["outputPath"] = str(_locate(base, outputPath))
+    if values.get("outputPath") and not values.get("outputSE"):
+        problems.add("outputSE", "required with an outputPath (the storage element the results are uploaded to)")
     if base is not None and isinstance(values.get("steeringFile"), str):
         steering = _locate(base, values["steeringFile"])
         if not steering.is_file():
-            problems.add("steeringFile", f"{values['steeringFile']!r} not found (looked for {steering})")
+            problems.add("steeringFile", f"{shown(values['steeringFile'])} not found (looked for {steering})")
         else:
             values["steeringFile"] = str(steering)
     if problems:
@@ -472,7 +552,7 @@ def _model(name: Any, problems: _Problems) -> tuple[DetectorModel | None, str | 
         problems.add("detectorModel", "required (a model name such as FCCee_o1_v04, or a geometry tarball)")
         return None, None, None
     if not isinstance(name, str) or not name.strip():
-        problems.add("detectorModel", f"must be a model name or a geometry tarball, not {name!r}")
+        problems.add("detectorModel", f"must be a model name or a geometry tarball, not {shown(name)}")
         return None, None, None
     try:
         model = load_detector_model(name)
@@ -494,31 +574,40 @@ def _convert(key: str, spec: _Key, value: Any, base: Path | None) -> tuple[Any, 
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            return None, f"must be an integer, got {value!r}"
+            return None, f"must be an integer, got {shown(value)}"
+        if abs(value) > MAX_INT:
+            return None, f"must be at most {MAX_INT} in size, got {shown(value)}"
     elif kind == "float":
         if not _is_number(value):
-            return None, f"must be a number, got {value!r}"
+            return None, f"must be a number, got {shown(value)}"
         value = float(value)
     elif kind == "bool":
         if isinstance(value, str) and value.lower() in ("true", "false"):
             value = value.lower() == "true"
         if not isinstance(value, bool):
-            return None, f"must be True or False, got {value!r}"
+            return None, f"must be True or False, got {shown(value)}"
     elif kind in ("str", "optstr"):
         if value is None and kind == "optstr":
             return None, None
         if not isinstance(value, str) or not value.strip():
             hint = " (quote it in YAML)" if isinstance(value, (int, float)) else ""
-            return None, f"must be a non-empty string, got {value!r}{hint}"
+            return None, f"must be a non-empty string, got {shown(value)}{hint}"
         value = value.strip()
     elif kind == "choice":
         if value not in spec.choices:
-            return None, f"must be one of {', '.join(spec.choices)}, got {value!r}" + _did_you_mean(
+            return None, f"must be one of {', '.join(spec.choices)}, got {shown(value)}" + _did_you_mean(
                 str(value), list(spec.choices))
     elif kind == "range":
         return _cos_range(value)
     elif kind == "files":
         return _file_list(value, base)
+    elif kind == "lfn":
+        if value is None:
+            return None, None
+        try:
+            return normal_lfn(value.strip() if isinstance(value, str) else value, "it"), None
+        except PathError as exc:
+            return None, f"{exc} (the results go to the grid; got {shown(value)})"
     elif kind == "phases":
         return _phase_list(value)
     elif kind == "strmap":
@@ -532,10 +621,10 @@ def _convert(key: str, spec: _Key, value: Any, base: Path | None) -> tuple[Any, 
 
 def _cos_range(value: Any) -> tuple[Any, str | None]:
     if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(x) for x in value)):
-        return None, f"must be two numbers [low, high], got {value!r}"
+        return None, f"must be two numbers [low, high], got {shown(value)}"
     low, high = float(value[0]), float(value[1])
     if not (0 <= low < high <= 1):
-        return None, f"must be increasing and inside [0, 1], got {list(value)!r}"
+        return None, f"must be increasing and inside [0, 1], got {shown(list(value))}"
     return [low, high], None
 
 
@@ -548,13 +637,15 @@ def _file_list(value: Any, base: Path | None) -> tuple[Any, str | None]:
     """A list of sample files (paths or LFNs, opaque), a .txt file listing one per line, or one file."""
     if isinstance(value, str) and value.strip().lower().endswith(".txt"):
         if base is None:
-            return None, (f"{value!r} names a list file, but list files are only read when loading a settings "
+            return None, (f"{shown(value)} names a list file, but list files are only read when loading a settings "
                           f"file; send the list of files itself")
         path = _locate(base, value.strip())
         try:
-            lines = path.read_text().splitlines()
+            lines = read_bounded(path, MAX_LIST_FILE_BYTES).splitlines()
         except OSError:
-            return None, f"list file {value!r} not found (looked for {path})"
+            return None, f"list file {shown(value)} not found (looked for {path})"
+        except ValueError as exc:
+            return None, f"list file {path} is refused: {exc}"
         files = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
         if not files:
             return None, f"list file {path} lists no files"
@@ -562,14 +653,19 @@ def _file_list(value: Any, base: Path | None) -> tuple[Any, str | None]:
     elif isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)):
-        return None, f"must be a list of files or the name of a .txt file listing them, got {value!r}"
+        return None, f"must be a list of files or the name of a .txt file listing them, got {shown(value)}"
     bad = [f for f in value if not isinstance(f, str) or not f.strip()]
     if bad:
-        return None, f"file names must be non-empty strings, got {bad[:3]!r}"
-    files = [f.strip() for f in value]
-    twice = sorted({f for f in files if files.count(f) > 1})
+        return None, f"file names must be non-empty strings, got {shown(bad[:3])}"
+    files = []
+    for number, name in enumerate(value, start=1):
+        try:
+            files.append(sample_file(name, f"file {number}"))
+        except PathError as exc:
+            return None, f"{exc}: {shown(name)}"
+    twice = sorted(name for name, n in Counter(files).items() if n > 1)
     if twice:
-        return None, f"lists {twice[:3]} more than once (their events would count twice)"
+        return None, f"lists {shown(twice[:3])} more than once (their events would count twice)"
     return files, None
 
 
@@ -601,21 +697,21 @@ def _phase_list(value: Any) -> tuple[Any, str | None]:
     if value is None:
         return None, None
     if not isinstance(value, (list, tuple)) or not value:
-        return None, f"must be a non-empty list of \"stage.phase\" strings such as \"1.0\", got {value!r}"
+        return None, f"must be a non-empty list of \"stage.phase\" strings such as \"1.0\", got {shown(value)}"
     keys, bad = [], []
     for item in value:
         text = repr(item) if isinstance(item, float) else item
         match = _PHASE_KEY.match(text) if isinstance(text, str) else None
-        if match is None or int(match.group(2)) not in PHASES or int(match.group(1)) < 1:
+        if match is None or int(match.group(2)) not in PHASES or not 1 <= int(match.group(1)) <= MAX_STAGE:
             bad.append(item)
         else:
             keys.append(f"{int(match.group(1))}.{int(match.group(2))}")
     if bad:
         known = ", ".join(f"{n} {phase.name}" for n, phase in PHASES.items())
-        return None, f"unknown phases {bad!r}: use \"stage.phase\" with stage >= 1 and phase one of {known}"
-    twice = sorted({k for k in keys if keys.count(k) > 1})
+        return None, f"unknown phases {shown(bad)}: use \"stage.phase\" with stage 1-{MAX_STAGE} and phase one of {known}"
+    twice = sorted(key for key, n in Counter(keys).items() if n > 1)
     if twice:
-        return None, f"names phases {twice} more than once"
+        return None, f"names phases {shown(twice)} more than once"
     return keys, None
 
 
@@ -656,7 +752,7 @@ def _starting_constants(given: Any, model: DetectorModel | None, values: Mapping
     if given is None:
         return constants
     if not isinstance(given, Mapping):
-        problems.add("startingConstants", f"must be a mapping of Marlin parameter name -> value, got {given!r}")
+        problems.add("startingConstants", f"must be a mapping of Marlin parameter name -> value, got {shown(given)}")
         return constants
     ratio = values.get("ecalResponseCorrectionForThickLayers") or 1.0
     for name, value in given.items():
@@ -673,11 +769,11 @@ def _starting_constants(given: Any, model: DetectorModel | None, values: Mapping
                   and all(_is_number(x) and x > 0 for x in value)):
                 constants[name] = (float(value[0]), float(value[1]))
             else:
-                problems.add(where, f"must be [thin, thick] positive numbers (or one number for both), got {value!r}")
+                problems.add(where, f"must be [thin, thick] positive numbers (or one number for both), got {shown(value)}")
         elif _is_number(value) and value > 0:
             constants[name] = float(value)
         else:
-            problems.add(where, f"must be a positive number, got {value!r}")
+            problems.add(where, f"must be a positive number, got {shown(value)}")
     return constants
 
 

@@ -15,7 +15,12 @@ from typing import Any, Callable, Mapping, Sequence
 import boost_histogram as bh
 import numpy as np
 
+from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
+
 SUMMARY_VERSION = 1
+#: Largest count or value a report may carry (integers are exact in float64 up to here): sums of
+#: hundreds of reports stay finite.
+MAX_VALUE = 2**53
 
 
 class SummaryError(ValueError):
@@ -97,8 +102,8 @@ class Summary:
         if unknown:
             raise SummaryError(f"summary has unknown fields {sorted(unknown)}")
         nEvents = payload.get("nEvents")
-        if not isinstance(nEvents, int) or isinstance(nEvents, bool) or nEvents < 0:
-            raise SummaryError(f"summary nEvents must be a non-negative integer, not {nEvents!r}")
+        if not isinstance(nEvents, int) or isinstance(nEvents, bool) or not 0 <= nEvents <= MAX_VALUE:
+            raise SummaryError(f"summary nEvents must be a non-negative integer up to 2^53, not {shown(nEvents)}")
         hists = _hists_from_payload(payload.get("hists"), spec)
         arrays = _arrays_from_payload(payload.get("arrays"), spec)
         files = _files_from_payload(payload.get("files", {}), spec)
@@ -196,6 +201,8 @@ def _numbers(raw: Any, what: str) -> np.ndarray:
     values = values.astype(float)
     if not np.all(np.isfinite(values)):
         raise SummaryError(f"{what} contains NaN or infinity")
+    if values.size and np.max(np.abs(values)) > MAX_VALUE:
+        raise SummaryError(f"{what} contains values beyond 2^53")
     return values
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import math
 import re
-import traceback
+import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -20,7 +21,8 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, Calibrati
 from ILCDIRAC.CalibrationSystem.logic.results import CONSTANTS_FILE, RESULT_NAMES, RESULT_PREFIX, history, result_files
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import constant_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
-from ILCDIRAC.CalibrationSystem.Utilities.paths import path_problem, relative_path
+from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits, check_argument, payload_size, shown
+from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, lfn_within, path_problem, relative_path
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
@@ -30,6 +32,12 @@ from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummaryError
 
 RUNNING, KILLED, FAILED = "running", "killed", "failed"
+#: Job IDs as each backend makes them: ``local:<pid>`` (a Linux PID) and DIRAC's job IDs.
+JOB_ID_FORMATS = {"local": re.compile(r"local:[1-9][0-9]{0,6}"), "dirac": re.compile(r"[1-9][0-9]{0,9}")}
+#: Longest stored file name (the Files table's Name column).
+MAX_FILE_NAME = 255
+NO_LIMITS = ServiceLimits()
+log = logging.getLogger("Calibration")
 
 
 class CalibrationError(Exception):
@@ -38,56 +46,110 @@ class CalibrationError(Exception):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling, as DIRAC authenticated them."""
+    """Who is calling, as DIRAC authenticated them, and what the service's configuration allows them.
+
+    ``isAdmin``: may see and kill any calibration (never feed one). ``userHome``: the caller's grid
+    user folder (an LFN), below which an outputPath must lie; None when their group has no VO.
+    ``localBackend``: may create ``backend: local`` calibrations, whose lost workers the agent
+    restarts on its own machine under its own account (single-user installations only)."""
 
     dn: str
     username: str
     group: str
     properties: frozenset[str]
     isAdmin: bool = False
+    userHome: str | None = None
+    localBackend: bool = False
+
+
+def new_error_id() -> str:
+    """A short random ID that ties an internal error's answer to its log entry."""
+    return uuid.uuid4().hex[:12]
 
 
 # ------------------------------------------------------------------------------------ creation
-def create_calibration(db: CalibrationDB, caller: Caller, settingsDict: Any, inputFiles: Any) -> int:
-    """Validate settings and input files completely, then store the calibration and its first step."""
-    settings, resolved, files = validate_calibration(settingsDict, inputFiles)
+def create_calibration(
+    db: CalibrationDB, caller: Caller, settingsDict: Any, inputFiles: Any, limits: ServiceLimits = NO_LIMITS
+) -> int:
+    """Validate settings and input files completely against the limits and the caller's rights,
+    then store the calibration and its first step."""
+    _bounded(settingsDict, limits, "the settings")
+    settings, resolved, files = validate_calibration(settingsDict, inputFiles, limits)
+    _check_policy(caller, resolved, limits)
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
     stage, phase = split_key(state.current)
     nWorkers = resolved["numberOfJobs"]
-    return db.insertCalibration(
-        ownerDN=caller.dn,
-        owner=caller.username,
-        ownerGroup=caller.group,
-        settings=resolved,
-        state=state.to_dict(),
-        stage=stage,
-        phase=phase,
-        phases=state.active,
-        constants=state.constants,
-        numberOfWorkers=nWorkers,
-        resultsNeeded=results_needed(resolved["fractionOfFinishedJobsNeededToStartNextStep"], nWorkers),
-        backend=resolved["backend"],
-        inputFiles={name: text.encode() for name, text in files.items()},
-    )
+    try:
+        return db.insertCalibration(
+            ownerDN=caller.dn,
+            owner=caller.username,
+            ownerGroup=caller.group,
+            settings=resolved,
+            state=state.to_dict(),
+            stage=stage,
+            phase=phase,
+            phases=state.active,
+            constants=state.constants,
+            numberOfWorkers=nWorkers,
+            resultsNeeded=results_needed(resolved["fractionOfFinishedJobsNeededToStartNextStep"], nWorkers),
+            backend=resolved["backend"],
+            inputFiles={name: text.encode() for name, text in files.items()},
+            maxRunning=limits.maxRunningCalibrations,
+        )
+    except CalibrationDBError as exc:
+        raise CalibrationError(f"{exc} ({limits.name('maxRunningCalibrations')}): wait for one to end or kill one"
+                               ) from None
 
 
-def validate_calibration(settingsDict: Any, inputFiles: Any) -> tuple[Settings, dict[str, Any], dict[str, str]]:
-    """(settings, resolved settings, input files) if the service would create this calibration,
-    else CalibrationError with every problem; ``--dry-run`` runs this same check."""
+def _bounded(value: Any, limits: ServiceLimits, what: str) -> None:
+    try:
+        check_argument(value, limits, what)
+    except LimitError as exc:
+        raise CalibrationError(str(exc)) from None
+
+
+def _check_policy(caller: Caller, settings: Mapping[str, Any], limits: ServiceLimits) -> None:
+    """What this service allows this caller, beyond what makes settings valid anywhere."""
+    if settings["numberOfJobs"] > limits.maxWorkers:
+        raise CalibrationError(f"numberOfJobs = {settings['numberOfJobs']} is more than this service allows "
+                               f"({limits.name('maxWorkers')})")
+    if settings["backend"] == "local" and not caller.localBackend:
+        raise CalibrationError("backend local is not enabled for you on this service (LocalBackendUsers): its "
+                               "workers would run on the service's own machine; use backend dirac")
+    outputPath = settings.get("outputPath")
+    if outputPath:
+        if caller.userHome is None:
+            raise CalibrationError(f"outputPath: your group {caller.group} has no VO, so you have no grid user "
+                                   f"folder to put results in; leave outputPath out")
+        if not lfn_within(outputPath, caller.userHome):
+            raise CalibrationError(f"outputPath {shown(outputPath)} is not in your grid user folder "
+                                   f"{caller.userHome}: results are only delivered there")
+    tarball = settings.get("geometryTarball")
+    if settings["backend"] == "dirac" and tarball and not tarball.startswith(LFN_PREFIX):
+        raise CalibrationError(f"detectorModel {shown(tarball)}: a grid calibration's geometry tarball must be "
+                               f"an LFN (LFN:/...): resubmitted jobs get it from the grid, never from a machine's disk")
+
+
+def validate_calibration(
+    settingsDict: Any, inputFiles: Any, limits: ServiceLimits = NO_LIMITS
+) -> tuple[Settings, dict[str, Any], dict[str, str]]:
+    """(settings, resolved settings, input files) if they make a calibration the service can
+    run (the caller's rights aside), else CalibrationError with the problems; ``--dry-run`` runs
+    this same check."""
     try:
         settings = settings_from_dict(settingsDict)
     except SettingsError as exc:
-        raise CalibrationError(f"invalid settings: {exc}") from None
+        raise CalibrationError("invalid settings: " + "; ".join(exc.problems)) from None
     resolved = settings.to_dict()
-    files = check_input_files(inputFiles, resolved)
+    files = check_input_files(inputFiles, resolved, limits)
     problems = []
     for sample in settings.samples():
         problems += slice_problems(
             resolved[f"{sample}Files"], resolved[f"{sample}EventsPerFile"], resolved["numberOfJobs"], sample
         )
     if problems:
-        raise CalibrationError("cannot create calibration: " + "; ".join(problems))
+        raise CalibrationError("cannot create calibration: " + "; ".join(problems[:10]))
     return settings, resolved, files
 
 
@@ -96,97 +158,138 @@ def results_needed(fraction: float, numberOfWorkers: int) -> int:
     return max(1, math.ceil(round(fraction * numberOfWorkers, 9)))
 
 
-def check_input_files(inputFiles: Any, settings: Mapping[str, Any]) -> dict[str, str]:
-    """The user's reconstruction files if the calibration can run with them (names, steering
-    file, included and Pandora files checked as Marlin and Pandora will read them); otherwise
-    CalibrationError listing every problem."""
+def check_input_files(inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS) -> dict[str, str]:
+    """The user's reconstruction files if the calibration can run with them (names, number and
+    sizes within the limits, then the steering, included and Pandora files checked as Marlin and
+    Pandora will read them); otherwise CalibrationError with the problems."""
     if not isinstance(inputFiles, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in inputFiles.items()
     ):
         raise CalibrationError("input files must be a dict of file name -> text content")
     if STEERING_FILE not in inputFiles:
         raise CalibrationError(f"input files must contain the Marlin steering file as {STEERING_FILE!r}")
+    _check_input_files(inputFiles, limits)
     problems = []
     for name in inputFiles:
         problem = path_problem(name)
         if problem is None and relative_path(name) != name:
-            problem = f"file name {name!r} is not normalised (write it as {relative_path(name)!r})"
+            problem = f"file name {shown(name)} is not normalised (write it as {shown(relative_path(name))})"
         if problem is None and not is_input_file(name):
-            problem = (f"file name {name!r} is kept for the calibration's own files (names starting with "
+            problem = (f"file name {shown(name)} is kept for the calibration's own files (names starting with "
                        f"{RESULT_PREFIX!r} or 'step<N>_', and {', '.join(RESULT_NAMES)})")
         if problem:
             problems.append(problem)
     if problems:
-        raise CalibrationError("input files: " + "; ".join(problems))
+        raise CalibrationError("input files: " + "; ".join(problems[:10]))
     problems = [f"steering file: {problem}" for problem in reconstruction.check(inputFiles, settings)]
     if problems:
         raise CalibrationError("cannot create calibration: " + "; ".join(problems))
     return dict(inputFiles)
 
 
+def _check_input_files(files: Mapping[str, str], limits: ServiceLimits) -> None:
+    if len(files) > limits.maxInputFiles:
+        raise CalibrationError(f"{len(files)} input files are more than {limits.name('maxInputFiles')}")
+    for name, text in files.items():
+        if len(name.encode()) > MAX_FILE_NAME:
+            raise CalibrationError(f"input file name {shown(name)} is longer than {MAX_FILE_NAME} bytes")
+        size = len(text.encode(errors="surrogatepass"))
+        if size > limits.maxFileSize:
+            raise CalibrationError(f"input file {shown(name)} has {size} bytes, more than {limits.name('maxFileSize')}")
+
+
 # ------------------------------------------------------------------------------------ access
-def _owned(db: CalibrationDB, caller: Caller, calibrationID: int, *, full: bool = False) -> dict[str, Any]:
-    """The calibration row (with Settings and State if ``full``) if the caller owns it (or is an
-    admin); the same error otherwise, so other users cannot even learn which IDs exist."""
+def _owned(db: CalibrationDB, caller: Caller, calibrationID: int, *, full: bool = False, admin: bool = True
+           ) -> dict[str, Any]:
+    """The calibration row (with Settings and State if ``full``) if the caller owns it, or, where
+    ``admin`` (seeing and killing), is an administrator; the same error otherwise, so other users
+    cannot even learn which IDs exist. Feeding a calibration (its workers' calls) is its owner's only."""
+    checked_id(calibrationID)
     try:
         calibration = db.getCalibration(calibrationID, full=full)
     except CalibrationDBError:
         calibration = None
-    if calibration is None or (calibration["Owner"] != caller.username and not caller.isAdmin):
+    if calibration is None or not _may_see(caller, calibration, admin):
         raise CalibrationError(f"calibration {calibrationID} does not exist or does not belong to {caller.username}")
     return calibration
 
 
-def calibration_status(db: CalibrationDB, caller: Caller, calibrationID: int | None = None) -> list[dict[str, Any]]:
-    """One calibration (with every worker's state), or all of the caller's (newest first, with
-    worker counts), with step progress."""
-    if calibrationID is not None:
-        _owned(db, caller, calibrationID)
-        rows = db.listCalibrations(calibrationIDs=[calibrationID])
+def checked_id(calibrationID: Any) -> int:
+    """A calibration ID as the database stores them (a positive 32-bit integer), or CalibrationError."""
+    if not isinstance(calibrationID, int) or isinstance(calibrationID, bool) or not 0 < calibrationID < 2**31:
+        raise CalibrationError(f"calibration IDs are integers from 1 to {2**31 - 1}, not {shown(calibrationID)}")
+    return calibrationID
+
+
+def _may_see(caller: Caller, calibration: Mapping[str, Any], admin: bool = True) -> bool:
+    return calibration["Owner"] == caller.username or (admin and caller.isAdmin)
+
+
+def calibration_status(
+    db: CalibrationDB, caller: Caller, calibrationIDs: Any = (), limits: ServiceLimits = NO_LIMITS
+) -> list[dict[str, Any]]:
+    """The given calibrations (in the order asked, repeats once, each with every worker's state),
+    or the caller's newest ``MaxListedCalibrations`` (with worker counts), with step progress."""
+    if not isinstance(calibrationIDs, (list, tuple)):
+        raise CalibrationError("calibration IDs must be a list of integers")
+    if len(calibrationIDs) > limits.maxListLength:
+        raise CalibrationError(f"{len(calibrationIDs)} calibration IDs are more than {limits.name('maxListLength')}")
+    wanted = list(dict.fromkeys(checked_id(i) for i in calibrationIDs))
+    if len(wanted) > limits.maxStatusIDs:
+        raise CalibrationError(f"{len(wanted)} distinct calibration IDs are more than {limits.name('maxStatusIDs')}")
+    if wanted:
+        found = {row["CalibrationID"]: row for row in db.listCalibrations(calibrationIDs=wanted)}
+        missing = next((i for i in wanted if i not in found or not _may_see(caller, found[i])), None)
+        if missing is not None:
+            raise CalibrationError(f"calibration {missing} does not exist or does not belong to {caller.username}")
+        rows = [found[i] for i in wanted]
     else:
-        rows = db.listCalibrations(owner=caller.username)
-    counts = db.workerCounts([r["CalibrationID"] for r in rows])
+        rows = db.listCalibrations(owner=caller.username, limit=limits.maxListedCalibrations)
+    ids = [r["CalibrationID"] for r in rows]
+    counts = db.workerCounts(ids)
+    steps = db.getStepsAt([(r["CalibrationID"], r["Step"]) for r in rows])
+    ended = db.getStates([r["CalibrationID"] for r in rows if r["Status"] != RUNNING])
     report = []
     for row in rows:
-        step = db.getStep(row["CalibrationID"], row["Step"])
+        calibrationID = row["CalibrationID"]
+        step = steps[(calibrationID, row["Step"])]
         # a running calibration shows the constants its current step runs with, an ended one the
         # constants it ended with (after the last step's update)
-        constants = step["Constants"] if row["Status"] == RUNNING else db.getCalibration(row["CalibrationID"])["State"]["constants"]
-        report.append(
-            {
-                "calibrationID": row["CalibrationID"],
-                "owner": row["Owner"],
-                "ownerGroup": row["OwnerGroup"],
-                "status": row["Status"],
-                "reason": row["Reason"],
-                "stage": row["Stage"],
-                "phase": row["Phase"],
-                "step": row["Step"],
-                "phases": step["Phases"],
-                "resultsThisStep": step["NResults"],
-                "resultsNeeded": row["ResultsNeeded"],
-                "numberOfWorkers": row["NumberOfWorkers"],
-                "workers": counts.get(row["CalibrationID"], {}),
-                "backend": row["Backend"],
-                "created": row["CreationTime"].isoformat(),
-                "lastUpdate": row["LastUpdate"].isoformat(),
-                "ended": row["EndTime"].isoformat() if row["EndTime"] else None,
-                "constants": constants,
-            }
-        )
-    if calibrationID is not None:
-        report[0]["workerList"] = [
-            {
-                "workerID": w["WorkerID"],
-                "jobID": w["JobID"],
-                "status": w["Status"],
-                "applicationStatus": w["ApplicationStatus"],
-                "resubmissions": w["Resubmissions"],
-                "lastStep": w["LastStep"],
-                "lastSeen": w["LastSeen"].isoformat() if w["LastSeen"] else None,
-            }
-            for w in db.getWorkers(calibrationID)
-        ]
+        constants = step["Constants"] if row["Status"] == RUNNING else ended[calibrationID]["constants"]
+        entry = {
+            "calibrationID": calibrationID,
+            "owner": row["Owner"],
+            "ownerGroup": row["OwnerGroup"],
+            "status": row["Status"],
+            "reason": row["Reason"],
+            "stage": row["Stage"],
+            "phase": row["Phase"],
+            "step": row["Step"],
+            "phases": step["Phases"],
+            "resultsThisStep": step["NResults"],
+            "resultsNeeded": row["ResultsNeeded"],
+            "numberOfWorkers": row["NumberOfWorkers"],
+            "workers": counts.get(calibrationID, {}),
+            "backend": row["Backend"],
+            "created": row["CreationTime"].isoformat(),
+            "lastUpdate": row["LastUpdate"].isoformat(),
+            "ended": row["EndTime"].isoformat() if row["EndTime"] else None,
+            "constants": constants,
+        }
+        if wanted:
+            entry["workerList"] = [
+                {
+                    "workerID": w["WorkerID"],
+                    "jobID": w["JobID"],
+                    "status": w["Status"],
+                    "applicationStatus": w["ApplicationStatus"],
+                    "resubmissions": w["Resubmissions"],
+                    "lastStep": w["LastStep"],
+                    "lastSeen": w["LastSeen"].isoformat() if w["LastSeen"] else None,
+                }
+                for w in db.getWorkers(calibrationID)
+            ]
+        report.append(entry)
     return report
 
 
@@ -208,7 +311,7 @@ def kill_calibration(db: CalibrationDB, caller: Caller, calibrationID: int) -> b
 def _worker(calibration: Mapping[str, Any], workerID: Any) -> int:
     if not isinstance(workerID, int) or isinstance(workerID, bool) or not 0 <= workerID < calibration["NumberOfWorkers"]:
         raise CalibrationError(
-            f"worker ID {workerID!r} is not one of the {calibration['NumberOfWorkers']} workers of "
+            f"worker ID {shown(workerID)} is not one of the {calibration['NumberOfWorkers']} workers of "
             f"calibration {calibration['CalibrationID']}"
         )
     return workerID
@@ -219,7 +322,7 @@ def worker_setup(
 ) -> dict[str, Any]:
     """Everything a worker needs once: its event slices, the settings, the steering and Pandora
     files, and how it should poll (the service's WorkerPoll* options)."""
-    calibration = _owned(db, caller, calibrationID, full=True)
+    calibration = _owned(db, caller, calibrationID, full=True, admin=False)
     workerID = _worker(calibration, workerID)
     if calibration["Status"] != RUNNING:
         raise CalibrationError(f"calibration {calibrationID} is {calibration['Status']}: no work for a worker")
@@ -248,8 +351,8 @@ def calibration_file(db: CalibrationDB, caller: Caller, calibrationID: int, name
     """A stored file of the calibration (input files, merged likelihoods, results): its text, or
     base64 for binary files such as the convergence plot."""
     _owned(db, caller, calibrationID)
-    if not isinstance(name, str) or name not in db.listFiles(calibrationID):
-        raise CalibrationError(f"calibration {calibrationID} has no file {name!r}")
+    if not isinstance(name, str) or len(name) > MAX_FILE_NAME or name not in db.listFiles(calibrationID):
+        raise CalibrationError(f"calibration {calibrationID} has no file {shown(name)}")
     content = db.getFile(calibrationID, name)
     try:
         return {"encoding": "utf-8", "content": content.decode()}
@@ -257,23 +360,37 @@ def calibration_file(db: CalibrationDB, caller: Caller, calibrationID: int, name
         return {"encoding": "base64", "content": base64.b64encode(content).decode()}
 
 
-def register_workers(db: CalibrationDB, caller: Caller, calibrationID: int, jobIDs: Any, backendInfo: Any) -> int:
-    """Record the job (or process) ID each worker runs as, after the backend started them, and
-    what the agent needs to look after them (``backendInfo``)."""
-    calibration = _owned(db, caller, calibrationID)
-    if not isinstance(backendInfo, Mapping):
-        raise CalibrationError("backend information must be a dict")
-    if not isinstance(jobIDs, Mapping) or not all(isinstance(j, (str, int)) for j in jobIDs.values()):
-        raise CalibrationError("job IDs must be a dict of worker ID -> job ID")
-    parsed = {}
+def register_workers(
+    db: CalibrationDB, caller: Caller, calibrationID: int, jobIDs: Any, limits: ServiceLimits = NO_LIMITS
+) -> int:
+    """Record the job each worker runs as ({workerID: jobID}), once, right after the submitting
+    client started them: by the owner only, for every worker at once, in the backend's own job-ID
+    format, while the calibration runs and none of its workers has a job yet. Afterwards only
+    the agent (TrustedHost) changes job IDs, when it resubmits."""
+    calibration = _owned(db, caller, calibrationID, admin=False)
+    _bounded(jobIDs, limits, "the job IDs")
+    if not isinstance(jobIDs, Mapping) or not all(isinstance(j, str) for j in jobIDs.values()):
+        raise CalibrationError("job IDs must be a dict of worker ID -> job ID (a string)")
+    if calibration["Status"] != RUNNING:
+        raise CalibrationError(f"calibration {calibrationID} is {calibration['Status']}: workers are registered "
+                               f"only while it starts")
+    parsed: dict[int, str] = {}
     for key, jobID in jobIDs.items():
-        try:
-            workerID = int(key)
-        except (TypeError, ValueError):
-            raise CalibrationError(f"worker ID {key!r} is not an integer") from None
-        parsed[_worker(calibration, workerID)] = str(jobID)
-    db.registerJobs(calibrationID, parsed)
-    db.updateCalibration(calibrationID, BackendInfo=dict(backendInfo))
+        if not re.fullmatch(r"[0-9]{1,10}", key):
+            raise CalibrationError(f"worker ID {shown(key)} is not an integer")
+        parsed[_worker(calibration, int(key))] = jobID
+    backend = calibration["Backend"]
+    bad = next((j for j in parsed.values() if not JOB_ID_FORMATS[backend].fullmatch(j)), None)
+    if bad is not None:
+        raise CalibrationError(f"job ID {shown(bad)} is not a job ID of the {backend} backend")
+    if len(set(parsed.values())) != len(parsed):
+        raise CalibrationError("each worker needs a job of its own: the job IDs repeat")
+    if len(parsed) != calibration["NumberOfWorkers"]:
+        raise CalibrationError(f"calibration {calibrationID} has {calibration['NumberOfWorkers']} workers: register "
+                               f"the job of each of them at once, not {len(parsed)}")
+    if not db.registerJobs(calibrationID, parsed):
+        raise CalibrationError(f"the workers of calibration {calibrationID} are registered already: registration "
+                               f"happens once, by the client that submitted them")
     return len(parsed)
 
 
@@ -299,11 +416,15 @@ def application_status(calibrationID: int, action: str, step: int | None = None,
 def step_parameters(
     db: CalibrationDB, caller: Caller, calibrationID: int, workerID: int, lastStep: int | None
 ) -> dict[str, Any]:
-    """What a worker does next: run step N with these constants, wait, or stop."""
-    calibration = _owned(db, caller, calibrationID)
+    """What a worker does next: run step N with these constants, wait, or stop (``lastStep``:
+    the last step it reported, 0 or None before its first)."""
+    calibration = _owned(db, caller, calibrationID, admin=False)
     workerID = _worker(calibration, workerID)
     if lastStep is not None and (not isinstance(lastStep, int) or isinstance(lastStep, bool) or lastStep < 0):
-        raise CalibrationError(f"last step must be a non-negative integer or None, not {lastStep!r}")
+        raise CalibrationError(f"last step must be a non-negative integer or None, not {shown(lastStep)}")
+    if lastStep is not None and lastStep > calibration["Step"]:
+        raise CalibrationError(f"last step {shown(lastStep)} is beyond calibration {calibrationID}'s current step "
+                               f"{calibration['Step']}")
     status = calibration["Status"]
     if status != RUNNING:
         action = {FINISHED: "finished", KILLED: "killed", FAILED: "failed"}[status]
@@ -334,15 +455,24 @@ def step_parameters(
 
 
 def submit_result(
-    db: CalibrationDB, caller: Caller, calibrationID: int, step: int, workerID: int, payload: Any
+    db: CalibrationDB, caller: Caller, calibrationID: int, step: int, workerID: int, payload: Any,
+    limits: ServiceLimits = NO_LIMITS,
 ) -> dict[str, Any]:
-    """Validate and store one worker's report; close the step when enough workers reported."""
-    calibration = _owned(db, caller, calibrationID, full=True)
+    """Validate and store one worker's report (only the owner's workers report); close the step
+    when enough workers reported."""
+    calibration = _owned(db, caller, calibrationID, full=True, admin=False)
     workerID = _worker(calibration, workerID)
     if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-        raise CalibrationError(f"step must be a positive integer, not {step!r}")
+        raise CalibrationError(f"step must be a positive integer, not {shown(step)}")
     if step > calibration["Step"]:
-        raise CalibrationError(f"calibration {calibrationID} has not reached step {step} (current {calibration['Step']})")
+        raise CalibrationError(f"calibration {calibrationID} has not reached step {shown(step)} "
+                               f"(current {calibration['Step']})")
+    try:
+        size = payload_size(payload)
+    except LimitError as exc:
+        raise CalibrationError(str(exc)) from None
+    if size > limits.maxReportSize:
+        raise CalibrationError(f"the report has {size} bytes, more than {limits.name('maxReportSize')}")
     stepRow = db.getStep(calibrationID, step)
     if stepRow["Status"] == "open":
         _validate_report(payload, stepRow["Phases"], PhaseContext.from_settings(calibration["Settings"]))
@@ -379,7 +509,11 @@ def close_step(db: CalibrationDB, calibrationID: int, step: int) -> StepClose | 
 def finalize_calibration(db: CalibrationDB, calibrationID: int) -> list[str]:
     """Store the result files of a finished calibration if they are not there yet (idempotent:
     the agent calls it again after a service crash between the last close and this)."""
-    calibration = db.getCalibration(calibrationID, full=True)
+    checked_id(calibrationID)
+    try:
+        calibration = db.getCalibration(calibrationID, full=True)
+    except CalibrationDBError as exc:
+        raise CalibrationError(str(exc)) from None
     if calibration["Status"] != FINISHED:
         return []
     present = set(db.listFiles(calibrationID))
@@ -442,12 +576,15 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
         outcomeDict = outcome.to_dict()
         outcomeDict["workers"] = [worker for worker, _ in stored]
         outcomeDict["uncertainties"] = uncertainties
-    except Exception as exc:  # noqa: BLE001 - any failure must end the calibration visibly, not loop
+    except Exception:  # noqa: BLE001 - any failure must end the calibration visibly, not loop
+        errorID = new_error_id()
+        log.exception("internal error %s while closing step %s of calibration %s", errorID, step["Step"],
+                      calibration["CalibrationID"])
         newState = ProcedureState.from_dict(state.to_dict())
         newState.status, newState.active = FAILED, []
-        newState.reason = f"internal error while closing step {step['Step']}: {type(exc).__name__}: {exc}"
+        newState.reason = f"internal error {errorID} while closing step {step['Step']} (details in the service log)"
         artifacts = {}
-        outcomeDict = {"step": step["Step"], "error": newState.reason, "traceback": traceback.format_exc()}
+        outcomeDict = {"step": step["Step"], "error": newState.reason}
     running = newState.status == RUNNING
     stage, phase = split_key(newState.current) if running else (calibration["Stage"], calibration["Phase"])
     return StepClose(

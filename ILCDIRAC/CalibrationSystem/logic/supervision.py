@@ -6,7 +6,16 @@ import datetime
 from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, now
-from ILCDIRAC.CalibrationSystem.logic.calibrations import FAILED, RESULT_PREFIX, RUNNING, CalibrationError
+from ILCDIRAC.CalibrationSystem.logic.calibrations import (
+    FAILED,
+    JOB_ID_FORMATS,
+    NO_LIMITS,
+    RESULT_PREFIX,
+    RUNNING,
+    CalibrationError,
+    checked_id,
+)
+from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits, shown
 
 #: The settings the agent needs to look after a calibration's workers and deliver its results.
 AGENT_SETTINGS = (
@@ -37,7 +46,6 @@ def agent_work(db: CalibrationDB) -> list[dict[str, Any]]:
                 "ownerDN": row["OwnerDN"],
                 "ownerGroup": row["OwnerGroup"],
                 "backend": row["Backend"],
-                "backendInfo": row["BackendInfo"],
                 "settings": {key: row["Settings"].get(key) for key in AGENT_SETTINGS},
                 "endTime": row["EndTime"],
                 "deliveryTime": row["DeliveryTime"],
@@ -57,32 +65,34 @@ def agent_work(db: CalibrationDB) -> list[dict[str, Any]]:
     return work
 
 
-def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any) -> int:
+def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limits: ServiceLimits = NO_LIMITS) -> int:
     """The agent's verdicts: new job IDs after resubmission, resubmission counts, given-up workers."""
     if not isinstance(updates, Mapping) or not updates:
         raise CalibrationError("worker updates must be a non-empty dict of worker ID -> fields")
+    if len(updates) > limits.maxWorkers:
+        raise CalibrationError(f"{len(updates)} worker updates are more than {limits.name('maxWorkers')}")
+    backend = _calibration(db, calibrationID)["Backend"]
     checked: dict[int, dict[str, Any]] = {}
     for key, fields in updates.items():
-        try:
-            workerID = int(key)
-        except (TypeError, ValueError):
-            raise CalibrationError(f"worker ID {key!r} is not an integer") from None
-        if not isinstance(fields, Mapping):
-            raise CalibrationError(f"fields of worker {workerID} must be a dict")
+        if not isinstance(key, str) or not key.isdigit() or len(key) > 10:
+            raise CalibrationError(f"worker ID {shown(key)} is not an integer")
+        workerID = int(key)
+        if not isinstance(fields, Mapping) or not fields:
+            raise CalibrationError(f"fields of worker {workerID} must be a non-empty dict")
         values: dict[str, Any] = {}
         for name, value in fields.items():
-            if name == "JobID" and isinstance(value, str) and value:
+            if name == "JobID" and isinstance(value, str) and JOB_ID_FORMATS[backend].fullmatch(value):
                 values[name] = value
             elif name == "Status" and value in WORKER_STATES:
                 values[name] = value
             elif name == "ApplicationStatus" and isinstance(value, str):
                 values[name] = value[:255]
-            elif name == "Resubmissions" and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            elif name == "Resubmissions" and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
                 values[name] = value
             elif name == "LastSeen" and value is None:
                 values[name] = None
             else:
-                raise CalibrationError(f"worker {workerID}: {name} = {value!r} is not a valid update")
+                raise CalibrationError(f"worker {workerID}: {shown(name)} = {shown(value)} is not a valid update")
         checked[workerID] = values
     try:
         db.updateWorkers(calibrationID, checked)
@@ -91,17 +101,25 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any) -> in
     return len(checked)
 
 
-def fail_calibration(db: CalibrationDB, calibrationID: int, reason: Any) -> bool:
+def fail_calibration(db: CalibrationDB, calibrationID: int, reason: Any, limits: ServiceLimits = NO_LIMITS) -> bool:
     """End a running calibration as failed with the agent's reason (no-op once it ended)."""
     if not isinstance(reason, str) or not reason.strip():
         raise CalibrationError("a failed calibration needs a reason")
+    _short(reason, "the reason", limits)
+    _calibration(db, calibrationID)
     return db.setCalibrationStatus(calibrationID, FAILED, reason.strip())
 
 
-def mark_delivered(db: CalibrationDB, calibrationID: int, report: Any) -> None:
+def _short(text: str, what: str, limits: ServiceLimits) -> None:
+    if len(text) > limits.maxStringLength:
+        raise CalibrationError(f"{what} has {len(text)} characters, more than {limits.name('maxStringLength')}")
+
+
+def mark_delivered(db: CalibrationDB, calibrationID: int, report: Any, limits: ServiceLimits = NO_LIMITS) -> None:
     """Record that (and where) the results were copied to the user's outputPath."""
     if not isinstance(report, str):
         raise CalibrationError("the delivery report must be a string")
+    _short(report, "the delivery report", limits)
     calibration = _calibration(db, calibrationID)
     if calibration["Status"] == RUNNING:
         raise CalibrationError(f"calibration {calibrationID} is still running: nothing to deliver yet")
@@ -118,7 +136,7 @@ def remove_calibration_data(db: CalibrationDB, calibrationID: int) -> None:
 
 def _calibration(db: CalibrationDB, calibrationID: int) -> dict[str, Any]:
     try:
-        return db.getCalibration(calibrationID)
+        return db.getCalibration(checked_id(calibrationID), full=False)
     except CalibrationDBError as exc:
         raise CalibrationError(str(exc)) from None
 

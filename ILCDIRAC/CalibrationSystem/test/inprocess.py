@@ -27,7 +27,9 @@ from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles
 
-CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}))
+#: The one user of a single-machine installation: local workers are theirs to run.
+CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}),
+                localBackend=True)
 
 PARTICLES = {"gamma": ("gamma", 10.0), "kaon": ("kaon0L", 50.0), "muon": ("mu-", 10.0), "zuds": ("zuds", 200.0)}
 
@@ -48,7 +50,7 @@ class LogicRPC:
         return self._answer(logic.worker_setup, calibrationID, workerID, {})
 
     def getStepParameters(self, calibrationID, workerID, lastStep):
-        return self._answer(logic.step_parameters, calibrationID, workerID, lastStep or None)
+        return self._answer(logic.step_parameters, calibrationID, workerID, lastStep)
 
     def submitResult(self, calibrationID, step, workerID, report):
         return self._answer(logic.submit_result, calibrationID, step, workerID, report)

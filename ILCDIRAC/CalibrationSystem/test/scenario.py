@@ -49,7 +49,6 @@ class Scenario:
             "backend": "local",
             "marlinExecutable": str(BIN / "marlin-emulator"),
             "steeringFile": str(self.steering),
-            "outputPath": str(self.folder / "output"),
         }
         values.update(make_samples(self.truth, self.folder, self.samples, self.seed))
         values.update(self.settings)
@@ -109,11 +108,63 @@ class Scenario:
         return result["Value"]
 
     def logs(self, calibrationID: int, lines: int = 15) -> str:
-        """The tails of the service log and of every worker log, for failure messages."""
-        parts = [f"--- service log\n{_tail(self.testbed.service_log, lines)}"]
-        for log in sorted((self.folder / "work" / f"calibration_{calibrationID}").glob("worker_*/worker.log")):
-            parts.append(f"--- {log.parent.name}\n{_tail(log, lines)}")
+        """The tails of the service and agent logs and of every worker log (those the submit
+        command started, then those the agent restarted), for failure messages."""
+        parts = [f"--- service log\n{_tail(self.testbed.service_log, lines)}",
+                 f"--- agent log\n{_tail(self.testbed.agent_log, lines)}"]
+        for work in (self.folder / "work", self.testbed.local_dir / "workers"):
+            for log in sorted((work / f"calibration_{calibrationID}").glob("worker_*/worker.log")):
+                parts.append(f"--- {log.parent.name} ({work})\n{_tail(log, lines)}")
         return "\n".join(parts)
+
+
+def create_via_rpc(testbed: Testbed, folder: Path, user: str = "alice", *, truth: DetectorTruth,
+                   samples: Mapping[str, tuple[int, int]], settings: Mapping[str, Any]) -> int:
+    """A calibration created through the RPC exactly as the submit command would, but with no
+    workers started: nothing changes it unless a test does."""
+    from ILCDIRAC.CalibrationSystem.Client.Submission import collect_input_files
+    from ILCDIRAC.CalibrationSystem.Utilities.settings import load_settings
+
+    path = Scenario(testbed, folder, truth, samples, dict(settings), user=user).prepare()
+    resolved = load_settings(path).to_dict()
+    created = testbed.rpc(user).createCalibration(resolved, collect_input_files(resolved, folder))
+    if not created["OK"]:
+        raise ScenarioError(f"createCalibration as {user}: {created['Message']}")
+    return created["Value"]
+
+
+def database_rows(testbed: Testbed) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table of the test bed's database (to show a request changed nothing)."""
+    from sqlalchemy import select
+
+    from ILCDIRAC.CalibrationSystem.DB import CalibrationDB as dbModule
+
+    db = dbModule.CalibrationDB(testbed.db_url)
+    try:
+        with db.engine.connect() as conn:
+            return {table.name: [dict(row) for row in conn.execute(select(table)).mappings()]
+                    for table in dbModule.metadata.sorted_tables}
+    finally:
+        db.engine.dispose()
+
+
+def agent_cycles(testbed: Testbed) -> int:
+    """How many cycles the test bed's agent has completed (DIRAC logs a run summary after each)."""
+    try:
+        return testbed.agent_log.read_text(errors="replace").count("run summary")
+    except OSError:
+        return 0
+
+
+def wait_for_agent_cycles(testbed: Testbed, cycles: int, timeout: float = 120) -> None:
+    """Block until the agent has completed ``cycles`` more cycles (each one looks at every calibration)."""
+    target = agent_cycles(testbed) + cycles
+    deadline = time.monotonic() + timeout
+    while agent_cycles(testbed) < target:
+        if time.monotonic() > deadline:
+            raise ScenarioError(f"the agent did not complete {cycles} cycles in {timeout} s:\n"
+                                f"{_tail(testbed.agent_log, 30)}")
+        time.sleep(0.2)
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -6,9 +6,12 @@ nothing shared between runs:
   certificates with DIRAC proxies for ``alice`` and ``bob`` (group ``calibration_user``) and
   ``admin`` (group ``calibration_admin``), plus ``mallory``, signed by the same CA but absent from
   the Registry;
-- ``<root>/etc/dirac.cfg``: the Registry and the ``Systems/Calibration/<instance>`` section built
+- ``<root>/etc/dirac.cfg``: the Registry (every group in VO ``ilc``, so each user has a grid
+  folder ``/ilc/user/<initial>/<name>``) and the ``Systems/Calibration/<instance>`` section built
   from this package's ``ConfigTemplate.cfg``, on a free port, with its own database (a fresh
-  MariaDB database, or an SQLite file with ``database="sqlite"``);
+  MariaDB database, or an SQLite file with ``database="sqlite"``); unless ``local_backend=False``
+  it is a single-user installation: the registered users may run ``backend: local`` calibrations
+  and the agent restarts their workers below ``<root>/work/Calibration/local`` (``local_dir``);
 - the real ``dirac-service Calibration/Calibration`` and ``dirac-agent Calibration/CalibrationAgent``
   processes, run from this interpreter's ``bin`` folder with the folder that holds *this*
   ``ILCDIRAC/CalibrationSystem`` first on PYTHONPATH, so the code under test is what DIRAC runs.
@@ -68,6 +71,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 USERS: dict[str, str] = {"alice": "calibration_user", "bob": "calibration_user", "admin": "calibration_admin"}
 HOST_PROPERTIES: tuple[str, ...] = ("TrustedHost",)
+VO = "ilc"
 
 _DN_BASE = (("C", "ch"), ("O", "DIRAC"), ("OU", "Calibration Testbed"))
 _NAME_OIDS = {"C": NameOID.COUNTRY_NAME, "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME}
@@ -353,6 +357,8 @@ class Testbed:
     Arguments (all keyword-only):
       database:        "mariadb" (a fresh database on 127.0.0.1:3306) or "sqlite" (``<root>/CalibrationDB.sqlite``).
       polling_time:    the agent's PollingTime in seconds.
+      local_backend:   a single-user installation (default): LocalBackendUsers lists every registered
+                       user and the agent's LocalBackendDir is ``local_dir``; False: neither is set.
       service_options: options merged into ``Services/Calibration`` ("Authorization/Default" style keys allowed).
       agent_options:   options merged into ``Agents/CalibrationAgent``.
       database_options: options merged into ``Databases/CalibrationDB``.
@@ -371,6 +377,7 @@ class Testbed:
         *,
         database: str = "mariadb",
         polling_time: int = 2,
+        local_backend: bool = True,
         service_options: Mapping[str, Any] | None = None,
         agent_options: Mapping[str, Any] | None = None,
         database_options: Mapping[str, Any] | None = None,
@@ -402,6 +409,7 @@ class Testbed:
             raise ValueError(f"extra_cfg is not valid cfg text: {exc}") from exc
         self.database = database
         self.polling_time = polling_time
+        self.local_backend = bool(local_backend)
         self.instance = instance
         self.setup = setup
         self.start_timeout = float(start_timeout)
@@ -435,6 +443,7 @@ class Testbed:
         self.log_dir = self.root / "logs"
         self.service_log = self.log_dir / "service.log"
         self.agent_log = self.log_dir / "agent.log"
+        self.local_dir = self.root / "work" / SYSTEM / "local"
         self.log_dir.mkdir(parents=True)
         self.port = free_port()
         self.url = f"dips://{HOST_NAME}:{self.port}/{SERVICE}"
@@ -496,6 +505,9 @@ class Testbed:
             "Agents": {"CalibrationAgent": {"PollingTime": str(self.polling_time)}},
             "Databases": {"CalibrationDB": _nested(db)},
         }
+        if self.local_backend:
+            generated["Services"]["Calibration"]["LocalBackendUsers"] = ", ".join(USERS)
+            generated["Agents"]["CalibrationAgent"]["LocalBackendDir"] = str(self.local_dir)
         system = system.mergeWith(_cfg(generated))
         system = system.mergeWith(
             _cfg(
@@ -524,6 +536,7 @@ class Testbed:
                     group: {
                         "Users": ", ".join(name for name, g in USERS.items() if g == group),
                         "Properties": ", ".join(props),
+                        "VO": VO,
                     }
                     for group, props in GROUPS.items()
                 },

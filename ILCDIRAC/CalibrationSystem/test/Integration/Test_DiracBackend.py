@@ -180,9 +180,9 @@ def test_the_agent_sees_dirac_job_states_and_kills_through_the_wms(grid_user, mo
     RecordingMonitoring.states = {11: "Waiting", 12: "Running", 13: "Done", 14: "Failed", 15: "Stalled", 16: "Killed"}
     RecordingMonitoring.asked, RecordingKiller.killed = [], []
     backend = DiracBackend(settings(), sandboxFolder=tmp_path)
-    states = backend.states(["11", "12", "13", "14", "15", "16", "17"])
+    states = backend.states(42, {w: str(11 + w) for w in range(7)})
     assert states == {"11": "running", "12": "running", "13": "done", "14": "failed", "15": "failed",
                       "16": "failed", "17": "unknown"}
     assert RecordingMonitoring.asked == [[11, 12, 13, 14, 15, 16, 17]]
-    backend.kill(["12", "15"])
+    backend.kill(42, {1: "12", 4: "15"})
     assert RecordingKiller.killed == [[12, 15]]

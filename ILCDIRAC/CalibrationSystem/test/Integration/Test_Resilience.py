@@ -189,12 +189,13 @@ def test_d_two_users_calibrate_at_once_without_touching_each_other(bed, tmp_path
     assert aliceID not in {row["calibrationID"] for row in bed.rpc("bob").getCalibrationStatus([])["Value"]}
     assert not bed.rpc("bob").getCalibrationStatus([aliceID])["OK"]
     assert not bed.rpc("alice").getCalibrationHistory(bobID)["OK"]
-    # the agent delivers each user's results to that user's outputPath: the ready-to-run folder
-    # (phase 1.0 only: with the user's own photon likelihood)
+    # on this single-user installation the agent copies each local calibration's results below
+    # its own folder (a grid outputPath would take them to the owner's grid user folder): the
+    # ready-to-run folder (phase 1.0 only: with the user's own photon likelihood)
     expected = {"constants.json", "history.json", "steering.xml", "convergence.png",
                 "PandoraSettings/PandoraSettingsDefault.xml", "PandoraSettings/PandoraLikelihoodData9EBin.xml"}
     for run, calibrationID in ((alice, aliceID), (bob, bobID)):
-        delivered = run.folder / "output" / f"calibration_{calibrationID}"
+        delivered = bed.local_dir / "results" / f"calibration_{calibrationID}"
         found = lambda: {p.relative_to(delivered).as_posix() for p in delivered.rglob("*") if p.is_file()}  # noqa: E731
         wait_until(lambda: found() == expected, 60, lambda: f"{delivered}: {sorted(found())}")
         assert (delivered / "convergence.png").read_bytes().startswith(b"\x89PNG")

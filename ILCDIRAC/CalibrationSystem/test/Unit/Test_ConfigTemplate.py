@@ -1,10 +1,13 @@
 """ConfigTemplate.cfg carries every option the service and agent read, with the code's default,
 and every method of the handler is typed and covered by an authorization rule."""
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
 from diraccfg import CFG
+
+from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits
 
 PACKAGE = Path(__file__).resolve().parents[2]
 TEMPLATE = CFG().loadFromFile(str(PACKAGE / "ConfigTemplate.cfg"))
@@ -28,13 +31,17 @@ def normalise(value) -> list[str]:
     return [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in values]
 
 
+def listed(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def test_every_agent_option_is_in_the_template_with_its_default():
     options = options_read(AGENT, "am_getOption")
     assert options  # the agent does read options
     section = TEMPLATE["Agents"]["CalibrationAgent"]
     for name, default in options.items():
         assert name in section, f"agent option {name} missing from ConfigTemplate.cfg"
-        assert normalise(default) == [v.strip() for v in section[name].split(",")], name
+        assert [v for v in normalise(default) if v] == listed(section[name]), name
 
 
 def test_every_service_option_is_in_the_template_with_its_default():
@@ -42,9 +49,18 @@ def test_every_service_option_is_in_the_template_with_its_default():
     section = TEMPLATE["Services"]["Calibration"]
     for name, default in options.items():
         assert name in section, f"service option {name} missing from ConfigTemplate.cfg"
-        evaluated = [str(int(float(v))) if re.fullmatch(r"[0-9.]+", v.strip()) else v.strip()
-                     for v in section[name].split(",")]
+        evaluated = [str(int(float(v))) if re.fullmatch(r"[0-9.]+", v) else v for v in listed(section[name])]
         assert normalise(default) == evaluated, name
+
+
+def test_every_service_limit_is_in_the_template_with_its_default():
+    section = TEMPLATE["Services"]["Calibration"]
+    for spec in dataclasses.fields(ServiceLimits):
+        option = spec.metadata["option"]
+        assert option in section, f"service limit {option} missing from ConfigTemplate.cfg"
+        assert int(section[option]) == spec.default, option
+    # and the service reads exactly those options: the template's values give the default limits
+    assert ServiceLimits.from_options(lambda name, default: section[name]) == ServiceLimits()
 
 
 def test_every_exported_method_is_typed_and_agent_methods_need_trusted_host():

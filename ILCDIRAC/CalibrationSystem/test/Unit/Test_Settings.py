@@ -12,6 +12,9 @@ from ILCDIRAC.CalibrationSystem.Utilities.settings import (
     DEFAULT_PHASE_SEQUENCE,
     DERIVED_KEYS,
     KEYS,
+    MAX_LIST_FILE_BYTES,
+    MAX_PROBLEMS,
+    MAX_SETTINGS_BYTES,
     Settings,
     SettingsError,
     detect_format,
@@ -65,7 +68,7 @@ def test_the_talks_settings_file_loads():
     assert s.ecalBarrelCosThetaRange == (0.0, 0.643) and s.hcalEndcapCosThetaRange == (0.72, 0.94)
     assert (s.DDCaloDigiName, s.DDPandoraPFANewProcessorName) == ("MyDDCaloDigi_10ns", "MyDDMarlinPandora_10ns")
     assert s.marlinVersion == "ILCSOft-2019-07-09_gcc62"
-    assert (s.outputPath, s.outputSE) == ("/ilc/user/o/oviazlo/fccee_calib/", "CERN-DST-EOS")
+    assert (s.outputPath, s.outputSE) == ("/ilc/user/o/oviazlo/fccee_calib", "CERN-DST-EOS")  # normal LFN form
     assert s.steeringFile == str(DATA / "fcceeReconstruction_noSWC.xml")
     # from the model: not in the talk's file
     assert (s.nHcalLayers, s.PfoAnalysisName) == (44, "MyPfoAnalysis")
@@ -386,11 +389,109 @@ def _parse_problems(text, base, fmt=None):
     return info.value.problems
 
 
-def test_grid_results_need_a_storage_element_and_local_ones_an_absolute_folder(tmp_path):
+def test_results_go_to_an_lfn_folder_with_a_storage_element_for_every_backend(tmp_path):
     (tmp_path / "steering.xml").write_text("<marlin/>")
     base = "detectorModel: CLD\nsteeringFile: steering.xml\ngammaFiles: [a.slcio]\nphaseSequence: ['1.0']\n"
     with pytest.raises(SettingsError, match="outputSE: required with an outputPath"):
         parse_settings(base + "backend: dirac\nmarlinVersion: v1\noutputPath: /ilc/user/a/out\n", fmt="yaml",
                        base_dir=tmp_path)
-    local = parse_settings(base + "backend: local\noutputPath: results\n", fmt="yaml", base_dir=tmp_path)
-    assert local.outputPath == str(tmp_path / "results")
+    # a local folder is not an LFN: the agent never writes where a user points it
+    for folder, fragment in (("results", "must be an absolute LFN"), ("/ilc/user/a/alice/../bob", "contains '..'"),
+                             ("LFN:relative/x", "must be an absolute LFN"), ("/", "names no folder")):
+        problems = _parse_problems(base + f"backend: local\noutputPath: {folder}\noutputSE: SE\n", tmp_path, "yaml")
+        assert fragment in problem_for(problems, "outputPath"), (folder, problems)
+    # written any way, an LFN is kept in one normal form, so it is compared with the owner's folder as such
+    local = parse_settings(base + "backend: local\noutputPath: LFN:/ilc//user/./a/alice/calib/\noutputSE: SE\n",
+                           fmt="yaml", base_dir=tmp_path)
+    assert local.outputPath == "/ilc/user/a/alice/calib"
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("../../etc/shadow", "contains '..'"),
+    ("LFN:/../../x", "contains '..'"),
+    ("LFN:relative.slcio", "must be an absolute LFN"),
+    ("/ilc/prod/../../../etc/passwd", "contains '..'"),
+    ("gamma\n.slcio", "control characters"),
+    ("x" * 300 + ".slcio", "longer than 255 bytes"),
+    ("/a/" * 2000, "more than 4096"),
+])
+def test_sample_file_names_never_climb_out(name, fragment):
+    problems = problems_of(minimal(gammaFiles=[name]))
+    assert fragment in problem_for(problems, "gammaFiles"), problems
+    assert len(problem_for(problems, "gammaFiles")) < 400, "the refusal repeats only a short piece of the name"
+
+
+def test_sample_file_names_are_kept_in_normal_form():
+    files = ["LFN:/ilc//prod/./gamma_1.slcio", "/data/gamma_2.slcio", "samples/./gamma_3.slcio", "root://eos.cern.ch//a/b.slcio"]
+    assert list(settings_from_dict(minimal(gammaFiles=files)).gammaFiles) == [
+        "LFN:/ilc/prod/gamma_1.slcio", "/data/gamma_2.slcio", "samples/gamma_3.slcio", "root://eos.cern.ch//a/b.slcio"]
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_line_at_once(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]
+    levels += ["gammaFiles: *a11"]  # 10^12 sample files once expanded
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(levels) + "\n")
+    problems = _load_problems(path)
+    assert len(problems) == 1
+    assert problems[0].startswith("the settings file is refused: it holds more than 100000 values once its "
+                                  "aliases are expanded (line "), problems
+    # the same file without the .yaml suffix is still recognised as YAML
+    path.rename(tmp_path / "bomb.txt")
+    assert _load_problems(tmp_path / "bomb.txt") == problems
+
+
+def test_recursive_aliases_and_deep_nesting_are_refused(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("a: &a [1, *a]\n")
+    assert _load_problems(path) == ["the settings file is refused: it has an alias inside the node it refers to "
+                                    "(a recursive alias) (line 1, column 11)"]
+    path.write_text("a: " + "[" * 60 + "]" * 60 + "\n")
+    assert _load_problems(path)[0].startswith("the settings file is refused: it nests deeper than 50 levels")
+
+
+def test_a_few_ordinary_aliases_are_fine(tmp_path):
+    (tmp_path / "steering.xml").write_text("<marlin/>")
+    path = tmp_path / "aliases.yaml"
+    path.write_text("detectorModel: CLD\nsteeringFile: steering.xml\nbackend: local\nphaseSequence: ['1.0', '1.1']\n"
+                    "gammaFiles: &same [/d/a.slcio, /d/b.slcio]\nkaonFiles: *same\n")
+    settings = load_settings(path)
+    assert settings.gammaFiles == settings.kaonFiles == ("/d/a.slcio", "/d/b.slcio")
+
+
+def test_settings_and_list_files_are_read_only_up_to_their_size_limit(tmp_path):
+    big = tmp_path / "big.yaml"
+    with open(big, "w") as out:
+        out.write("detectorModel: CLD\ngammaFiles:\n")
+        while out.tell() <= MAX_SETTINGS_BYTES:
+            out.write("  - /ilc/prod/gamma/gamma_0000000000000000.slcio\n")
+    assert _load_problems(big) == [f"cannot read settings file {big}: larger than the limit of 1024 KiB"]
+    # a file that never ends is read only up to the limit too
+    assert _load_problems(Path("/dev/zero")) == ["cannot read settings file /dev/zero: larger than the limit of 1024 KiB"]
+    listing = tmp_path / "gamma.txt"
+    listing.write_bytes(b"/a.slcio\n" * (MAX_LIST_FILE_BYTES // 9 + 1))
+    (tmp_path / "steering.xml").write_text("<marlin/>")
+    problems = _parse_problems("detectorModel: CLD\nsteeringFile: steering.xml\ngammaFiles: gamma.txt\n", tmp_path, "yaml")
+    assert problem_for(problems, "gammaFiles") == f"gammaFiles: list file {listing} is refused: larger than the limit of 8192 KiB"
+
+
+def test_a_huge_broken_file_lists_a_bounded_number_of_problems(tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text("".join(f"unknownKey{i}: {i}\n" for i in range(5000)))
+    problems = _load_problems(path)
+    assert len(problems) == MAX_PROBLEMS + 1 and problems[-1].endswith("more problems")
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("numberOfJobs", 2**40, "must be at most 2147483647 in size"),
+    ("stopStage", 100, "must be <= 99"),
+    ("phaseSequence", ["100.0"], "unknown phases"),
+    ("phaseSequence", ["1" * 5000 + ".0"], "unknown phases"),
+    ("marlinVersion", "v1 ]; Executable = \"/bin/sh\"", "must be one word"),
+    ("platform", "x86_64\nEl9", "must be one word"),
+    ("outputSE", "CERN EOS", "must be one word"),
+])
+def test_numbers_stages_and_job_description_words_are_bounded(key, value, fragment):
+    problem = problem_for(problems_of(minimal(**{key: value})), key)
+    assert fragment in problem and len(problem) < 400, problem

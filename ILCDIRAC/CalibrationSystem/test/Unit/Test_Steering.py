@@ -140,7 +140,7 @@ def test_include_refs_are_relative_to_the_top_files_folder():
 @pytest.mark.parametrize("change, message", [
     (("digi/Calo.xml", "<group", '<include ref="more.xml"/><group'), r"digi/Calo.xml, line 1: nested includes are not allowed"),
     (("steering.xml", "digi/${Digi}.xml", "/opt/digi/${Digi}.xml"), "include ref '/opt/digi/Calo.xml' is an absolute path"),
-    (("steering.xml", "digi/${Digi}.xml", "../digi/${Digi}.xml"), "leaves its folder"),
+    (("steering.xml", "digi/${Digi}.xml", "../digi/${Digi}.xml"), "file name '../digi/Calo.xml' contains '..'"),
     (("steering.xml", "digi/${Digi}.xml", "digi/${Digi}.txt"), "does not name an .xml file"),
     (("steering.xml", "digi/${Digi}.xml", "digi/${Dig}.xml"), r"constant \$\{Dig\} is not defined"),
     (("steering.xml", "digi/${Digi}.xml", "digi/Other.xml"), "included file digi/Other.xml not found"),
