@@ -74,8 +74,7 @@ def create_calibration(
     """Validate settings and input files completely against the limits and the caller's rights,
     then store the calibration and its first step."""
     _bounded(settingsDict, limits, "the settings")
-    settings, resolved, files = validate_calibration(settingsDict, inputFiles, limits)
-    _check_policy(caller, resolved, limits)
+    settings, resolved, files = validate_calibration(settingsDict, inputFiles, limits, caller)
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
     stage, phase = split_key(state.current)
@@ -132,16 +131,18 @@ def _check_policy(caller: Caller, settings: Mapping[str, Any], limits: ServiceLi
 
 
 def validate_calibration(
-    settingsDict: Any, inputFiles: Any, limits: ServiceLimits = NO_LIMITS
+    settingsDict: Any, inputFiles: Any, limits: ServiceLimits = NO_LIMITS, caller: Caller | None = None
 ) -> tuple[Settings, dict[str, Any], dict[str, str]]:
     """(settings, resolved settings, input files) if they make a calibration the service can
-    run (the caller's rights aside), else CalibrationError with the problems; ``--dry-run`` runs
-    this same check."""
+    run, and (with a ``caller``) one this caller may create; else CalibrationError with the
+    problems. ``--dry-run`` runs this same check, without a caller."""
     try:
         settings = settings_from_dict(settingsDict)
     except SettingsError as exc:
         raise CalibrationError("invalid settings: " + "; ".join(exc.problems)) from None
     resolved = settings.to_dict()
+    if caller is not None:
+        _check_policy(caller, resolved, limits)
     files = check_input_files(inputFiles, resolved, limits)
     problems = []
     for sample in settings.samples():
