@@ -5,11 +5,18 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DIRAC_VERSION := 8.0.86
 ILCDIRAC_VERSION := 35.0.12
-# Build dependencies of M2Crypto (swig, libssl-dev) and mysqlclient (libmariadb-dev, pkg-config).
-DEB_PACKAGES := libmariadb-dev pkg-config swig libssl-dev gcc
+# Build dependencies of M2Crypto (swig, libssl-dev) and mysqlclient (libmariadb-dev, pkg-config);
+# the mysql client loads DIRAC's WMS schemas in the test bed (mariadb-client-core).
+DEB_PACKAGES := libmariadb-dev pkg-config swig libssl-dev gcc mariadb-client-core
 PYTEST_ARGS ?=
+# DIRAC's web portal for `make test-portal`, each in its own folder beside the virtualenv (never in
+# it): WebAppDIRAC of the DIRAC 8.0 line with the tornado it needs, and Playwright driving
+# Debian's chromium (no browser download).
+PORTAL := .portal
+PORTAL_WEBAPP := WebAppDIRAC==5.0.15 DIRACWebAppResources==1.0.1 tornado==5.1.1 tornado-m2crypto==0.1.6
+PORTAL_BROWSER := playwright==1.65.2
 
-.PHONY: all install test demo debs mariadb clean
+.PHONY: all install test test-portal portal demo debs mariadb clean
 
 all: install
 
@@ -44,9 +51,25 @@ mariadb:
 test: install mariadb
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+$(PORTAL)/.webapp: Makefile | $(VENV)/.deps
+	rm -rf $(PORTAL)/webapp
+	$(PIP) install --no-deps --target $(PORTAL)/webapp $(PORTAL_WEBAPP)
+	touch $@
+
+$(PORTAL)/.browser: Makefile | $(VENV)/.deps
+	rm -rf $(PORTAL)/browser
+	$(PIP) install --target $(PORTAL)/browser $(PORTAL_BROWSER)
+	touch $@
+
+portal: install $(PORTAL)/.webapp $(PORTAL)/.browser
+	@$(MAKE) --no-print-directory debs DEB_PACKAGES=chromium
+
+test-portal: portal mariadb
+	$(VENV)/bin/pytest -m portal ILCDIRAC/CalibrationSystem/test/Portal $(PYTEST_ARGS)
+
 demo: install
 	-@$(MAKE) --no-print-directory mariadb
 	$(PY) -m ILCDIRAC.CalibrationSystem.demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info demo-run
+	rm -rf $(VENV) $(PORTAL) build *.egg-info demo-run portal-screenshots

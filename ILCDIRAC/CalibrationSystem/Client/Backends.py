@@ -170,6 +170,10 @@ DIRAC_STATES = {
     **dict.fromkeys(("Failed", "Killed", "Deleted", "Stalled"), FAILED_JOB),
 }
 BUNDLE_NAME = "ilcdirac-calibration.tar.gz"
+#: The bundle's top folder. DIRAC's JobWrapper unpacks every tarball of the input sandbox into
+#: the job's directory, which is also the launcher's first import path: a top-level ``ILCDIRAC``
+#: folder there would shadow the pilot's iLCDirac (and its ``extension_metadata``).
+BUNDLE_ROOT = "calibration_code"
 LAUNCHER = PACKAGE_DIR / "Client" / "calibration_worker.py"
 
 
@@ -182,16 +186,17 @@ def job_group(calibrationID: int) -> str:
 
 
 def make_worker_bundle(folder: Path) -> Path:
-    """This project's package (without tests) as the tarball the launcher unpacks in the job."""
+    """This project's package (without tests) as the tarball the launcher puts first on
+    ``ILCDIRAC.__path__`` in the job: ``calibration_code/ILCDIRAC/CalibrationSystem/...``, with no
+    ``ILCDIRAC/__init__.py`` of its own (the pilot's iLCDirac stays the package)."""
     bundle = folder / BUNDLE_NAME
 
     def keep(info: tarfile.TarInfo):
         parts = Path(info.name).parts
-        return None if "__pycache__" in parts or "test" in parts[2:3] else info
+        return None if "__pycache__" in parts or "test" in parts[3:4] else info
 
     with tarfile.open(bundle, "w:gz") as tar:
-        tar.add(PACKAGE_DIR, arcname="ILCDIRAC/CalibrationSystem", filter=keep)
-        tar.addfile(tarfile.TarInfo("ILCDIRAC/__init__.py"))
+        tar.add(PACKAGE_DIR, arcname=f"{BUNDLE_ROOT}/ILCDIRAC/CalibrationSystem", filter=keep)
     return bundle
 
 

@@ -23,6 +23,11 @@ every process, drops the database and removes the folder; an ``atexit`` hook and
 started from the main thread, the kernel's parent-death signal make sure nothing outlives the
 caller even when it is interrupted. Set ``keep=True`` or ``CALIBRATION_TESTBED_KEEP=1`` to keep
 the folder and the database for debugging.
+
+``Testbed(wms=True)`` adds a real DIRAC Workload Management System, a file catalog, a local
+storage element, a pilot and a stand-in CVMFS folder (``test/wms.py``; ``start_wms()`` starts it).
+The users' group is then ``ilc_user`` (iLCDirac submits user jobs with no other), the
+administrator's ``ilc_admin``, and a ``pilot`` identity holds a generic pilot proxy.
 """
 from __future__ import annotations
 
@@ -367,7 +372,8 @@ class Testbed:
       base_dir:        where the temporary folder is made (default: the system temp folder).
       bin_dir:         where ``dirac-service``/``dirac-agent`` live (default: this interpreter's ``bin``).
       instance, setup: the DIRAC instance of the Calibration system and the Setup name.
-      start_timeout:   seconds ``start_service`` waits for the service to answer ping.
+      start_timeout:   seconds ``start_service`` (and ``start_wms``) wait for the services to answer.
+      wms:             also build a DIRAC WMS, file catalog, storage element, pilot and CVMFS stand-in.
     """
 
     __test__ = False
@@ -388,6 +394,7 @@ class Testbed:
         instance: str = "Test",
         setup: str = "CalibrationTestbed",
         start_timeout: float = 60.0,
+        wms: bool = False,
     ):
         if database not in ("mariadb", "sqlite"):
             raise ValueError(f"database must be 'mariadb' or 'sqlite', got {database!r}")
@@ -420,6 +427,19 @@ class Testbed:
                 raise TestbedError(f"{script} not found in {self.bin_dir}: is DIRAC installed in this environment?")
         self.db_name: str | None = None
         self.sqlite_path: Path | None = None
+        self.wms = None
+        self._ports: set[int] = set()
+        if wms:
+            if database != "mariadb":
+                raise ValueError("the WMS needs MariaDB: use database='mariadb' with wms=True")
+            from ILCDIRAC.CalibrationSystem.test import wms as _wms
+
+            self.groups = {**_wms.GROUPS}
+            self.users = {"alice": _wms.USER_GROUP, "bob": _wms.USER_GROUP, "admin": _wms.ADMIN_GROUP,
+                          _wms.PILOT: _wms.PILOT_GROUP}
+            self.host_properties = _wms.HOST_PROPERTIES
+        else:
+            self.groups, self.users, self.host_properties = dict(GROUPS), dict(USERS), HOST_PROPERTIES
         self.service: subprocess.Popen | None = None
         self.agent: subprocess.Popen | None = None
         self._closed = False
@@ -427,13 +447,13 @@ class Testbed:
         self.root = Path(tempfile.mkdtemp(prefix="calib-testbed-", dir=base_dir)).resolve()
         _live.add(self)
         try:
-            self._build(overrides, extra)
+            self._build(overrides, extra, wms)
         except BaseException:
             self.close()
             raise
 
     # ----------------------------------------------------------------------- building
-    def _build(self, overrides: Mapping[str, dict[str, Any]], extra: CFG) -> None:
+    def _build(self, overrides: Mapping[str, dict[str, Any]], extra: CFG, wms: bool) -> None:
         self.etc_dir = self.root / "etc"
         self.grid_security = self.etc_dir / "grid-security"
         self.ca_dir = self.grid_security / "certificates"
@@ -445,23 +465,23 @@ class Testbed:
         self.agent_log = self.log_dir / "agent.log"
         self.local_dir = self.root / "work" / SYSTEM / "local"
         self.log_dir.mkdir(parents=True)
-        self.port = free_port()
+        self.port = self.free_port()
         self.url = f"dips://{HOST_NAME}:{self.port}/{SERVICE}"
 
         ca = _CA(self.root / "ca", self.ca_dir)
         ca.issue(HOST_NAME, self.host_cert, self.host_key, server=True)
         self.identities: dict[str, Identity] = {
             HOST: Identity(
-                HOST_NAME, dn_string(HOST_NAME), "hosts", HOST_PROPERTIES, self.host_cert, self.host_key, None
+                HOST_NAME, dn_string(HOST_NAME), "hosts", self.host_properties, self.host_cert, self.host_key, None
             )
         }
-        for name, group in {**USERS, UNREGISTERED: ""}.items():
+        for name, group in {**self.users, UNREGISTERED: ""}.items():
             folder = self.root / "users" / name
             identity = Identity(
                 name,
                 dn_string(name),
                 group,
-                GROUPS.get(group, ()),
+                self.groups.get(group, ()),
                 folder / "usercert.pem",
                 folder / "userkey.pem",
                 folder / "proxy.pem",
@@ -481,7 +501,16 @@ class Testbed:
         else:
             self.sqlite_path = self.root / "CalibrationDB.sqlite"
             self.db_url = f"sqlite+pysqlite:///{self.sqlite_path}"
-        self.cfg = self._config(overrides).mergeWith(extra)
+        cfg = self._config(overrides)
+        if wms:
+            from ILCDIRAC.CalibrationSystem.test.wms import LocalWMS
+
+            self.wms = LocalWMS(self)
+            self.wms.build()
+            cfg = cfg.mergeWith(self.wms.config(self.instance))
+            for system in self.wms.systems:
+                cfg["DIRAC"]["Setups"][self.setup].setOption(system, self.instance)
+        self.cfg = cfg.mergeWith(extra)
         self.cfg_path.write_text(str(self.cfg))
 
     def _config(self, overrides: Mapping[str, dict[str, Any]]) -> CFG:
@@ -530,17 +559,17 @@ class Testbed:
                 },
             },
             "Registry": {
-                "DefaultGroup": "calibration_user",
-                "Users": {name: {"DN": dn_string(name)} for name in USERS},
+                "DefaultGroup": self.users["alice"],
+                "Users": {name: {"DN": dn_string(name)} for name in self.users},
                 "Groups": {
                     group: {
-                        "Users": ", ".join(name for name, g in USERS.items() if g == group),
+                        "Users": ", ".join(name for name, g in self.users.items() if g == group),
                         "Properties": ", ".join(props),
                         "VO": VO,
                     }
-                    for group, props in GROUPS.items()
+                    for group, props in self.groups.items()
                 },
-                "Hosts": {HOST_NAME: {"DN": dn_string(HOST_NAME), "Properties": ", ".join(HOST_PROPERTIES)}},
+                "Hosts": {HOST_NAME: {"DN": dn_string(HOST_NAME), "Properties": ", ".join(self.host_properties)}},
             },
         }
         cfg = _cfg(base)
@@ -585,7 +614,9 @@ class Testbed:
         return env
 
     # ----------------------------------------------------------------------- processes
-    def _spawn(self, args: list[str], log: Path) -> subprocess.Popen:
+    def _spawn(
+        self, args: list[str], log: Path, *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
         # setpriv asks the kernel to SIGKILL the process when the thread that started it dies, so
         # even a caller killed with SIGKILL leaves nothing behind (only from the main thread: a
         # worker thread ending must not take the service with it).
@@ -596,8 +627,8 @@ class Testbed:
             out.flush()
             return subprocess.Popen(
                 args,
-                cwd=self.root,
-                env=self.env(),
+                cwd=cwd or self.root,
+                env=dict(env) if env is not None else self.env(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -696,16 +727,36 @@ class Testbed:
         with self._lock:
             _terminate(self.agent)
 
+    def start_wms(self, timeout: float | None = None) -> None:
+        """Start the WMS (``wms=True``): services, optimizers and the pilot, with the site allowed
+        and every user's proxy in the ProxyManager; returns once the services listen."""
+        with self._lock:
+            self._check_open()
+            if self.wms is None:
+                raise TestbedError("this test bed has no WMS: build it with Testbed(wms=True)")
+            self.wms.start(self.start_timeout if timeout is None else timeout)
+
     def stop(self) -> None:
-        """Stop the agent and the service (SIGTERM, then SIGKILL after a grace period)."""
+        """Stop the agent, the service and the WMS (SIGTERM, then SIGKILL after a grace period)."""
         with self._lock:
             self.stop_agent()
+            if self.wms is not None:
+                self.wms.stop()
             self.stop_service()
 
     @property
     def pids(self) -> list[int]:
         """PIDs of every process this test bed started, running or not."""
-        return [p.pid for p in (self.service, self.agent) if p is not None]
+        wms = self.wms.processes if self.wms is not None else []
+        return [p.pid for p in (self.service, self.agent, *wms) if p is not None]
+
+    def free_port(self) -> int:
+        """A free port not yet given to another component of this test bed."""
+        while True:
+            port = free_port()
+            if port not in self._ports:
+                self._ports.add(port)
+                return port
 
     # ----------------------------------------------------------------------- in-process clients
     def activate(self) -> None:
@@ -827,6 +878,8 @@ class Testbed:
                     try:
                         if self.db_name:
                             mariadb.drop_database(self.db_name)
+                        if self.wms is not None:
+                            self.wms.drop()
                     finally:
                         shutil.rmtree(self.root, ignore_errors=True)
 

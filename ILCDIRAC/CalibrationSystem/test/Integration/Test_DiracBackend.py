@@ -128,9 +128,13 @@ def test_the_worker_program_travels_in_the_sandbox(grid_user, tmp_path):
     assert sandbox[2] == "LFN:/ilc/user/o/someone/FCCee_01_v04_ecal20_10.tgz"
     with tarfile.open(sandbox[1]) as bundle:
         names = bundle.getnames()
-    assert "ILCDIRAC/CalibrationSystem/Client/Worker.py" in names
-    assert "ILCDIRAC/CalibrationSystem/Utilities/phases/ecal_digitisation.py" in names
+    assert "calibration_code/ILCDIRAC/CalibrationSystem/Client/Worker.py" in names
+    assert "calibration_code/ILCDIRAC/CalibrationSystem/Utilities/phases/ecal_digitisation.py" in names
     assert not any("/test/" in name or "__pycache__" in name for name in names)
+    # DIRAC's JobWrapper unpacks sandbox tarballs into the job directory, the launcher's first
+    # import path: nothing in the bundle may shadow the pilot's ILCDIRAC package there
+    assert all(name.startswith("calibration_code/ILCDIRAC/CalibrationSystem") for name in names)
+    assert "calibration_code/ILCDIRAC/__init__.py" not in names
 
 
 def test_an_unknown_release_is_refused_before_anything_is_sent(grid_user, monkeypatch, tmp_path):
