@@ -21,7 +21,7 @@ setup(
     package_data={
         "ILCDIRAC.CalibrationSystem": ["ConfigTemplate.cfg", "data/*/*", "data/*"],
         "ILCDIRAC.CalibrationSystem.DB": ["*.sql"],
-        "marlin_emulator": ["data/*/*"],
+        "marlin_emulator": ["data/*/*", "data/*/*/*"],
     },
     install_requires=[
         "DIRAC>=8.0,<8.1",

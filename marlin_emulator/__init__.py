@@ -11,9 +11,11 @@ Pandora's MIP scale), ``pandora`` (photon likelihood: settings, PDFs, training),
 ``showers``, ``muons``, ``jets`` (Pandora) and ``pfo_tree`` (PfoAnalysis), ``rootio`` (the ROOT
 file), ``steering_input``, ``run``, ``cli``.
 
-The emulator's own data: detector truths (``data/truth``), the cut-down calibration steering
-(``data/steering``) and the Pandora settings with a synthetic photon likelihood that this
-steering names (``data/pandora``). A real calibration uses the files its own steering names.
+The emulator's own data: detector truths (``data/truth``) and, in ``data/steering``, a cut-down
+CLD-like calibration steering file with the Pandora settings and synthetic photon likelihood it
+names (``PandoraSettings/``) and photon-training settings (``CalibrationPandoraSettings/``), laid
+out as CLDConfig lays out its own. They serve the emulator's tests and demo only: a real
+calibration uses the files its own steering names.
 """
 from pathlib import Path
 
@@ -34,14 +36,14 @@ from marlin_emulator.truth import (
 )
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-#: The emulator's calibration steering file (CLD-like) and the folder of the Pandora files it names.
-STEERING = DATA_DIR / "steering" / "calibrationReconstruction.xml"
-PANDORA_DIR = DATA_DIR / "pandora"
+#: The emulator's calibration steering file (CLD-like), in the folder of the files it names.
+STEERING_DIR = DATA_DIR / "steering"
+STEERING = STEERING_DIR / "calibrationReconstruction.xml"
 
 __all__ = [
     "DATA_DIR",
-    "PANDORA_DIR",
     "STEERING",
+    "STEERING_DIR",
     "PARTICLES",
     "RUN_ERRORS",
     "DetectorTruth",

@@ -28,6 +28,7 @@ from scipy import special
 from marlin_emulator.rng import EventRandom
 from marlin_emulator.truth import PhotonIdTruth
 from ILCDIRAC.CalibrationSystem.Utilities.likelihood import BACKGROUND, SIGNAL, LikelihoodData, PdfHistogram
+from ILCDIRAC.CalibrationSystem.Utilities.marlin_xml import without_comments
 
 #: LCContent PhotonReconstructionAlgorithm variables and their default binning.
 VARIABLES: dict[str, tuple[int, float, float]] = {
@@ -59,8 +60,8 @@ class PhotonSettings:
 
 def read_pandora_settings(path: "str | Path") -> PhotonSettings:
     path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
+    try:  # Pandora reads with TinyXML: a comment may hold "--" (CLDConfig's licence header)
+        root = ET.fromstring(without_comments(path.read_bytes()))
     except FileNotFoundError:
         raise PandoraSettingsError(f"Pandora settings file {path} does not exist") from None
     except (ET.ParseError, OSError) as exc:

@@ -1,29 +1,46 @@
 """What the emulator takes from a Marlin steering file, read as Marlin reads it.
 
-Marlin semantics (via ``Utilities.steering``): ``<constants>`` are substituted (``${name}``,
-``$ENV{name}``); processors count only if ``<execute>`` runs them (when there is an
-``<execute>``); group parameters apply to every processor of the group; a parameter's value is
-its ``value`` attribute or its text. Processors are recognised by their ``type`` (DDCaloDigi,
-DDPandoraPFANewProcessor, PfoAnalysis, DDSimpleMuonDigi); other processors are ignored, as a
-detector-less Marlin would not care about them either. Missing calibration constants are errors
-rather than silent processor defaults, so a broken steering file fails loudly.
+The file is read by the calibration's own Marlin reader (``Utilities.steering``): constants,
+includes relative to the steering file's folder, groups and their parameter precedence,
+``<execute>`` with its conditions. Processors count only if ``<execute>`` runs them; they are
+recognised by their ``type``: DDCaloDigi, or ILD's chain of RealisticCaloDigi* and
+RealisticCaloReco* processors (a hit's energy is sim energy / calibration_mip x
+calibration_factorsMipGev of its layer group, which the emulator turns into the DDCaloDigi-like
+constants of its detector model, recognising each calorimeter region by the simulated-hit
+collection its digitiser reads), DDPandoraPFANewProcessor, PfoAnalysis, DDSimpleMuonDigi; other
+processors are ignored, as a detector-less Marlin would not care about them either. Missing
+calibration constants are errors rather than silent processor defaults, so a broken steering
+file fails loudly.
 """
 from __future__ import annotations
 
 import math
-import os
-import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from ILCDIRAC.CalibrationSystem.Utilities import steering
+from ILCDIRAC.CalibrationSystem.Utilities.steering import Steering
 
 DIGI_TYPE = "DDCaloDigi"
 PANDORA_TYPE = "DDPandoraPFANewProcessor"
 PFO_ANALYSIS_TYPE = "PfoAnalysis"
 MUON_DIGI_TYPE = "DDSimpleMuonDigi"
+#: ILD's digitiser and reconstruction processor types (silicon and scintillator variants).
+REALISTIC_DIGI, REALISTIC_RECO = "RealisticCaloDigi", "RealisticCaloReco"
+#: The simulated-hit collections by which a RealisticCaloDigi's calorimeter region is known
+#: (ILD's DD4hep models; MergeCollections makes the ECAL ones from the Even/Odd silicon hits).
+REGION_COLLECTIONS = {
+    "ecalBarrel": ("EcalBarrelCollection", "ECalBarrelCollection"),
+    "ecalEndcap": ("EcalEndcapsCollection", "ECalEndcapCollection"),
+    "hcalBarrel": ("HcalBarrelRegCollection", "HCalBarrelCollection"),
+    "hcalEndcap": ("HcalEndcapsCollection", "HCalEndcapCollection"),
+    "hcalRing": ("HcalEndcapRingCollection", "HCalRingCollection"),
+}
+#: RealisticCaloDigi's time window when timingCut is on and the steering gives none (ns).
+REALISTIC_TIME_WINDOW = 100.0
+#: PfoAnalysis's default upper edge of MuonDirectionCorrectedCaloHitEnergy (GeV; 500 bins from 0).
+PFO_MUON_HISTOGRAM_HIGH = 1.0
 #: DDMarlinPandora's default software-compensation limit (LCContent SoftwareCompensationParameters).
 DEFAULT_SOFT_COMP_LIMIT = 100.0
 #: DDCaloDigi's raw sim-energy thresholds (GeV) when the steering gives none.
@@ -87,88 +104,66 @@ class SteeringInput:
 
 
 def read_steering(path: "str | Path") -> SteeringInput:
-    """Parse a steering file; SteeringInputError names what is missing or malformed."""
+    """Parse a steering file (and the files it includes, relative to its folder);
+    SteeringInputError names what is missing or malformed."""
     path = Path(path)
+    if not path.is_file():
+        raise SteeringInputError(f"steering file {path} does not exist")
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SteeringInputError(f"steering file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SteeringInputError(f"cannot read steering file {path}: {exc}") from None
-    try:
-        return parse_steering(text)
+        return steering_input(steering.read_steering(steering.FolderFiles(path.parent), path.name))
     except (SteeringInputError, steering.SteeringError) as exc:
         raise SteeringInputError(f"steering file {path}: {exc}") from None
 
 
 def parse_steering(text: str) -> SteeringInput:
+    """A steering file given as text (it can include nothing)."""
     try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise SteeringInputError(f"not well-formed XML: {exc}") from None
-    if root.tag != "marlin":
-        raise SteeringInputError(f"not a Marlin steering file: the root element is <{root.tag}>")
-    text = expand_constants(text, root)
-    executed = set(steering.executed_processors(text)) if root.find("execute") is not None else None
-    globalParams = steering.read_global_parameters(text)
-    names = {t: _active(text, t, executed) for t in (DIGI_TYPE, PANDORA_TYPE, PFO_ANALYSIS_TYPE, MUON_DIGI_TYPE)}
-    for required in (DIGI_TYPE, PANDORA_TYPE):
-        if names[required] is None:
-            raise SteeringInputError(f"no {required} processor is executed")
+        return steering_input(steering.read_text(text))
+    except steering.SteeringError as exc:
+        raise SteeringInputError(str(exc)) from None
+
+
+def steering_input(parsed: Steering) -> SteeringInput:
+    names = {t: _active(parsed, t) for t in (DIGI_TYPE, PANDORA_TYPE, PFO_ANALYSIS_TYPE, MUON_DIGI_TYPE)}
+    if names[PANDORA_TYPE] is None:
+        raise SteeringInputError(f"no {PANDORA_TYPE} processor is executed")
+    if names[DIGI_TYPE] is not None:
+        digi = _digi(_Parameters(parsed, names[DIGI_TYPE]))
+    elif _realistic(parsed, REALISTIC_RECO):
+        digi = _realistic_chain(parsed)
+    else:
+        raise SteeringInputError(f"no {DIGI_TYPE} processor (nor a {REALISTIC_DIGI}/{REALISTIC_RECO} chain) is executed")
     pfo = names[PFO_ANALYSIS_TYPE]
     muonDigitisation = None
     if names[MUON_DIGI_TYPE]:
-        muonParams = _Parameters(text, names[MUON_DIGI_TYPE])
+        muonParams = _Parameters(parsed, names[MUON_DIGI_TYPE])
         muonDigitisation = _first_positive(muonParams, "CalibrMUON") if muonParams.has("CalibrMUON") else None
+    globalParams = {p.name: parsed.global_value(p.name) for p in parsed.globals}
     return SteeringInput(
-        inputFiles=tuple(globalParams.get("LCIOInputFiles", "").split()),
+        inputFiles=tuple((globalParams.get("LCIOInputFiles") or "").split()),
         maxRecordNumber=_global_int(globalParams, "MaxRecordNumber", 0),
         skipNEvents=max(_global_int(globalParams, "SkipNEvents", 0), 0),
-        digi=_digi(_Parameters(text, names[DIGI_TYPE])),
-        pandora=_pandora(_Parameters(text, names[PANDORA_TYPE])),
-        pfoAnalysis=_pfo_analysis(_Parameters(text, pfo)) if pfo else None,
+        digi=digi,
+        pandora=_pandora(_Parameters(parsed, names[PANDORA_TYPE])),
+        pfoAnalysis=_pfo_analysis(_Parameters(parsed, pfo)) if pfo else None,
         muonDigitisation=muonDigitisation,
     )
 
 
-def expand_constants(text: str, root: ET.Element) -> str:
-    """Substitute Marlin ``${constant}`` and ``$ENV{variable}`` references."""
-    constants: dict[str, str] = {}
-    for element in root.iter("constant"):
-        name = element.get("name")
-        if not name:
-            raise SteeringInputError("a <constant> has no name")
-        constants[name] = element.get("value", (element.text or "").strip())
-
-    def substitute(value: str) -> str:
-        def one(match: re.Match) -> str:
-            if match.group(1) is not None:
-                if match.group(1) not in os.environ:
-                    raise SteeringInputError(f"environment variable {match.group(1)} (used as $ENV{{...}}) is not set")
-                return os.environ[match.group(1)]
-            if match.group(2) not in constants:
-                raise SteeringInputError(f"constant ${{{match.group(2)}}} is not defined in <constants>")
-            return constants[match.group(2)]
-
-        for _ in range(20):
-            expanded = re.sub(r"\$ENV\{([^}]+)\}|\$\{([^}]+)\}", one, value)
-            if expanded == value:
-                return expanded
-            value = expanded
-        raise SteeringInputError("constants refer to each other in a loop")
-
-    return substitute(text)
-
-
-def _active(text: str, processorType: str, executed: set[str] | None) -> str | None:
-    names = [n for n in steering.processor_names_by_type(text, processorType) if executed is None or n in executed]
+def _active(parsed: Steering, processorType: str) -> str | None:
+    names = parsed.running(processorType)
     if len(names) > 1:
         raise SteeringInputError(f"{len(names)} {processorType} processors are executed ({', '.join(names)}); expected one")
     return names[0] if names else None
 
 
-def _global_int(params: Mapping[str, str], name: str, default: int) -> int:
-    raw = params.get(name, "").strip()
+def _realistic(parsed: Steering, prefix: str) -> list[str]:
+    return [e.name for e in parsed.execute
+            if e.runs is not False and parsed.processors[e.name].type.startswith(prefix)]
+
+
+def _global_int(params: Mapping[str, str | None], name: str, default: int) -> int:
+    raw = (params.get(name) or "").strip()
     if not raw:
         return default
     try:
@@ -180,21 +175,21 @@ def _global_int(params: Mapping[str, str], name: str, default: int) -> int:
 class _Parameters:
     """One processor's parameters with typed, named accessors."""
 
-    def __init__(self, text: str, processor: str) -> None:
+    def __init__(self, parsed: Steering, processor: str) -> None:
         self.processor = processor
-        self.values = steering.read_parameters(text, processor)
+        self.values = parsed.processors[processor].values()
 
     def has(self, name: str) -> bool:
         return bool(self.values.get(name, "").split())
 
-    def _tokens(self, name: str) -> list[str]:
+    def tokens(self, name: str) -> list[str]:
         tokens = self.values.get(name, "").split()
         if not tokens:
             raise SteeringInputError(f"processor {self.processor} has no value for {name}")
         return tokens
 
     def floats(self, name: str) -> tuple[float, ...]:
-        tokens = self._tokens(name)
+        tokens = self.tokens(name)
         try:
             values = tuple(float(t) for t in tokens)
         except ValueError:
@@ -204,31 +199,32 @@ class _Parameters:
         return values
 
     def float(self, name: str, default: float | None = None, positive: bool = True) -> float:
+        """A scalar parameter: like Marlin's getFloatVal, the first token (a processor's own value
+        comes before the one its group appends)."""
         if default is not None and not self.has(name):
             return default
-        values = self.floats(name)
-        if len(values) != 1:
-            raise SteeringInputError(f"processor {self.processor}: {name} has {len(values)} values, expected one")
+        values = self.floats(name)[:1]
         if positive and values[0] <= 0:
             raise SteeringInputError(f"processor {self.processor}: {name} must be positive, not {values[0]}")
         return values[0]
 
     def ints(self, name: str) -> tuple[int, ...]:
-        tokens = self._tokens(name)
+        tokens = self.tokens(name)
         try:
             return tuple(int(t) for t in tokens)
         except ValueError:
             raise SteeringInputError(f"processor {self.processor}: {name} must be integers, not {self.values[name]!r}") from None
 
     def text(self, name: str, default: str | None = None) -> str:
+        """A string parameter: the first token, as Marlin's getStringVal."""
         if default is not None and not self.has(name):
             return default
-        return " ".join(self._tokens(name))
+        return self.tokens(name)[0]
 
     def flag(self, name: str, default: bool) -> bool:
         if not self.has(name):
             return default
-        word = self._tokens(name)[0].lower()
+        word = self.tokens(name)[0].lower()
         if word in ("1", "true", "yes", "on"):
             return True
         if word in ("0", "false", "no", "off"):
@@ -311,8 +307,70 @@ def _pfo_analysis(p: _Parameters) -> PfoAnalysisParameters:
         rootFile=rootFile,
         collectCalibrationDetails=p.flag("CollectCalibrationDetails", False),
         muonHistogramBins=bins,
-        muonHistogramHigh=p.float("XUpperValueMuonCaloHitEnergyHist", 0.002),
+        muonHistogramHigh=p.float("XUpperValueMuonCaloHitEnergyHist", PFO_MUON_HISTOGRAM_HIGH),
     )
+
+
+def _realistic_chain(parsed: Steering) -> DigiParameters:
+    """ILD's RealisticCaloDigi -> RealisticCaloReco chain as DDCaloDigi-like digitisation: per
+    region, the reconstruction's GeV-per-MIP factors over the digitiser's MIP energy."""
+    digitisers = {}
+    for name in _realistic(parsed, REALISTIC_DIGI):
+        p = _Parameters(parsed, name)
+        inputs = set(p.tokens("inputHitCollections"))
+        region = next((r for r, known in REGION_COLLECTIONS.items() if inputs & set(known)), None)
+        if region is not None:
+            digitisers[p.text("outputHitCollections")] = (region, p)
+    regions: dict[str, tuple[_Parameters, _Parameters]] = {}
+    for name in _realistic(parsed, REALISTIC_RECO):
+        p = _Parameters(parsed, name)
+        found = digitisers.get(p.text("inputHitCollections"))
+        if found is not None:
+            regions[found[0]] = (found[1], p)
+    missing = [r for r in REGION_COLLECTIONS if r not in regions]
+    if missing:
+        raise SteeringInputError(f"the {REALISTIC_DIGI}/{REALISTIC_RECO} chain has no executed digitiser and "
+                                 f"reconstruction for {', '.join(missing)}")
+
+    def constants(region: str) -> tuple[float, ...]:
+        digi, reco = regions[region]
+        return tuple(f / digi.float("calibration_mip") for f in reco.floats("calibration_factorsMipGev"))
+
+    barrel, endcap = constants("ecalBarrel"), constants("ecalEndcap")
+    groups = regions["ecalBarrel"][1].ints("calibration_layergroups")
+    return DigiParameters(
+        calibrEcal=barrel,
+        ecalLayers=tuple(sum(groups[: k + 1]) for k in range(len(groups))),
+        ecalEndcapCorrectionFactor=endcap[0] / barrel[0],
+        calibrHcalBarrel=constants("hcalBarrel")[0],
+        calibrHcalEndcap=constants("hcalEndcap")[0],
+        calibrHcalOther=constants("hcalRing")[0],
+        hcalEndcapCorrectionFactor=1.0,
+        ecalTimeWindows=_realistic_windows(regions["ecalBarrel"][0], regions["ecalEndcap"][0]),
+        hcalTimeWindows=_realistic_windows(regions["hcalBarrel"][0], regions["hcalEndcap"][0]),
+        ecalThreshold=_realistic_threshold(regions["ecalBarrel"][0]),
+        hcalThreshold=_realistic_threshold(regions["hcalBarrel"][0]),
+    )
+
+
+def _realistic_windows(barrel: _Parameters, endcap: _Parameters) -> tuple[float, float]:
+    def window(p: _Parameters) -> float:
+        if not p.flag("timingCut", False):
+            return math.inf
+        return p.float("timingWindowMax", REALISTIC_TIME_WINDOW)
+
+    return window(barrel), window(endcap)
+
+
+def _realistic_threshold(p: _Parameters) -> float:
+    """RealisticCaloDigi's threshold in GeV of simulated energy (its default unit is MIPs)."""
+    value = p.float("threshold", 0.5, positive=False)
+    unit = p.text("thresholdUnit", "MIP")
+    if unit == "GeV":
+        return value
+    if unit == "MIP":
+        return value * p.float("calibration_mip")
+    raise SteeringInputError(f"processor {p.processor}: thresholdUnit {unit!r} is not supported (GeV or MIP)")
 
 
 __all__ = [
@@ -321,7 +379,7 @@ __all__ = [
     "PfoAnalysisParameters",
     "SteeringInput",
     "SteeringInputError",
-    "expand_constants",
     "parse_steering",
     "read_steering",
+    "steering_input",
 ]

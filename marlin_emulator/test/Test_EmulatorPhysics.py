@@ -1,15 +1,14 @@
 """Emulator physics: the PfoAnalysis output reacts to the constants the way Marlin's would, and
 the original selections with an independent estimator recover the detector truth."""
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import uproot
 import yaml
 
-from ILCDIRAC.CalibrationSystem.Utilities import steering
-from marlin_emulator import DATA_DIR
+from ILCDIRAC.CalibrationSystem.Utilities import steering_editor
+from marlin_emulator import DATA_DIR, STEERING_DIR
 from marlin_emulator.run import run
 from marlin_emulator.samples import make_sample_files
 from marlin_emulator.truth import load_truth, ring_direction_ratio
@@ -26,8 +25,7 @@ OFF = 1.15
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("emulator")
-    for name in ("PandoraSettingsDefault.xml", "PandoraSettingsPhotonTraining.xml", "PandoraLikelihoodData9EBin.xml"):
-        shutil.copy(DATA / "pandora" / name, folder / name)
+    shutil.copytree(STEERING_DIR, folder, dirs_exist_ok=True)
     off = {k: [OFF * x for x in v] if isinstance(v, tuple) else OFF * v for k, v in vars(CLD.trueConstants).items()}
     (folder / "cld_off.yaml").write_text(yaml.safe_dump({"name": "CLD_off", "base": "CLD", "trueConstants": off}))
     samples = {
@@ -44,14 +42,14 @@ def workdir(tmp_path_factory):
 def reconstruct(workdir, sample, name, digi=None, pandora=None, pfo=None, events=0, skip=0):
     """Run the emulator on a sample with the shipped steering, edited like the worker does."""
     folder, samples = workdir
-    text = steering.set_global_parameters(
+    text = steering_editor.set_global_parameters(
         STEERING, {"LCIOInputFiles": [str(p) for p in samples[sample]], "MaxRecordNumber": events, "SkipNEvents": skip}
     )
-    text = steering.set_processor_parameters(text, PFO, {"RootFile": f"{name}.root", **(pfo or {})})
+    text = steering_editor.set_processor_parameters(text, PFO, {"RootFile": f"{name}.root", **(pfo or {})})
     if digi:
-        text = steering.set_processor_parameters(text, DIGI, digi)
+        text = steering_editor.set_processor_parameters(text, DIGI, digi)
     if pandora:
-        text = steering.set_processor_parameters(text, PANDORA, pandora)
+        text = steering_editor.set_processor_parameters(text, PANDORA, pandora)
     (folder / f"{name}.xml").write_text(text)
     run(f"{name}.xml", folder)
     return uproot.open(folder / f"{name}.root")
@@ -231,9 +229,10 @@ def test_ecal_layers_follow_ddcalodigi_literally(workdir):
 
 def test_trained_photon_likelihood_reduces_fragments_and_shifts_the_em_scale(workdir):
     folder, _ = workdir
-    reconstruct(workdir, "zuds", "training", pandora={"PandoraSettingsXmlFile": "PandoraSettingsPhotonTraining.xml"})
-    trained = (folder / "PandoraSettingsDefault.xml").read_text().replace(
-        "PandoraLikelihoodData9EBin.xml", "PandoraLikelihoodDataPhotonTraining.xml"
+    reconstruct(workdir, "zuds", "training",
+                pandora={"PandoraSettingsXmlFile": "CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml"})
+    trained = (folder / "PandoraSettings/PandoraSettingsDefault.xml").read_text().replace(
+        "PandoraSettings/PandoraLikelihoodData9EBin.xml", "PandoraLikelihoodDataPhotonTraining.xml"
     )
     (folder / "PandoraSettingsTrained.xml").write_text(trained)
     default = tree(reconstruct(workdir, "gamma", "pid_default"))

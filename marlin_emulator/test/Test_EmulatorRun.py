@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import uproot
 
-from ILCDIRAC.CalibrationSystem.Utilities import steering
-from marlin_emulator import DATA_DIR
+from ILCDIRAC.CalibrationSystem.Utilities import steering_editor
+from marlin_emulator import DATA_DIR, STEERING_DIR
 from marlin_emulator.rootio import (
     CALIBRATION_FLOAT_BRANCHES,
     CALIBRATION_HISTOGRAMS,
@@ -28,14 +28,12 @@ from ILCDIRAC.CalibrationSystem.Utilities.likelihood import merge_likelihoods, r
 CHECKOUT = Path(__file__).resolve().parents[2]
 DATA = DATA_DIR
 STEERING = (DATA / "steering" / "calibrationReconstruction.xml").read_text()
-PANDORA = ("PandoraSettingsDefault.xml", "PandoraSettingsPhotonTraining.xml", "PandoraLikelihoodData9EBin.xml")
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
-    for name in PANDORA:
-        shutil.copy(DATA / "pandora" / name, folder / name)
+    shutil.copytree(STEERING_DIR, folder, dirs_exist_ok=True)
     samples = {
         "gamma": make_sample_files("gamma", 10, 2, 400, "CLD", 1, folder / "s"),
         "kaon": make_sample_files("kaon0L", 50, 2, 400, "CLD", 2, folder / "s"),
@@ -46,12 +44,12 @@ def workdir(tmp_path_factory):
 
 
 def write_steering(folder, name, files, events=0, skip=0, pfo=None, pandora=None) -> str:
-    text = steering.set_global_parameters(
+    text = steering_editor.set_global_parameters(
         STEERING, {"LCIOInputFiles": [str(f) for f in files], "MaxRecordNumber": events, "SkipNEvents": skip}
     )
-    text = steering.set_processor_parameters(text, "MyPfoAnalysis", {"RootFile": f"{name}.root", **(pfo or {})})
+    text = steering_editor.set_processor_parameters(text, "MyPfoAnalysis", {"RootFile": f"{name}.root", **(pfo or {})})
     if pandora:
-        text = steering.set_processor_parameters(text, "MyDDMarlinPandora_10ns", pandora)
+        text = steering_editor.set_processor_parameters(text, "MyDDMarlinPandora_10ns", pandora)
     (folder / f"{name}.xml").write_text(text)
     return f"{name}.xml"
 
@@ -137,7 +135,7 @@ def test_event_slices():
 
 def test_training_mode_writes_likelihood_files_that_merge(workdir):
     folder, samples = workdir
-    training = {"PandoraSettingsXmlFile": "PandoraSettingsPhotonTraining.xml"}
+    training = {"PandoraSettingsXmlFile": "CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml"}
     outputs = []
     for worker, (skip, events) in enumerate(((0, 400), (400, 400))):
         run(write_steering(folder, f"train{worker}", samples["zuds"], events=events, skip=skip, pandora=training), folder)
@@ -196,8 +194,7 @@ def test_samples_command_line(tmp_path):
 )
 def test_bad_inputs_fail_with_one_clear_line(workdir, tmp_path, problem, message):
     folder, samples = workdir
-    for name in PANDORA:
-        shutil.copy(folder / name, tmp_path / name)
+    shutil.copytree(STEERING_DIR, tmp_path, dirs_exist_ok=True)
     files = list(samples["gamma"])
     if problem == "missing input":
         files.append(tmp_path / "gone.slcio")
@@ -208,11 +205,11 @@ def test_bad_inputs_fail_with_one_clear_line(workdir, tmp_path, problem, message
     if problem == "garbled steering":
         (tmp_path / name).write_text((tmp_path / name).read_text()[:-40])
     if problem == "missing settings":
-        (tmp_path / "PandoraSettingsDefault.xml").unlink()
+        (tmp_path / "PandoraSettings/PandoraSettingsDefault.xml").unlink()
     if problem == "missing likelihood":
-        (tmp_path / "PandoraLikelihoodData9EBin.xml").unlink()
+        (tmp_path / "PandoraSettings/PandoraLikelihoodData9EBin.xml").unlink()
     if problem == "garbled likelihood":
-        (tmp_path / "PandoraLikelihoodData9EBin.xml").write_text("<PhotonSigPeakRms_0/>")
+        (tmp_path / "PandoraSettings/PandoraLikelihoodData9EBin.xml").write_text("<PhotonSigPeakRms_0/>")
     done = run_cli(tmp_path, name)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

@@ -7,10 +7,12 @@ import pytest
 from ILCDIRAC.CalibrationSystem.Utilities import steering
 from marlin_emulator import DATA_DIR
 from marlin_emulator.pandora import PandoraSettingsError, read_pandora_settings
-from marlin_emulator.steering_input import SteeringInputError, parse_steering, read_steering
+from marlin_emulator.steering_input import SteeringInputError, parse_steering, read_steering, steering_input
+from ILCDIRAC.CalibrationSystem.Utilities.steering_editor import SteeringEditor
 
 DATA = DATA_DIR
 STEERING = DATA / "steering" / "calibrationReconstruction.xml"
+CONFIGURATIONS = Path(__file__).resolve().parents[2] / "ILCDIRAC" / "CalibrationSystem" / "test" / "data" / "configurations"
 
 MINIMAL = """<marlin>
   <constants>
@@ -71,26 +73,24 @@ def test_shipped_steering_runs_the_10ns_processors_only():
     assert config.digi.ecalLayers == (41, 100)
     assert config.digi.ecalTimeWindows == (10.0, 10.0) and config.digi.hcalTimeWindows == (10.0, 10.0)
     assert config.digi.calibrHcalOther == pytest.approx(57.4588011802)
-    assert config.pandora.settingsFile == "PandoraSettingsDefault.xml"
+    assert config.pandora.settingsFile == "PandoraSettings/PandoraSettingsDefault.xml"
     assert config.pandora.hcalToMip == 45.6621 and config.pandora.maxClusterEnergyToApplySoftComp == 200.0
     assert config.pfoAnalysis.rootFile == "pfoAnalysis.root" and config.pfoAnalysis.collectCalibrationDetails
     assert (config.pfoAnalysis.muonHistogramBins, config.pfoAnalysis.muonHistogramHigh) == (500, 0.002)
     assert config.muonDigitisation == 70.1
-    text = STEERING.read_text()
-    assert "MyDDCaloDigi_400ns" in steering.processor_names_by_type(text, "DDCaloDigi")
-    assert "MyDDCaloDigi_400ns" not in steering.executed_processors(text)
+    parsed = steering.read_text(STEERING.read_text())
+    assert parsed.processors["MyDDCaloDigi_400ns"].type == "DDCaloDigi"
+    assert parsed.running("DDCaloDigi") == ["MyDDCaloDigi_10ns"]
 
 
 def test_the_calibration_can_edit_the_shipped_steering():
     """The worker's editor writes what the emulator then reads."""
-    text = steering.set_global_parameters(
-        STEERING.read_text(), {"LCIOInputFiles": ["x.slcio", "y.slcio"], "MaxRecordNumber": 100, "SkipNEvents": 300}
-    )
-    text = steering.apply_constants(
-        text, {"CalibrECAL": [40.0, 80.0], "HCalToHadGeVCalibration": 1.2, "ECalToMipCalibration": 150.0},
-        digi_name="MyDDCaloDigi_10ns", pandora_name="MyDDMarlinPandora_10ns", n_thin_layers=20, n_thick_layers=10,
-    )
-    config = parse_steering(text)
+    editor = SteeringEditor(steering.read_text(STEERING.read_text()))
+    editor.set_globals({"LCIOInputFiles": ["x.slcio", "y.slcio"], "MaxRecordNumber": 100, "SkipNEvents": 300})
+    editor.set_parameters("MyDDCaloDigi_10ns", {"CalibrECAL": [40.0, 80.0], "ECALLayers": "21 31"},
+                          vectors={"CalibrECAL", "ECALLayers"})
+    editor.set_parameters("MyDDMarlinPandora_10ns", {"HCalToHadGeVCalibration": 1.2, "ECalToMipCalibration": 150.0})
+    config = parse_steering(editor.texts()[steering.STEERING_FILE])
     assert config.inputFiles == ("x.slcio", "y.slcio") and (config.maxRecordNumber, config.skipNEvents) == (100, 300)
     assert config.digi.calibrEcal == (40.0, 80.0) and config.digi.ecalLayers == (21, 31)
     assert config.pandora.hcalToHad == 1.2 and config.pandora.ecalToMip == 150.0
@@ -110,10 +110,36 @@ def test_marlin_semantics_constants_groups_if_and_value_forms():
     assert config.pfoAnalysis.rootFile == "out.root" and config.muonDigitisation is None
 
 
-def test_without_execute_every_defined_processor_runs():
+def test_without_execute_marlin_runs_nothing_and_refuses_the_file():
     text = MINIMAL.replace(MINIMAL[MINIMAL.index("<execute>"):MINIMAL.index("</execute>") + 10], "")
-    with pytest.raises(SteeringInputError, match="2 DDCaloDigi processors are executed"):
+    with pytest.raises(SteeringInputError, match="no <execute> section"):
         parse_steering(text)
+
+
+def test_a_scalar_parameter_is_its_first_token_as_marlin_reads_it():
+    text = MINIMAL.replace('<parameter name="MuonToMipCalibration">20000', '<parameter name="MuonToMipCalibration">2 3')
+    assert parse_steering(text).pandora.muonToMip == 2.0
+    grouped = MINIMAL.replace('<parameter name="HCalToHadGeVCalibration">1.02</parameter>',
+                              '<parameter name="HCalToHadGeVCalibration">1.02</parameter>'
+                              '<parameter name="ECalToMipCalibration">999</parameter>')
+    assert parse_steering(grouped).pandora.ecalToMip == 160.0, "the processor's own value comes first"
+
+
+def test_an_ild_chain_of_realistic_calo_digi_and_reco_is_read_as_digitisation_constants():
+    folder = CONFIGURATIONS / "ILDLike"
+    parsed = steering.read_steering(steering.FolderFiles(folder), "MarlinStdReco.xml", {"DetectorModel": "ILD_l5_o1_v02"})
+    digi = steering_input(parsed).digi
+    # energy factor (GeV/MIP) / MIP energy (GeV), per region and ECAL layer group
+    assert digi.calibrEcal == pytest.approx((0.0063520964756 / 0.0001575, 0.012902699188 / 0.0001575))
+    assert digi.ecalLayers == (20, 31)
+    assert digi.ecalEndcapCorrectionFactor == pytest.approx(0.0067218419842 / 0.0063520964756)
+    assert (digi.calibrHcalBarrel, digi.calibrHcalEndcap, digi.calibrHcalOther) == pytest.approx(
+        (0.0287783798145 / 0.0004925, 0.0285819096797 / 0.0004725, 0.0349940637704 / 0.0004875))
+    assert digi.ecalThreshold == pytest.approx(0.5 * 0.0001575) and digi.hcalThreshold == pytest.approx(0.5 * 0.0004925)
+    assert digi.ecalTimeWindows == (100.0, 100.0)
+    # ILD's PfoAnalysis: no calibration details, PfoAnalysis's own muon histogram range
+    pfo = steering_input(parsed).pfoAnalysis
+    assert (pfo.collectCalibrationDetails, pfo.muonHistogramHigh, pfo.rootFile) == (False, 1.0, "StandardReco_PfoAnalysis.root")
 
 
 def test_timing_can_be_switched_off():
@@ -131,7 +157,6 @@ def test_timing_can_be_switched_off():
         ("30 60", "30", "CalibrECAL has 1 values for the 2 layer groups"),
         ('"21 31"', '"21 x"', "ECALLayers must be integers"),
         ("<parameter name=\"ECalToMipCalibration\">160", "<parameter name=\"ECalToMipCalibration\">-160", "must be positive"),
-        ("<parameter name=\"MuonToMipCalibration\">20000", "<parameter name=\"MuonToMipCalibration\">2 3", "has 2 values, expected one"),
         ("${Window}</parameter>", "${Windw}</parameter>", r"constant \$\{Windw\} is not defined"),
         ('value="250"', 'value="lots"', "MaxRecordNumber must be an integer"),
         ('type="DDPandoraPFANewProcessor"', 'type="SomethingElse"', "no DDPandoraPFANewProcessor processor is executed"),
@@ -153,10 +178,10 @@ def test_missing_steering_file(tmp_path):
 
 
 def test_shipped_pandora_settings():
-    default = read_pandora_settings(DATA / "pandora" / "PandoraSettingsDefault.xml")
+    default = read_pandora_settings(DATA / "steering" / "PandoraSettings" / "PandoraSettingsDefault.xml")
     assert default.present and not default.training
-    assert default.histogramFile == "PandoraLikelihoodData9EBin.xml"
-    training = read_pandora_settings(DATA / "pandora" / "PandoraSettingsPhotonTraining.xml")
+    assert default.histogramFile == "PandoraSettings/PandoraLikelihoodData9EBin.xml"
+    training = read_pandora_settings(DATA / "steering" / "CalibrationPandoraSettings" / "PandoraSettingsPhotonTraining.xml")
     assert training.training and training.histogramFile == "PandoraLikelihoodDataPhotonTraining.xml"
     assert training.energyBinLowerEdges == (0.0, 0.2, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0)
     assert training.binning["PeakRms"] == (50, 0.0, 5.0)

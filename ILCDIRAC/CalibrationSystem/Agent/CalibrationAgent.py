@@ -37,8 +37,16 @@ from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
 from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import now
 from ILCDIRAC.CalibrationSystem.logic.health import ENDED_WORKER_STATES, Limits, review_workers
+from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
 from ILCDIRAC.CalibrationSystem.logic.supervision import older_than
-from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, lfn_within, normal_lfn, open_below, user_home
+from ILCDIRAC.CalibrationSystem.Utilities.paths import (
+    PathError,
+    lfn_within,
+    normal_lfn,
+    open_below,
+    relative_path,
+    user_home,
+)
 
 
 class AgentError(RuntimeError):
@@ -166,7 +174,9 @@ class CalibrationAgent(AgentModule):
         try:
             for name in self.call("getCalibrationResults", calibrationID)["files"]:
                 stored = self.call("getCalibrationFile", calibrationID, name)
-                (folder / name).write_bytes(decode_file(stored))
+                path = folder / relative_path(name.removeprefix(RESULT_PREFIX))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(decode_file(stored))
             if outputPath:
                 report = self.as_owner(calibration, upload, folder, normal_lfn(outputPath), settings["outputSE"],
                                        calibrationID)
@@ -196,15 +206,22 @@ class CalibrationAgent(AgentModule):
 
 
 def copy_local(folder: Path, root: Path, calibrationID: int) -> str:
-    """Copy every file of ``folder`` into <root>/calibration_<ID>/ (again on a retry), creating
-    the folders and the files without following any link."""
+    """Copy every file below ``folder`` (the result folder in the user's layout) into
+    <root>/calibration_<ID>/ (again on a retry), creating the folders and the files without
+    following any link."""
     root.mkdir(parents=True, exist_ok=True)
-    files = sorted(folder.iterdir())
-    for path in files:
-        fd = open_below(root, [f"calibration_{calibrationID}"], path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    files = result_paths(folder)
+    for name in files:
+        *folders, base = name.split("/")
+        fd = open_below(root, [f"calibration_{calibrationID}", *folders], base, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "wb") as target:
-            target.write(path.read_bytes())
+            target.write((folder / name).read_bytes())
     return f"copied {len(files)} files to {root / f'calibration_{calibrationID}'}"
+
+
+def result_paths(folder: Path) -> list[str]:
+    """The result files below ``folder``, as relative POSIX paths (the user's layout)."""
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
 
 def upload(folder: Path, outputPath: str, storageElement: str, calibrationID: int) -> str:
@@ -216,11 +233,11 @@ def upload(folder: Path, outputPath: str, storageElement: str, calibrationID: in
 
     base = f"{outputPath}/calibration_{calibrationID}"
     manager = DataManager()
-    files = sorted(folder.iterdir())
-    for path in files:
-        lfn = f"{base}/{path.name}"
-        result = manager.putAndRegister(lfn, str(path), storageElement, overwrite=True)
+    files = result_paths(folder)
+    for name in files:
+        lfn = f"{base}/{name}"
+        result = manager.putAndRegister(lfn, str(folder / name), storageElement, overwrite=True)
         if not result["OK"] or lfn in result["Value"].get("Failed", {}):
             reason = result["Message"] if not result["OK"] else result["Value"]["Failed"][lfn]
-            raise AgentError(f"upload of {path.name} to {storageElement} as {lfn} failed: {reason}")
+            raise AgentError(f"upload of {name} to {storageElement} as {lfn} failed: {reason}")
     return f"uploaded {len(files)} files to {base} on {storageElement}"

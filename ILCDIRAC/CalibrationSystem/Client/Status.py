@@ -178,6 +178,8 @@ def fetch_results(text: str, folder: str | None) -> int:
     from pathlib import Path
 
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
+    from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
+    from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
 
     ids = calibration_ids([text])
     if ids is None:
@@ -194,14 +196,18 @@ def fetch_results(text: str, folder: str | None) -> int:
         if not stored["OK"]:
             print(f"ERROR: {name}: {failure(stored)}", file=sys.stderr)
             return 1
-        path = target / name.removeprefix("result_")
         try:
-            target.mkdir(parents=True, exist_ok=True)
+            path = target / relative_path(name.removeprefix(RESULT_PREFIX))
+        except PathError as exc:
+            print(f"ERROR: the service sent an unusable file name: {exc}", file=sys.stderr)
+            return 1
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(decode_file(stored["Value"]))
         except OSError as exc:
             print(f"ERROR: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
             return 1
     print(f"Calibration {calibrationID} ({summary['detectorModel']}, {summary['steps']} steps):")
     print(format_constants(summary["constants"], summary["uncertainties"], summary.get("exceedingAccuracy")))
-    print(f"Result files in {target}/: {', '.join(sorted(n.removeprefix('result_') for n in summary['files']))}")
+    print(f"Result files in {target}/: {', '.join(sorted(n.removeprefix(RESULT_PREFIX) for n in summary['files']))}")
     return 0

@@ -1,10 +1,10 @@
 """What ``dirac-clic-calibration-submit`` does, and which local files travel with a calibration.
 
-The service stores the user's Marlin steering file and the Pandora settings/likelihood files the
-calibration needs, so every worker gets identical copies once, wherever it runs. Files are
-looked up next to the steering file, next to the settings file, then among the files this
-package ships; a Pandora file found nowhere is left to the reconstruction's own installation
-(e.g. the iLCSoft release), as Marlin would.
+The service stores the user's reconstruction files in their layout (paths relative to the
+folder of the steering file): the steering file, the files it includes, the Pandora settings
+and likelihood files it uses, and the photon-training settings, so every worker gets identical
+copies once, wherever it runs. A file the calibration needs and cannot find is an error that
+names it: nothing is substituted. ``--dry-run`` runs the same checks as the service.
 """
 from __future__ import annotations
 
@@ -14,43 +14,40 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import BackendError, backend_named
-from ILCDIRAC.CalibrationSystem.logic.calibrations import STEERING_FILE
-from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
+from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, validate_calibration
+from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect, plan
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SettingsError, load_settings
-
-SHIPPED_PANDORA = Path(__file__).resolve().parents[3] / "marlin_emulator" / "data" / "pandora"
+from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles, SteeringError
 
 
 class SubmissionError(ValueError):
-    """A file the calibration needs cannot be read."""
-
-
-def _find(name: str, folders: list[Path]) -> Path | None:
-    candidate = Path(name)
-    if candidate.is_absolute():
-        return candidate if candidate.is_file() else None
-    return next((folder / name for folder in folders if (folder / name).is_file()), None)
+    """A file the calibration needs cannot be read or used."""
 
 
 def collect_input_files(settings: Mapping[str, Any], baseDir: Path) -> dict[str, str]:
-    """{file name: text} for the steering file (as ``steering.xml``) and the Pandora files."""
-    steeringPath = _find(settings["steeringFile"], [baseDir])
-    if steeringPath is None:
-        raise SubmissionError(f"steering file {settings['steeringFile']!r} not found (looked in {baseDir})")
-    folders = [steeringPath.parent, baseDir, SHIPPED_PANDORA]
-    files = {STEERING_FILE: steeringPath.read_text()}
-    pending = [settings["pandoraSettingsFile"], settings["pandoraSettingsTrainingFile"]]
-    while pending:
-        name = pending.pop(0)
-        if Path(name).name in files:
-            continue
-        path = _find(name, folders)
-        if path is None:
-            continue
-        text = path.read_text()
-        files[path.name] = text
-        pending.extend(histogram_files(text))
-    return files
+    """{relative path: text} of the files that travel, the steering file as ``steering.xml``."""
+    steeringPath = Path(settings["steeringFile"])
+    if not steeringPath.is_absolute():
+        steeringPath = baseDir / steeringPath
+    if not steeringPath.is_file():
+        raise SubmissionError(f"steering file {settings['steeringFile']!r} not found (looked for {steeringPath})")
+    try:
+        return collect(FolderFiles(steeringPath.parent), settings, top=steeringPath.name)
+    except SteeringError as exc:
+        raise SubmissionError(f"{exc} (in {steeringPath.parent})") from None
+
+
+def check_files(settings: Mapping[str, Any], baseDir: Path) -> list[str]:
+    """The service's checks on what a submission would send, and what they found in the files:
+    lines describing the files and processors, or the problem as one line starting with ERROR."""
+    try:
+        _, _, files = validate_calibration(settings, collect_input_files(settings, baseDir))
+    except (SubmissionError, CalibrationError) as exc:
+        return [f"ERROR: {exc}"]
+    found = plan(files, settings)
+    action = {"use": "runs", "run": "is added to <execute>", "add": "is added"}[found.pfoAction]
+    return [f"files that travel: {', '.join(sorted(files))}",
+            f"Pandora processor {found.pandora} with {found.pandoraSettings}; PfoAnalysis {found.pfoAnalysis} {action}"]
 
 
 def _load(settingsFile: str):
@@ -76,7 +73,18 @@ def dry_run(settingsFile: str) -> int:
         return 1
     print(settings.resolved_text())
     print(power_report(settings.to_dict()))
-    return 0
+    return report_files(settings.to_dict(), Path(settingsFile).resolve().parent)
+
+
+def report_files(settings: Mapping[str, Any], baseDir: Path) -> int:
+    """Print (as YAML comments) what the file checks found; 1 if the service would refuse them."""
+    lines = check_files(settings, baseDir)
+    failed = lines[0].startswith("ERROR")
+    if failed:
+        print(lines[0], file=sys.stderr)
+    else:
+        print("\n".join(f"# {line}" for line in lines))
+    return 1 if failed else 0
 
 
 def power_report(settings: Mapping[str, Any]) -> str:

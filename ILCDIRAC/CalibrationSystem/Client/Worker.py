@@ -1,9 +1,11 @@
 """The calibration worker: the loop that runs inside every job (or local process).
 
-Once: ask the service for the set-up (event slices, settings, steering and Pandora files) and
-download the sample files that are not on this machine (LFNs, through the DIRAC DataManager).
-Per step: write the Marlin steering file with the step's constants, run
-``<marlinExecutable> steering.xml``, read the PfoAnalysis output with uproot, reduce it to each
+Once: ask the service for the set-up (event slices, settings, the user's reconstruction files in
+their folder layout) and download the sample files that are not on this machine (LFNs, through
+the DIRAC DataManager). Per step: write the user's files with the step's constants (the top
+steering file as ``step<N>_<sample>.xml`` beside them, so its includes and the Pandora files
+resolve as in the user's folder), run ``<marlinExecutable> step<N>_<sample>.xml`` there, read
+the PfoAnalysis output with uproot, reduce it to each
 active phase's summary and submit it; then wait (sleeping, with jittered back-off) for the
 next step. The worker relies on nothing but the reconstruction contract, so real Marlin, the
 emulator or any other command honouring it can be calibrated.
@@ -27,18 +29,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ILCDIRAC.CalibrationSystem.Utilities import steering
-from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import with_histogram_file
-from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, PathError, confined, is_url, normal_lfn, sample_file
+from ILCDIRAC.CalibrationSystem.Utilities.paths import (
+    LFN_PREFIX,
+    PathError,
+    confined,
+    is_url,
+    normal_lfn,
+    relative_path,
+    sample_file,
+)
 from ILCDIRAC.CalibrationSystem.Utilities.pfoanalysis import ReconstructionOutputError, read_outputs
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
-from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
+from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD, TRAINING_OUTPUT
+from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import Run, run_files, trained_likelihood_path
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import Slice
+from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE, SteeringError
 
 log = logging.getLogger("CalibrationWorker")
 
 EXIT_ENDED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_RECONSTRUCTION = 0, 2, 3, 4
-STEERING_FILE = "steering.xml"
 #: Where downloaded sample files go, below the work directory (mirroring their LFN folders).
 INPUT_DIR = "inputs"
 #: Answers of getStepParameters that end the worker: the service decided the calibration's fate.
@@ -118,6 +127,7 @@ class Worker:
         self.report, self.sleep, self.clock = report, sleep, clock
         self.download = download
         self.downloaded: dict[str, str] = {}
+        self.likelihoods: dict[str, str] = {}
         self.environment = environment
         self.environmentScript: str | None = None
         self.runner = runner or run_command
@@ -189,9 +199,13 @@ class Worker:
         self.polling = Polling.from_dict(setup.get("polling"))
         self.workDir.mkdir(parents=True, exist_ok=True)
         self.slices = {sample: self.local_slice(Slice.from_dict(s)) for sample, s in setup["samples"].items()}
-        for name, text in setup["files"].items():
-            (self.workDir / name).write_text(text)
-        self.steering = setup["files"][STEERING_FILE]
+        try:
+            self.files = {relative_path(name): text for name, text in setup["files"].items()}
+        except PathError as exc:
+            raise ServiceRefused(f"getWorkerSetup sent an unusable file name: {exc}") from None
+        if STEERING_FILE not in self.files:
+            raise ServiceRefused(f"getWorkerSetup sent no {STEERING_FILE}")
+        self.write_files(self.files)
         if self.environment is not None:
             try:
                 self.environmentScript = self.environment(self.settings)
@@ -254,9 +268,9 @@ class Worker:
             except ReconstructionOutputError as exc:
                 raise ReconstructionFailed(str(exc)) from None
             for name in textFiles:
-                path = self.workDir / name
+                path = rootFile.with_name(f"{rootFile.stem}_{name}")
                 if not path.is_file():
-                    raise ReconstructionFailed(f"the reconstruction left no {name}")
+                    raise ReconstructionFailed(f"the reconstruction left no {path.name}")
                 outputs[sample][name] = path.read_text()
         summaries = {}
         for key, phase in phases.items():
@@ -266,66 +280,56 @@ class Worker:
                 raise ReconstructionFailed(f"phase {key}: cannot reduce the reconstruction output: {exc}") from None
         return {"phases": summaries}
 
-    def pandora_settings(self, params: Mapping[str, Any], training: bool) -> str:
-        """The Pandora settings file this run uses: the training settings, or the default settings
-        pointed at the merged photon likelihood once stage 2 produced one."""
-        if training:
-            return self.settings["pandoraSettingsTrainingFile"]
-        default = self.settings["pandoraSettingsFile"]
-        likelihood = params.get("inputs", {}).get(MERGED_LIKELIHOOD)
-        if not likelihood:
-            return default
-        if not (self.workDir / likelihood).is_file():
-            stored = self.call("getCalibrationFile", self.calibrationID, likelihood)
-            binary = stored["encoding"] == "base64"
-            content = base64.b64decode(stored["content"]) if binary else stored["content"].encode()
-            (self.workDir / likelihood).write_bytes(content)
-        source = self.workDir / Path(default).name
-        if not source.is_file():
-            raise ReconstructionFailed(f"cannot point {default} at the new likelihood: the file did not come with the calibration")
-        derived = self.workDir / f"{Path(default).stem}_{Path(likelihood).stem}.xml"
-        try:
-            derived.write_text(with_histogram_file(source.read_text(), likelihood))
-        except ValueError as exc:
-            raise ReconstructionFailed(f"{default}: {exc}") from None
-        return derived.name
+    def write_files(self, files: Mapping[str, str]) -> None:
+        """Write files (relative paths, already checked) below the work directory."""
+        for name, text in files.items():
+            path = self.workDir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
 
-    def steering_for(self, params: Mapping[str, Any], sample: str, rootFile: str, training: bool = False) -> str:
-        """The user's steering file with this step's constants, this worker's slice and output file."""
+    def trained_likelihood(self, params: Mapping[str, Any]) -> tuple[str, str] | None:
+        """(path in the user's layout, text) of the photon likelihood stage 2 trained, once it exists."""
+        stored = params.get("inputs", {}).get(MERGED_LIKELIHOOD)
+        if not stored:
+            return None
+        if stored not in self.likelihoods:
+            answer = self.call("getCalibrationFile", self.calibrationID, stored)
+            content = base64.b64decode(answer["content"]).decode() if answer["encoding"] == "base64" else answer["content"]
+            self.likelihoods[stored] = content
+        path = trained_likelihood_path(self.files, self.settings, self.calibrationID)
+        return path, self.likelihoods[stored]
+
+    def files_for(self, params: Mapping[str, Any], sample: str, name: str, training: bool = False) -> dict[str, str]:
+        """The user's files for one run: this step's constants, this worker's slice, the output
+        file ``<name>.root`` and the Pandora settings of the run (training output ``<name>_<file>``)."""
         events = self.slices[sample]
-        settings = self.settings
-        digi, pandora = settings["DDCaloDigiName"], settings["DDPandoraPFANewProcessorName"]
-        xml = steering.set_global_parameters(
-            self.steering,
-            {"LCIOInputFiles": list(events.files), "MaxRecordNumber": events.events, "SkipNEvents": events.skip},
-        )
-        xml = steering.apply_constants(
-            xml,
-            params["constants"],
-            digi_name=digi,
-            pandora_name=pandora,
-            n_thin_layers=settings["nEcalThinLayers"],
-            n_thick_layers=settings["nEcalThickLayers"],
-            first_ecal_layer=settings["ecalFirstLayerNumber"],
-        )
-        pandoraParameters: dict[str, Any] = {"PandoraSettingsXmlFile": self.pandora_settings(params, training)}
-        if settings["disableSoftwareCompensation"]:
-            pandoraParameters["MaxClusterEnergyToApplySoftComp"] = 0
-        xml = steering.set_processor_parameters(xml, pandora, pandoraParameters)
-        return steering.set_processor_parameters(xml, settings["PfoAnalysisName"], {"RootFile": rootFile})
+        try:
+            run = Run(
+                inputFiles=events.files,
+                maxRecordNumber=events.events,
+                skipNEvents=events.skip,
+                rootFile=f"{name}.root",
+                trainingOutput=f"{name}_{TRAINING_OUTPUT}" if training else None,
+                likelihood=None if training else self.trained_likelihood(params),
+            )
+            return run_files(self.files, self.settings, params["constants"], run)
+        except SteeringError as exc:
+            raise ReconstructionFailed(f"cannot write the steering files: {exc}") from None
 
     def run_reconstruction(self, params: Mapping[str, Any], sample: str, training: bool, textFiles: list[str]) -> Path:
         step = params["step"]
         name = f"step{step}_{sample}"
-        rootFile = self.workDir / f"pfoanalysis_{name}.root"
-        for stale in [rootFile] + [self.workDir / f for f in textFiles]:
+        rootFile = self.workDir / f"{name}.root"
+        for stale in [rootFile] + [self.workDir / f"{name}_{f}" for f in textFiles]:
             stale.unlink(missing_ok=True)
-        steeringFile = self.workDir / f"steering_{name}.xml"
-        steeringFile.write_text(self.steering_for(params, sample, rootFile.name, training))
+        files = self.files_for(params, sample, name, training)
+        steeringFile = self.workDir / f"{name}.xml"
+        steeringFile.write_text(files.pop(STEERING_FILE))
+        self.write_files(files)
         command = shlex.split(self.settings["marlinExecutable"]) + [steeringFile.name]
         if self.environmentScript:
             command = ["bash", "-c", f"source {shlex.quote(self.environmentScript)} && exec {shlex.join(command)}"]
-        logFile = self.workDir / f"marlin_{name}.log"
+        logFile = self.workDir / f"{name}.log"
         started = time.monotonic()
         try:
             returncode = self.runner(command, self.workDir, logFile)

@@ -20,8 +20,14 @@ from typing import Any, Mapping
 
 import yaml
 
+from ILCDIRAC.CalibrationSystem.Utilities.carriers import (
+    CALIBRATED_CONSTANTS,
+    CONSTANTS,
+    Carrier,
+    default_carriers,
+    parse_carriers,
+)
 from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
-from ILCDIRAC.CalibrationSystem.Utilities.steering import CALIBRATED_CONSTANTS, CONSTANT_PROCESSOR
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "detectors"
 
@@ -50,7 +56,8 @@ SETTINGS_KEYS = (
     "hcalMipThreshold",
 )
 _DESCRIPTIVE_KEYS = ("name", "aliases", "base", "description", "sources", "nEcalLayers",
-                     "ecalAbsorberThicknessThin", "ecalAbsorberThicknessThick", "startingConstants")
+                     "ecalAbsorberThicknessThin", "ecalAbsorberThicknessThick", "startingConstants",
+                     "constantCarriers", "pfoAnalysisCollections")
 _FILE_KEYS = frozenset(SETTINGS_KEYS + _DESCRIPTIVE_KEYS)
 _RANGE_KEYS = tuple(k for k in SETTINGS_KEYS if k.endswith("CosThetaRange"))
 _STR_KEYS = ("DDCaloDigiName", "DDPandoraPFANewProcessorName", "PfoAnalysisName")
@@ -95,6 +102,10 @@ class DetectorModel:
     ecalAbsorberThicknessThick: float | None = None
     startingConstants: Mapping[str, Any] = field(default_factory=dict)
     sources: str = ""
+    #: The processor parameters that carry the constants (default: the DDCaloDigi chain).
+    constantCarriers: tuple[Carrier, ...] = ()
+    #: The simulated-hit collections of a PfoAnalysis the calibration adds (parameter -> names).
+    pfoAnalysisCollections: Mapping[str, str] = field(default_factory=dict)
 
     def settings_defaults(self) -> dict[str, Any]:
         """The settings values this model supplies (``SETTINGS_KEYS``), as plain JSON-safe values."""
@@ -241,6 +252,16 @@ def _build(name: str, data: dict[str, Any]) -> DetectorModel:
             problems.append("a model with thick ECAL layers needs ecalResponseCorrectionForThickLayers")
     constants, constantProblems = _check_constants(data.get("startingConstants", {}))
     problems += constantProblems
+    carriers, carrierProblems = parse_carriers(data["constantCarriers"]) if "constantCarriers" in data else (
+        default_carriers(), [])
+    problems += carrierProblems
+    carried = {c for carrier in carriers for c in carrier.constants()}
+    if carriers:
+        problems += [f"constantCarriers: no carrier for {c!r}" for c in CALIBRATED_CONSTANTS if c not in carried]
+    collections = data.get("pfoAnalysisCollections", {})
+    if not (isinstance(collections, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in collections.items())):
+        problems.append("pfoAnalysisCollections must map PfoAnalysis parameter names to collection names")
+        collections = {}
     if problems:
         raise DetectorModelError(f"detector model {name} ({DATA_DIR / (name + '.yaml')}): " + "; ".join(problems))
     aliases = data.get("aliases") or []
@@ -250,6 +271,8 @@ def _build(name: str, data: dict[str, Any]) -> DetectorModel:
         description=str(data.get("description", "")).strip(),
         sources=str(data.get("sources", "")).strip(),
         startingConstants=MappingProxyType(constants),
+        constantCarriers=carriers,
+        pfoAnalysisCollections=MappingProxyType(dict(collections)),
         **{k: v for k, v in values.items() if k not in ("name",)},
     )
 
@@ -257,7 +280,7 @@ def _build(name: str, data: dict[str, Any]) -> DetectorModel:
 def _check_constants(constants: Any) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(constants, dict):
         return {}, ["startingConstants must be a mapping"]
-    problems = [f"startingConstants: unknown constant {k!r}" for k in constants if k not in CONSTANT_PROCESSOR]
+    problems = [f"startingConstants: unknown constant {k!r}" for k in constants if k not in CONSTANTS]
     problems += [f"startingConstants: missing {k!r}" for k in CALIBRATED_CONSTANTS if k not in constants]
     frozen: dict[str, Any] = {}
     for key, value in constants.items():

@@ -33,6 +33,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ILCDIRAC.CalibrationSystem.Utilities.marlin_xml import without_comments
+
 SIGNAL = "Sig"
 BACKGROUND = "Bkg"
 _KINDS = (SIGNAL, BACKGROUND)
@@ -145,7 +147,8 @@ def read_likelihood(text: str) -> LikelihoodData:
     """Parse the text of a Pandora likelihood file (several top-level elements, comments allowed)."""
     if not isinstance(text, str):
         raise LikelihoodDataError(f"likelihood data must be text, not {type(text).__name__}")
-    body = re.sub(r"^\s*<\?xml[^>]*\?>", "", text)
+    # Pandora reads these files with TinyXML, which lets a comment hold "--" (CLDConfig's licence)
+    body = re.sub(r"^\s*<\?xml[^>]*\?>", "", without_comments(text.encode("utf-8")).decode("utf-8"))
     try:
         root = ET.fromstring(f"<LikelihoodData>{body}</LikelihoodData>")
     except ET.ParseError as exc:

@@ -8,7 +8,11 @@ out of the place meant for it. The rules are general, not a list of bad examples
 - an LFN is absolute (``/vo/...``), optionally written ``LFN:/vo/...``, and is compared in that
   normal form, so ``/ilc/user/a/alice/../bob`` can never pass as one of alice's folders;
 - a file is written below a folder only through ``open_below``/``folder_below``, which create
-  the folders themselves and never follow a symbolic link, whoever planted it.
+  the folders themselves and never follow a symbolic link, whoever planted it;
+- the files of a user's reconstruction folder travel with a calibration under their paths
+  relative to the steering file's folder (``relative_path``): normal form, never absolute, never
+  ``..``, and bounded in length and depth (the service stores names in 255 characters, with room
+  for the ``result_`` prefix of the delivered copies).
 Pure: no DIRAC, no network.
 """
 from __future__ import annotations
@@ -23,6 +27,9 @@ LFN_PREFIX = "LFN:"
 #: Longest path (PATH_MAX) and file name (NAME_MAX) of Linux file systems.
 MAX_PATH_LENGTH = 4096
 MAX_NAME_LENGTH = 255
+#: Longest relative path (characters) and deepest folder nesting of an input file.
+MAX_INPUT_PATH_LENGTH = 200
+MAX_INPUT_PATH_DEPTH = 8
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -93,6 +100,35 @@ def sample_file(name: str, what: str = "sample file") -> str:
     if not parts:
         raise PathError(f"{what} names no file")
     return ("/" if name.startswith("/") else "") + "/".join(parts)
+
+
+def relative_path(name: object, what: str = "file name") -> str:
+    """An input file's name as a normalised relative POSIX path (``a//./b`` -> ``a/b``), or
+    PathError saying why it cannot travel with a calibration."""
+    if not isinstance(name, str):
+        raise PathError(f"a {what} must be text, not {type(name).__name__}")
+    shown = f"{what} {name if len(name) <= 80 else name[:77] + '...'!r}"
+    if name.startswith("/"):
+        raise PathError(f"{shown} is an absolute path; only paths relative to the steering file's folder travel")
+    if len(name) > MAX_INPUT_PATH_LENGTH:
+        raise PathError(f"{shown} is longer than {MAX_INPUT_PATH_LENGTH} characters")
+    if "\\" in name:
+        raise PathError(f"{shown} contains backslashes")
+    parts = components(name, shown)
+    if not parts:
+        raise PathError(f"{shown} names no file")
+    if len(parts) > MAX_INPUT_PATH_DEPTH:
+        raise PathError(f"{shown} is nested deeper than {MAX_INPUT_PATH_DEPTH} folders")
+    return "/".join(parts)
+
+
+def path_problem(name: object) -> str | None:
+    """Why ``name`` is not a usable input file name, or None."""
+    try:
+        relative_path(name)
+    except PathError as exc:
+        return str(exc)
+    return None
 
 
 def confined(root: Path, relative: str, what: str = "path") -> Path:
@@ -166,6 +202,8 @@ __all__ = [
     "lfn_within",
     "normal_lfn",
     "open_below",
+    "path_problem",
+    "relative_path",
     "sample_file",
     "user_home",
 ]

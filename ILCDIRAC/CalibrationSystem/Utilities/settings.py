@@ -29,7 +29,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
 from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
 from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, normal_lfn, sample_file
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES
-from ILCDIRAC.CalibrationSystem.Utilities.steering import CONSTANT_PROCESSOR, SOFT_COMP
+from ILCDIRAC.CalibrationSystem.Utilities.carriers import CONSTANTS, SOFT_COMP
 
 DEFAULT_PHASE_SEQUENCE = ("1.0", "1.1", "1.2", "1.3", "1.4", "2.5", "3.0", "3.1", "3.2", "3.3", "3.4")
 SAMPLES = ("gamma", "kaon", "muon", "zuds")
@@ -74,7 +74,7 @@ _MODEL = object()
 
 @dataclass(frozen=True)
 class _Key:
-    kind: str  # int, float, bool, str, optstr, choice, range, files, phases, constants, lfn
+    kind: str  # int, float, bool, str, optstr, choice, range, files, phases, constants, lfn, strmap
     default: Any
     check: Callable[[Any], str | None] | None = None
     choices: tuple[str, ...] = ()
@@ -159,10 +159,11 @@ KEYS: dict[str, _Key] = {
     "maxFailedWorkerFraction": _Key("float", 0.5, _fraction),
     "maxResubmissionsPerWorker": _Key("int", 3, _at_least(0)),
     "marlinExecutable": _Key("str", "Marlin"),
+    "steeringConstants": _Key("strmap", None),
     "backend": _Key("choice", "dirac", choices=BACKENDS),
     "strategy": _Key("choice", "fast", choices=STRATEGIES),
-    "pandoraSettingsFile": _Key("str", "PandoraSettingsDefault.xml"),
-    "pandoraSettingsTrainingFile": _Key("str", "PandoraSettingsPhotonTraining.xml"),
+    "pandoraSettingsFile": _Key("optstr", None),
+    "pandoraSettingsTrainingFile": _Key("optstr", None),
     "cpuTime": _Key("int", 172800, _at_least(1)),
     "platform": _Key("str", "x86_64-el9-gcc13-opt", _token),
 }
@@ -226,10 +227,15 @@ class Settings:
     maxFailedWorkerFraction: float
     maxResubmissionsPerWorker: int
     marlinExecutable: str
+    #: Marlin constant name -> value, as ``Marlin --constant.NAME=VALUE`` would set them; read-only.
+    steeringConstants: Mapping[str, str]
     backend: str
     strategy: str
-    pandoraSettingsFile: str
-    pandoraSettingsTrainingFile: str
+    #: None: the file the steering's Pandora processor names (PandoraSettingsXmlFile).
+    pandoraSettingsFile: str | None
+    #: None: PandoraSettingsPhotonTraining.xml found beside the steering as CLDConfig, CLICPerformance
+    #: or ILDConfig place it.
+    pandoraSettingsTrainingFile: str | None
     cpuTime: int
     platform: str
     #: The canonical name of the detector model (``detectorModel`` may be an alias or a tarball).
@@ -521,6 +527,7 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
     if problems:
         raise SettingsError(problems)
     values.pop("phaseSequence", None)
+    steeringConstants = values.pop("steeringConstants", None) or {}
     return Settings(
         **{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()},
         phaseSequence=tuple(sequence),
@@ -528,6 +535,7 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
         detectorModelName=modelName,
         geometryTarball=tarball,
         startingConstants=MappingProxyType(constants),
+        steeringConstants=MappingProxyType(steeringConstants),
     )
 
 
@@ -602,6 +610,8 @@ def _convert(key: str, spec: _Key, value: Any, base: Path | None) -> tuple[Any, 
             return None, f"{exc} (the results go to the grid; got {shown(value)})"
     elif kind == "phases":
         return _phase_list(value)
+    elif kind == "strmap":
+        return _string_map(value)
     if spec.check is not None:
         message = spec.check(value)
         if message:
@@ -657,6 +667,30 @@ def _file_list(value: Any, base: Path | None) -> tuple[Any, str | None]:
     if twice:
         return None, f"lists {shown(twice[:3])} more than once (their events would count twice)"
     return files, None
+
+
+#: At most this many steering constants, each name and value at most this long.
+MAX_STEERING_CONSTANTS, MAX_CONSTANT_LENGTH = 100, 1000
+
+
+def _string_map(value: Any) -> tuple[Any, str | None]:
+    """Marlin constant overrides: names and values are text (numbers are written as given)."""
+    if value is None:
+        return {}, None
+    if not isinstance(value, Mapping):
+        return None, f"must be a mapping of constant name -> value, got {value!r}"
+    if len(value) > MAX_STEERING_CONSTANTS:
+        return None, f"sets {len(value)} constants, more than {MAX_STEERING_CONSTANTS}"
+    converted = {}
+    for name, item in value.items():
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            item = str(item)
+        if not (isinstance(name, str) and name.strip() and isinstance(item, str)) or "${" in name:
+            return None, f"{name!r}: constant names must be non-empty text and values text or numbers, got {item!r}"
+        if len(name) > MAX_CONSTANT_LENGTH or len(item) > MAX_CONSTANT_LENGTH:
+            return None, f"{name[:40]!r}: constant names and values must be at most {MAX_CONSTANT_LENGTH} characters"
+        converted[name.strip()] = item
+    return converted, None
 
 
 def _phase_list(value: Any) -> tuple[Any, str | None]:
@@ -726,9 +760,8 @@ def _starting_constants(given: Any, model: DetectorModel | None, values: Mapping
         if name == SOFT_COMP:
             problems.add(where, "is not a starting constant: it comes from your steering file and "
                                 "disableSoftwareCompensation")
-        elif name not in CONSTANT_PROCESSOR:
-            problems.add(where, "unknown constant" + _did_you_mean(str(name), [c for c in CONSTANT_PROCESSOR
-                                                                              if c != SOFT_COMP]))
+        elif name not in CONSTANTS:
+            problems.add(where, "unknown constant" + _did_you_mean(str(name), [c for c in CONSTANTS if c != SOFT_COMP]))
         elif name == "CalibrECAL":
             if _is_number(value) and value > 0:
                 constants[name] = (float(value), float(value) * ratio)

@@ -1,519 +1,553 @@
-"""Read a user's Marlin steering XML and write calibration constants into it, surgically.
+"""A Marlin steering file read as Marlin reads it: the one reader of the whole system.
 
-The user's file is the reference: everything the calibration does not set must reach Marlin
-exactly as the user wrote it, comments and layout included. So the file is parsed with expat
-only to *locate* elements (byte offsets of tags, attribute values and text), and each change is
-a splice of those bytes; the tree is never re-serialised.
+The submission and the service check a user's steering with it, the worker and the final
+result edit it through ``steering_editor`` (which builds on it), and the emulator takes its
+parameters from it. It follows Marlin's own parser (``XMLParser.cc``), in its order:
 
-Marlin semantics honoured here (Marlin's XMLParser): a parameter's value is its ``value``
-attribute if present, else its text; processors are defined under ``<marlin>`` or inside a
-``<group>`` whose ``<parameter>`` children Marlin *appends* to every processor of the group (so a
-name set both in a group and in its processor would concatenate: refused here); ``<execute>``
-lists processors and group references, possibly inside ``<if>``.
+* ``<constants>``: each ``<constant>`` (``value`` attribute, else its text) is expanded with the
+  constants defined *before* it; a name defined twice is an error. An ``<include ref>`` inside
+  ``<constants>`` contributes the ``<constant>`` elements of the included file.
+* ``${name}`` is replaced in constant values, include refs, parameter values, the processor
+  names and conditions of ``<execute>`` (not in the ``name`` of a processor definition, which
+  Marlin takes literally); an unknown name is an error wherever it appears. Marlin has no
+  ``$ENV{...}``: such text stays as written.
+* ``<include ref="...">`` anywhere else (outside ``<constants>``) is replaced by the top-level
+  elements of the included file. The ref must end in ``.xml`` and is relative to the folder of
+  the top steering file; an include inside an included file is refused, as Marlin refuses it.
+* ``<execute>``: ``<group name>`` references become the group's processors, ``<if condition>``
+  blocks are flattened with their conditions combined (``inner && (outer)``); a processor listed
+  twice is an error. Conditions are evaluated as far as the file decides them: ``true``/
+  ``false`` (after constant substitution) are known, a processor's result is not.
+* Processors are the ``<processor>`` elements at the top level, and the processors of the
+  ``<group>``s that come *after* ``<execute>`` (Marlin expands only those), each followed by its
+  group's ``<parameter>``s. A parameter's tokens are its own, then the group's: a processor's own
+  scalar value wins, vector values concatenate. A processor defined twice, or run but not
+  defined, is an error.
 """
 from __future__ import annotations
 
-import difflib
-import math
-import numbers
-import re
-import xml.parsers.expat
+import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Mapping, Protocol
 
-#: DDCaloDigi parameters the calibration may set.
-DIGI_CONSTANTS = (
-    "CalibrECAL",
-    "ECALEndcapCorrectionFactor",
-    "CalibrHCALBarrel",
-    "CalibrHCALEndcap",
-    "CalibrHCALOther",
-    "HCALEndcapCorrectionFactor",
-)
-#: DDMarlinPandora parameters the calibration may set.
-PANDORA_CONSTANTS = (
-    "ECalToMipCalibration",
-    "HCalToMipCalibration",
-    "MuonToMipCalibration",
-    "ECalToEMGeVCalibration",
-    "HCalToEMGeVCalibration",
-    "ECalToHadGeVCalibrationBarrel",
-    "ECalToHadGeVCalibrationEndCap",
-    "HCalToHadGeVCalibration",
-    "MaxHCalHitHadronicEnergy",
-    "MaxClusterEnergyToApplySoftComp",
-)
-#: Constant name -> "digi" (DDCaloDigi) or "pandora" (DDMarlinPandora).
-CONSTANT_PROCESSOR: dict[str, str] = {
-    **{name: "digi" for name in DIGI_CONSTANTS},
-    **{name: "pandora" for name in PANDORA_CONSTANTS},
-}
-#: The constants the procedure fits; every detector model must give a starting value for each.
-CALIBRATED_CONSTANTS = (
-    "CalibrECAL",
-    "ECALEndcapCorrectionFactor",
-    "CalibrHCALBarrel",
-    "CalibrHCALEndcap",
-    "CalibrHCALOther",
-    "ECalToMipCalibration",
-    "HCalToMipCalibration",
-    "MuonToMipCalibration",
-    "ECalToEMGeVCalibration",
-    "HCalToEMGeVCalibration",
-    "ECalToHadGeVCalibrationBarrel",
-    "ECalToHadGeVCalibrationEndCap",
-    "HCalToHadGeVCalibration",
-)
-SOFT_COMP = "MaxClusterEnergyToApplySoftComp"
-#: DDCaloDigi's layer-group boundaries for CalibrECAL: layer < L0 -> entry 0, L0 <= layer < L1 -> entry 1.
-ECAL_LAYERS = "ECALLayers"
+from ILCDIRAC.CalibrationSystem.Utilities.marlin_xml import Element, XmlError, XmlFile, parse, without_comments
+from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
+
+#: The name under which a calibration stores (and a worker writes) the user's top steering file.
+STEERING_FILE = "steering.xml"
+#: Longest value a ${...} substitution may produce (characters): constants built from constants
+#: could otherwise grow exponentially on the service.
+MAX_EXPANDED_LENGTH = 100_000
+#: Deepest parenthesis nesting of a processor condition the reader evaluates.
+MAX_CONDITION_DEPTH = 50
 
 
 class SteeringError(ValueError):
-    """The steering text is not usable: not XML, no such processor, an ambiguous parameter."""
+    """The steering file (or a file it includes) is one Marlin would refuse, or lacks what the
+    calibration needs; the message names the file and line."""
 
 
-# ------------------------------------------------------------------------------------ parsing
-@dataclass
-class _Element:
-    tag: str
-    attrs: dict[str, str]
-    start: int  # offset of "<"
-    startEnd: int  # offset just after the start tag's ">"
-    parent: "_Element | None"
-    selfClosing: bool
-    endStart: int = -1  # offset of "</" (the start-tag end for a self-closing element)
-    end: int = -1  # offset just after the element
-    children: list["_Element"] = field(default_factory=list)
-    textParts: list[str] = field(default_factory=list)
+class FileSource(Protocol):
+    """Where the reader finds the top steering file and its includes: relative path -> text."""
 
-    def ancestors(self) -> Iterator["_Element"]:
-        node = self.parent
-        while node is not None:
-            yield node
-            node = node.parent
-
-    def iter(self) -> Iterator["_Element"]:
-        yield self
-        for child in self.children:
-            yield from child.iter()
-
-    def params(self) -> list["_Element"]:
-        return [c for c in self.children if c.tag == "parameter"]
+    def get(self, name: str) -> str | None: ...
 
 
-class _Document:
-    """The located elements of one steering text (offsets into its UTF-8 bytes)."""
+class FolderFiles:
+    """The files below one folder on this machine, looked up by relative path (only below it)."""
 
-    def __init__(self, xmlText: str) -> None:
-        if not isinstance(xmlText, str):
-            raise SteeringError(f"the steering file must be text, not {type(xmlText).__name__}")
-        self.data = xmlText.encode("utf-8")
-        self.root: _Element | None = None
-        stack: list[_Element] = []
-        parser = xml.parsers.expat.ParserCreate(encoding="UTF-8")
+    def __init__(self, folder: "str | Path"):
+        self.folder = Path(folder)
 
-        def start(tag: str, attrs: dict[str, str]) -> None:
-            begin = parser.CurrentByteIndex
-            close = _tag_end(self.data, begin)
-            element = _Element(tag, attrs, begin, close, stack[-1] if stack else None, self.data[close - 2] == ord("/"))
-            if stack:
-                stack[-1].children.append(element)
-            else:
-                self.root = element
-            stack.append(element)
-
-        def end(tag: str) -> None:
-            element = stack.pop()
-            if element.selfClosing:
-                element.endStart, element.end = element.startEnd, element.startEnd
-            else:
-                element.endStart = parser.CurrentByteIndex
-                element.end = self.data.index(b">", element.endStart) + 1
-
-        def text(chars: str) -> None:
-            if stack:
-                stack[-1].textParts.append(chars)
-
-        parser.StartElementHandler = start
-        parser.EndElementHandler = end
-        parser.CharacterDataHandler = text
+    def get(self, name: str) -> str | None:
         try:
-            parser.Parse(self.data, True)
-        except xml.parsers.expat.ExpatError as exc:
-            raise SteeringError(f"the steering file is not well-formed XML: {exc}") from None
-        if self.root is None or self.root.tag != "marlin":
-            found = self.root.tag if self.root is not None else "nothing"
-            raise SteeringError(f"not a Marlin steering file: the root element is <{found}>, not <marlin>")
+            path = self.folder / relative_path(name)
+        except PathError:
+            return None
+        try:
+            return path.read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
 
-    def processors(self) -> list[_Element]:
-        """Processor definitions (not the references inside <execute>), in document order."""
-        return [
-            e for e in self.root.iter()
-            if e.tag == "processor" and not any(a.tag == "execute" for a in e.ancestors())
-        ]
 
-    def processor(self, name: str) -> _Element:
-        matches = [p for p in self.processors() if p.attrs.get("name") == name]
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise SteeringError(f"processor {name!r} is defined {len(matches)} times in the steering file")
-        known = [p.attrs.get("name", "") for p in self.processors()]
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SteeringError(
-            f"processor {name!r} not found in the steering file{hint}; defined processors: {', '.join(known) or 'none'}"
+# ------------------------------------------------------------------------------------ the model
+@dataclass(frozen=True)
+class Param:
+    """One ``<parameter>`` as Marlin reads it."""
+
+    name: str
+    raw: str  # as written: the value attribute, else the text (XML entities resolved)
+    tokens: tuple[str, ...]  # after ${...} substitution, split on white space
+    element: Element
+    file: str
+    group: str | None = None  # the group it is inherited from, if any
+
+    @property
+    def value(self) -> str:
+        return " ".join(self.tokens)
+
+
+@dataclass
+class Processor:
+    """A processor definition with its parameters in Marlin's order (own, then its group's)."""
+
+    name: str
+    type: str
+    element: Element
+    file: str
+    group: Element | None
+    groupName: str | None
+    params: list[Param]
+
+    def own(self, name: str) -> list[Param]:
+        return [p for p in self.params if p.name == name and p.group is None]
+
+    def inherited(self, name: str) -> list[Param]:
+        return [p for p in self.params if p.name == name and p.group is not None]
+
+    def tokens(self, name: str) -> list[str] | None:
+        """The parameter's tokens as the processor receives them, or None if it is not set."""
+        found = [p for p in self.params if p.name == name]
+        return [t for p in found for t in p.tokens] if found else None
+
+    def value(self, name: str) -> str | None:
+        tokens = self.tokens(name)
+        return None if tokens is None else " ".join(tokens)
+
+    def values(self) -> dict[str, str]:
+        """Every parameter's value (tokens joined by spaces)."""
+        return {name: self.value(name) for name in dict.fromkeys(p.name for p in self.params)}
+
+
+@dataclass(frozen=True)
+class Constant:
+    name: str
+    raw: str
+    value: str
+    element: Element
+    file: str
+
+
+@dataclass(frozen=True)
+class Executed:
+    """One entry of ``<execute>`` after groups and conditions are resolved."""
+
+    name: str
+    condition: str
+    runs: bool | None  # False: the condition is false; None: decided at run time
+    element: Element  # the <processor> (or <group> reference) of <execute> it comes from
+    file: str
+
+
+@dataclass
+class Node:
+    """An element of the file set after includes are expanded, with the file it is written in."""
+
+    element: Element
+    file: str
+    children: list["Node"] = field(default_factory=list)
+
+    @property
+    def tag(self) -> str:
+        return self.element.tag
+
+    def attr(self, name: str) -> str | None:
+        return self.element.attrs.get(name)
+
+    def where(self) -> str:
+        return f"{self.file}, line {self.element.line}"
+
+
+@dataclass
+class Steering:
+    """Everything Marlin takes from a steering file and its includes."""
+
+    top: str
+    files: dict[str, XmlFile]
+    includes: list[str]
+    constants: dict[str, Constant]
+    processors: dict[str, Processor]
+    execute: list[Executed]
+    executeNode: Node
+    globalNode: Node
+    globals: list[Param]
+
+    def executed(self, name: str) -> Executed | None:
+        return next((e for e in self.execute if e.name == name), None)
+
+    def runs(self, name: str) -> bool:
+        """Whether ``<execute>`` runs the processor (unless a run-time condition says otherwise)."""
+        entry = self.executed(name)
+        return entry is not None and entry.runs is not False
+
+    def running(self, processorType: str) -> list[str]:
+        """Names of the processors of a type that ``<execute>`` runs, in execution order."""
+        return [e.name for e in self.execute
+                if e.runs is not False and e.name in self.processors and self.processors[e.name].type == processorType]
+
+    def global_value(self, name: str) -> str | None:
+        found = [p for p in self.globals if p.name == name]
+        return " ".join(t for p in found for t in p.tokens) if found else None
+
+    def constant_uses(self, name: str) -> int:
+        """How often ``${name}`` is written in the parsed files (comments excluded)."""
+        needle = f"${{{name}}}".encode()
+        return sum(without_comments(f.data).count(needle) for f in self.files.values())
+
+
+# ------------------------------------------------------------------------------------ reading
+def read_steering(files: FileSource, top: str = STEERING_FILE, constants: Mapping[str, str] | None = None) -> Steering:
+    """Read the top steering file and everything it includes from ``files``, as Marlin would.
+
+    ``constants`` override the values of constants the files define, as Marlin's command line
+    ``--constant.NAME=VALUE`` does (an override of a constant that is not defined is an error)."""
+    return _Reader(files, top, constants or {}).read()
+
+
+class _Reader:
+    def __init__(self, files: FileSource, top: str, overrides: Mapping[str, str]):
+        self.source, self.top, self.overrides = files, top, dict(overrides)
+        self.files: dict[str, XmlFile] = {}
+        self.includes: list[str] = []
+        self.constants: dict[str, Constant] = {}
+
+    def read(self) -> Steering:
+        text = self.source.get(self.top)
+        if text is None:
+            raise SteeringError(f"steering file {self.top} not found")
+        topFile = self._parse(self.top, text, fragment=False)
+        root = topFile.root
+        if root.tag != "marlin":
+            raise SteeringError(f"{self.top}: not a Marlin steering file: the root element is <{root.tag}>, not <marlin>")
+        constantsSection = next((c for c in root.children if c.tag == "constants"), None)
+        if constantsSection is not None:
+            self._constants(Node(constantsSection, self.top))
+        unused = sorted(set(self.overrides) - set(self.constants))
+        if unused:
+            raise SteeringError(f"steeringConstants {unused} are not defined in the <constants> of {self.top} or its "
+                                f"includes (Marlin only overrides constants the steering file defines)")
+        tree = self._expand(Node(root, self.top))
+        executeNode = _first(tree, "execute")
+        if executeNode is None:
+            raise SteeringError(f"{self.top}: no <execute> section")
+        globalNode = _first(tree, "global")
+        if globalNode is None:
+            raise SteeringError(f"{self.top}: no <global> section")
+        processors = self._processors(tree, executeNode)
+        execute = self._execute(tree, executeNode)
+        for entry in execute:
+            if entry.name not in processors:
+                hint = _group_hint(tree, executeNode, entry.name)
+                raise SteeringError(f"{entry.file}, line {entry.element.line}: <execute> runs processor {entry.name!r}, "
+                                    f"which is not defined{hint}")
+        return Steering(
+            top=self.top,
+            files=self.files,
+            includes=self.includes,
+            constants=self.constants,
+            processors=processors,
+            execute=execute,
+            executeNode=executeNode,
+            globalNode=globalNode,
+            globals=self._params(globalNode, None),
         )
 
-    def section(self, tag: str) -> _Element:
-        found = [c for c in self.root.children if c.tag == tag]
-        if not found:
-            raise SteeringError(f"the steering file has no <{tag}> section")
-        return found[0]
-
-    def groups(self) -> dict[str, _Element]:
-        return {g.attrs.get("name", ""): g for g in self.root.children if g.tag == "group"}
-
-
-def _tag_end(data: bytes, begin: int) -> int:
-    """Offset just after the ">" closing the start tag at ``begin`` (quotes may hold ">")."""
-    quote = None
-    for i in range(begin + 1, len(data)):
-        c = data[i]
-        if quote is not None:
-            if c == quote:
-                quote = None
-        elif c in (0x22, 0x27):
-            quote = c
-        elif c == 0x3E:
-            return i + 1
-    raise SteeringError("unterminated start tag")  # expat would have refused the text first
-
-
-_ATTRIBUTE = re.compile(rb"""([^\s=/>]+)\s*=\s*("[^"]*"|'[^']*')""")
-
-
-def _attribute_span(data: bytes, element: _Element, name: str) -> tuple[int, int, int] | None:
-    """(start, end, quote) of the attribute value between the quotes, or None."""
-    tagName = re.match(rb"<[^\s/>]+", data[element.start : element.startEnd])
-    for match in _ATTRIBUTE.finditer(data, element.start + tagName.end(), element.startEnd):
-        if match.group(1).decode() == name:
-            return match.start(2) + 1, match.end(2) - 1, match.group(2)[0]
-    return None
-
-
-def _value(element: _Element) -> str:
-    """A parameter's value as Marlin reads it: the value attribute, else the element text."""
-    if "value" in element.attrs:
-        return element.attrs["value"]
-    return "".join(element.textParts).strip()
-
-
-# ------------------------------------------------------------------------------------ values
-def format_value(value: Any) -> str:
-    """Marlin's text for a value: floats at repr precision, lists space-separated, bools true/false."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        if not math.isfinite(number):
-            raise SteeringError(f"cannot write the non-finite number {value!r} into a steering file")
-        return repr(number)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)):
-        return " ".join(format_value(v) for v in value)
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return format_value(value.tolist())
-    raise SteeringError(f"cannot write a {type(value).__name__} ({value!r}) into a steering file")
-
-
-def _escape(text: str, quote: int | None) -> bytes:
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    if quote == ord('"'):
-        text = text.replace('"', "&quot;")
-    elif quote == ord("'"):
-        text = text.replace("'", "&apos;")
-    return text.encode("utf-8")
-
-
-# ------------------------------------------------------------------------------------ editing
-def _indent_of(data: bytes, offset: int) -> bytes | None:
-    """The whitespace before ``offset`` on its line, if only whitespace precedes it there."""
-    i = offset
-    while i > 0 and data[i - 1] in b" \t":
-        i -= 1
-    return data[i:offset] if i == 0 or data[i - 1] == ord("\n") else None
-
-
-def _set_value_edits(data: bytes, element: _Element, text: str) -> list[tuple[int, int, bytes]]:
-    """Edits that give an existing <parameter> the value ``text`` in the form it already uses."""
-    span = _attribute_span(data, element, "value")
-    if span is not None:
-        begin, end, quote = span
-        return [(begin, end, _escape(text, quote))]
-    if element.selfClosing:
-        slash = element.startEnd - 2
-        before = data[slash - 1 : slash]
-        insertion = (b"" if before.isspace() else b" ") + b'value="' + _escape(text, ord('"')) + b'"'
-        return [(slash, slash, insertion + (b" " if before.isspace() else b""))]
-    inner = data[element.startEnd : element.endStart]
-    if b"<" in inner:  # comments or CDATA inside: replace the whole content
-        return [(element.startEnd, element.endStart, _escape(text, None))]
-    lead = len(inner) - len(inner.lstrip())
-    trail = len(inner) - len(inner.rstrip())
-    if lead == len(inner):
-        return [(element.startEnd, element.endStart, _escape(text, None))]
-    return [(element.startEnd + lead, element.endStart - trail, _escape(text, None))]
-
-
-def _new_parameter(name: str, text: str, useAttribute: bool) -> bytes:
-    if useAttribute:
-        return f'<parameter name="{name}" value="'.encode() + _escape(text, ord('"')) + b'"/>'
-    return f'<parameter name="{name}">'.encode() + _escape(text, None) + b"</parameter>"
-
-
-def _add_parameters_edit(data: bytes, owner: _Element, new: list[tuple[str, str]]) -> tuple[int, int, bytes]:
-    """One edit that appends parameters to ``owner`` in the style of its existing parameters."""
-    params = owner.params()
-    useAttribute = (params[-1].attrs.get("value") is not None) if params else True
-    ownerIndent = _indent_of(data, owner.start)
-    if owner.children:
-        last = owner.children[-1]
-        indent = _indent_of(data, last.start)
-        if indent is None:
-            indent = (ownerIndent or b"") + b"  "
-        text = b"".join(b"\n" + indent + _new_parameter(n, v, useAttribute) for n, v in new)
-        return last.end, last.end, text
-    indent = (ownerIndent or b"") + b"  "
-    lines = b"".join(b"\n" + indent + _new_parameter(n, v, useAttribute) for n, v in new)
-    if owner.selfClosing:
-        slash = owner.startEnd - 2
-        while data[slash - 1 : slash].isspace():
-            slash -= 1
-        closing = b"\n" + (ownerIndent or b"") + f"</{owner.tag}>".encode()
-        return slash, owner.startEnd, b">" + lines + closing
-    inner = data[owner.startEnd : owner.endStart]
-    trail = len(inner) - len(inner.rstrip())
-    position = owner.endStart - trail
-    suffix = b"" if b"\n" in inner[len(inner) - trail :] else b"\n" + (ownerIndent or b"")
-    return position, position, lines + suffix
-
-
-def _apply(data: bytes, edits: Iterable[tuple[int, int, bytes]]) -> str:
-    ordered = sorted(edits, key=lambda e: (e[0], e[1]))
-    for (a0, a1, _), (b0, _, _) in zip(ordered, ordered[1:]):
-        if b0 < a1:
-            raise SteeringError("internal error: overlapping steering edits")
-    out, cursor = [], 0
-    for begin, end, text in ordered:
-        out += [data[cursor:begin], text]
-        cursor = end
-    out.append(data[cursor:])
-    return b"".join(out).decode("utf-8")
-
-
-def _edit_parameters(doc: _Document, owner: _Element, values: Mapping[str, Any], where: str) -> str:
-    edits: list[tuple[int, int, bytes]] = []
-    missing: list[tuple[str, str]] = []
-    groupParams = {}
-    if owner.parent is not None and owner.parent.tag == "group":
-        groupParams = {p.attrs.get("name"): p for p in owner.parent.params()}
-    for name, value in values.items():
-        text = format_value(value)
-        found = [p for p in owner.params() if p.attrs.get("name") == name]
-        if len(found) > 1:
-            raise SteeringError(f"{where} sets parameter {name!r} {len(found)} times (Marlin would concatenate them)")
-        if name in groupParams:
-            raise SteeringError(
-                f"{where}: parameter {name!r} is set in its group {owner.parent.attrs.get('name')!r}, which Marlin "
-                f"appends to every processor of the group; move it into the processor to let the calibration set it"
-            )
-        if found:
-            edits += _set_value_edits(doc.data, found[0], text)
-        else:
-            missing.append((name, text))
-    if missing:
-        edits.append(_add_parameters_edit(doc.data, owner, missing))
-    return _apply(doc.data, edits)
-
-
-# ------------------------------------------------------------------------------------ public API
-def read_parameters(xml_text: str, processor_name: str) -> dict[str, str]:
-    """The processor's parameters as Marlin reads them (group parameters included), raw text."""
-    doc = _Document(xml_text)
-    processor = doc.processor(processor_name)
-    params = {p.attrs.get("name", ""): _value(p) for p in processor.params()}
-    if processor.parent is not None and processor.parent.tag == "group":
-        for p in processor.parent.params():
-            name = p.attrs.get("name", "")
-            params[name] = f"{params[name]} {_value(p)}".strip() if name in params else _value(p)
-    return params
-
-
-def read_global_parameters(xml_text: str) -> dict[str, str]:
-    """The <global> section's parameters, raw text."""
-    doc = _Document(xml_text)
-    return {p.attrs.get("name", ""): _value(p) for p in doc.section("global").params()}
-
-
-def set_processor_parameters(xml_text: str, processor_name: str, values: Mapping[str, Any]) -> str:
-    """Give the processor's parameters these values; add the parameters it does not have yet."""
-    doc = _Document(xml_text)
-    return _edit_parameters(doc, doc.processor(processor_name), values, f"processor {processor_name!r}")
-
-
-def set_global_parameters(xml_text: str, values: Mapping[str, Any]) -> str:
-    """Set global parameters such as LCIOInputFiles (a list), MaxRecordNumber and SkipNEvents."""
-    doc = _Document(xml_text)
-    return _edit_parameters(doc, doc.section("global"), values, "the <global> section")
-
-
-def processor_names_by_type(xml_text: str, processor_type: str) -> list[str]:
-    """Names of the processors of a type (e.g. "DDCaloDigi"), in document order."""
-    doc = _Document(xml_text)
-    return [p.attrs.get("name", "") for p in doc.processors() if p.attrs.get("type") == processor_type]
-
-
-def executed_processors(xml_text: str) -> list[str]:
-    """The processors <execute> runs, in order, with group references expanded and <if> entered."""
-    doc = _Document(xml_text)
-    groups = doc.groups()
-    names: list[str] = []
-
-    def walk(node: _Element) -> None:
-        for child in node.children:
-            if child.tag == "processor":
-                names.append(child.attrs.get("name", ""))
-            elif child.tag == "group":
-                name = child.attrs.get("name", "")
-                if name not in groups:
-                    raise SteeringError(f"<execute> refers to group {name!r}, which is not defined")
-                names.extend(p.attrs.get("name", "") for p in groups[name].children if p.tag == "processor")
-            elif child.tag == "if":
-                walk(child)
-
-    walk(doc.section("execute"))
-    return names
-
-
-def processor_problems(xml_text: str, processor_names: Sequence[str]) -> list[str]:
-    """Why the named processors cannot take the calibration's constants (empty when all is well):
-    not XML, not defined, or defined but not executed (the constants would silently not act)."""
-    try:
-        executed = set(executed_processors(xml_text))
-        doc = _Document(xml_text)
-    except SteeringError as exc:
-        return [str(exc)]
-    problems = []
-    for name in processor_names:
+    def _parse(self, name: str, text: str, fragment: bool) -> XmlFile:
         try:
-            doc.processor(name)
-        except SteeringError as exc:
-            problems.append(str(exc))
+            parsed = parse(name, text, fragment=fragment)
+        except XmlError as exc:
+            raise SteeringError(str(exc)) from None
+        self.files.setdefault(name, parsed)
+        return parsed
+
+    # -------------------------------------------------------------- constants and includes
+    def substitute(self, text: str, where: str) -> str:
+        """Marlin's performConstantReplacement: every ``${name}``, left to right, with values
+        that were themselves expanded when they were defined (no second pass)."""
+        out, pos, length = [], 0, 0
+        while True:
+            found = text.find("${", pos)
+            if found < 0:
+                out.append(text[pos:])
+                return "".join(out)
+            close = text.find("}", found + 2)
+            if close < 0:
+                raise SteeringError(f"{where}: unterminated ${{...}} in {_short(text)!r}")
+            key = text[found + 2 : close]
+            if key not in self.constants:
+                raise SteeringError(f"{where}: constant ${{{key}}} is not defined (before this point) in <constants>")
+            value = self.constants[key].value
+            length += found - pos + len(value)
+            if length > MAX_EXPANDED_LENGTH:
+                raise SteeringError(f"{where}: substituting constants gives more than {MAX_EXPANDED_LENGTH} characters")
+            out += [text[pos:found], value]
+            pos = close + 1
+
+    def _constants(self, section: Node) -> None:
+        for child in section.element.children:
+            node = Node(child, section.file)
+            if child.tag == "constant":
+                self._constant(node)
+            elif child.tag == "include":
+                included = self._include(node)
+                for element in included.root.children:
+                    if element.tag == "constant":
+                        self._constant(Node(element, included.name))
+
+    def _constant(self, node: Node) -> None:
+        name = node.attr("name")
+        if not name:
+            raise SteeringError(f"{node.where()}: a <constant> has no name")
+        if name in self.constants:
+            first = self.constants[name]
+            raise SteeringError(f"{node.where()}: constant {name!r} is defined twice (first in {first.file}, "
+                                f"line {first.element.line})")
+        raw = node.attr("value")
+        if raw is None:
+            raw = " ".join(node.element.text().split())
+        raw = self.overrides.get(name, raw)
+        self.constants[name] = Constant(name, raw, self.substitute(raw, node.where()), node.element, node.file)
+
+    def _include(self, node: Node) -> XmlFile:
+        ref = node.attr("ref")
+        if ref is None:
+            raise SteeringError(f"{node.where()}: an <include> has no ref attribute")
+        if node.file != self.top:
+            raise SteeringError(f"{node.where()}: nested includes are not allowed (Marlin reads <include> only in "
+                                f"the top steering file)")
+        name = self.substitute(ref, node.where())
+        if len(name) < 5 or not name.endswith(".xml"):
+            raise SteeringError(f"{node.where()}: include ref {name!r} does not name an .xml file")
+        if name.startswith("/"):
+            raise SteeringError(f"{node.where()}: include ref {name!r} is an absolute path; the calibration ships only "
+                                f"files below the steering file's folder: copy it there and refer to it relatively")
+        try:
+            path = relative_path(posixpath.join(posixpath.dirname(self.top), name))
+        except PathError as exc:
+            raise SteeringError(f"{node.where()}: include ref {name!r}: {exc}") from None
+        text = self.source.get(path)
+        if text is None:
+            raise SteeringError(f"{node.where()}: included file {path} not found")
+        included = self._parse(path, text, fragment=True)
+        nested = next((e for top in included.root.children for e in top.iter() if e.tag == "include"), None)
+        if nested is not None:
+            raise SteeringError(f"{path}, line {nested.line}: nested includes are not allowed (Marlin reads <include> "
+                                f"only in the top steering file)")
+        if path not in self.includes:
+            self.includes.append(path)
+        return included
+
+    def _expand(self, node: Node) -> Node:
+        """The node with every <include> below it replaced by the included elements (Marlin's
+        processIncludeElements: ``<constants>`` sections are left alone)."""
+        for child in node.element.children:
+            if child.tag == "constants":
+                node.children.append(Node(child, node.file))
+            elif child.tag == "include":
+                included = self._include(Node(child, node.file))
+                node.children += [self._plain(Node(e, included.name)) for e in included.root.children]
+            else:
+                node.children.append(self._expand(Node(child, node.file)))
+        return node
+
+    def _plain(self, node: Node) -> Node:
+        node.children = [self._plain(Node(c, node.file)) for c in node.element.children]
+        return node
+
+    # -------------------------------------------------------------- processors
+    def _params(self, owner: Node, group: str | None) -> list[Param]:
+        params = []
+        for child in owner.children:
+            if child.tag != "parameter":
+                continue
+            name = child.attr("name")
+            if name is None:
+                raise SteeringError(f"{child.where()}: a <parameter> has no name")
+            raw = child.attr("value")
+            if raw is None:
+                raw = child.element.text()
+            tokens = tuple(self.substitute(raw, f"{child.where()} (parameter {name})").split())
+            params.append(Param(name, raw, tokens, child.element, child.file, group))
+        return params
+
+    def _processors(self, tree: Node, executeNode: Node) -> dict[str, Processor]:
+        processors: dict[str, Processor] = {}
+
+        def define(node: Node, group: Node | None) -> None:
+            name, kind = node.attr("name"), node.attr("type")
+            if name is None or kind is None:
+                raise SteeringError(f"{node.where()}: a <processor> needs a name and a type")
+            if name in processors:
+                first = processors[name]
+                raise SteeringError(f"{node.where()}: processor {name!r} is defined twice (first in {first.file}, "
+                                    f"line {first.element.line})")
+            groupName = group.attr("name") if group is not None else None
+            params = self._params(node, None) + (self._params(group, groupName) if group is not None else [])
+            processors[name] = Processor(name, kind, node.element, node.file,
+                                         group.element if group is not None else None, groupName, params)
+
+        after = False
+        for child in tree.children:
+            if child is executeNode:
+                after = True
+            elif child.tag == "processor":
+                define(child, None)
+            elif child.tag == "group" and after:
+                for member in child.children:
+                    if member.tag == "processor":
+                        define(member, child)
+        return processors
+
+    # -------------------------------------------------------------- execute
+    def _execute(self, tree: Node, executeNode: Node) -> list[Executed]:
+        groups: dict[str, Node] = {}
+        for child in tree.children:
+            if child.tag == "group":
+                groups.setdefault(child.attr("name") or "", child)
+
+        def flatten(node: Node, own: str) -> list[tuple[str, str, Node]]:
+            """Marlin's replacegroups + processconditions: the processors of ``node`` in order,
+            each with its condition, then `` && `` this level's (parenthesised if compound)."""
+            level = f"({own})" if "&" in own or "|" in own else own
+            entries = []
+            for child in node.children:
+                if child.tag == "processor":
+                    name = child.attr("name")
+                    if name is None:
+                        raise SteeringError(f"{child.where()}: a <processor> in <execute> has no name")
+                    entries.append((name, child.attr("condition") or "", child))
+                elif child.tag == "group":
+                    group = groups.get(child.attr("name") or "")
+                    entries += [(m.attr("name") or "", "", child) for m in (group.children if group else []) if m.tag == "processor"]
+                elif child.tag == "if":
+                    condition = child.attr("condition")
+                    if condition is None:
+                        raise SteeringError(f"{child.where()}: an <if> has no condition")
+                    entries += flatten(child, condition)
+            return [(name, f"{cond} && {level}" if cond and level else cond + level, where) for name, cond, where in entries]
+
+        executed: list[Executed] = []
+        seen: set[str] = set()
+        for raw, condition, node in flatten(executeNode, ""):
+            name = self.substitute(raw, f"{node.where()} (<execute>)")
+            if name in seen:
+                raise SteeringError(f"{node.where()}: processor {name!r} is run more than once by <execute>")
+            seen.add(name)
+            condition = self.substitute(condition, f"{node.where()} (condition)") or "true"
+            executed.append(Executed(name, condition, evaluate(condition), node.element, node.file))
+        return executed
+
+
+def _first(tree: Node, tag: str) -> Node | None:
+    return next((c for c in tree.children if c.tag == tag), None)
+
+
+def _group_hint(tree: Node, executeNode: Node, name: str) -> str:
+    """Why a processor that <execute> names is undefined, when its definition is in a group
+    written before <execute> (which Marlin does not expand)."""
+    before = True
+    for child in tree.children:
+        if child is executeNode:
+            before = False
+        elif before and child.tag == "group" and any(m.attr("name") == name for m in child.children):
+            return (f" (it is in group {child.attr('name')!r}, written before <execute>: Marlin expands only the "
+                    f"groups that come after <execute>)")
+    return ""
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ------------------------------------------------------------------------------------ conditions
+def evaluate(expression: str, depth: int = 0) -> bool | None:
+    """A processor condition as far as the steering file decides it: True or False when it
+    depends only on ``true``/``false`` (Marlin's predefined values), else None (a processor's
+    result, known only when Marlin runs). Marlin's grammar: ``!``, ``&&``, ``||`` evaluated left
+    to right without precedence, parentheses, white space ignored."""
+    if depth > MAX_CONDITION_DEPTH:
+        raise SteeringError(f"condition {_short(expression)!r} is nested deeper than {MAX_CONDITION_DEPTH} levels")
+    tokens = _tokenize(expression)
+    if len(tokens) == 1 and "&" not in tokens[0][2] and "|" not in tokens[0][2]:
+        _, negated, value = tokens[0]
+        known = {"true": True, "True": True, "false": False, "False": False}.get(value)
+        return None if known is None else known != negated
+    result: bool | None = True
+    for operation, negated, value in tokens:
+        term = evaluate(value, depth + 1)
+        if term is not None and negated:
+            term = not term
+        result = _and(result, term) if operation == "&&" else _or(result, term)
+    return result
+
+
+def _tokenize(expression: str) -> list[tuple[str, bool, str]]:
+    """Marlin's Tokenizer: (operation joining the term to the previous ones, negated, term)."""
+    tokens: list[list] = []
+    state, need, last, opened, closed = "new", True, "", 0, 0
+    for c in expression:
+        if c in " \t":
+            last = c
             continue
-        if name not in executed:
-            problems.append(f"processor {name!r} is defined but not run by the <execute> section")
-    return problems
+        opened += c == "("
+        closed += c == ")"
+        if state == "new":
+            if need:
+                tokens.append(["&&", False, ""])
+                need = False
+            if c == "!":
+                tokens[-1][1] = True
+            elif c == "(":
+                state = "paren"
+            else:
+                tokens[-1][2] += c
+                state = "op"
+        elif state == "paren":
+            if opened == closed:
+                state = "op"
+            else:
+                tokens[-1][2] += c
+        elif c in "&|":
+            if c == last:
+                tokens.append([c * 2, False, ""])
+                state = "new"
+        else:
+            tokens[-1][2] += c
+        last = c
+    return [(op, negated, value) for op, negated, value in tokens] or [("&&", False, "")]
 
 
-def ecal_layers(n_thin_layers: int, n_thick_layers: int, first_layer: int = 1) -> str:
-    """DDCaloDigi's ECALLayers for thin layers followed by thick ones.
-
-    DDCaloDigi puts a hit of layer number ``l`` in CalibrECAL group 0 if ``l < L0``, group 1 if
-    ``L0 <= l < L1``. With layers numbered from ``first_layer`` (1 in the CLIC/CLD DD4hep drivers),
-    the thin layers are first_layer .. first_layer+nThin-1, so L0 = first_layer + nThin and
-    L1 = L0 + nThick. (ILCDIRAC wrote "nThin nThin+nThick+1", which is this for 0-based numbering
-    and puts the last thin layer into the thick group for 1-based numbering.)
-    """
-    low = first_layer + n_thin_layers
-    return f"{low} {low + n_thick_layers}"
+def _and(a: bool | None, b: bool | None) -> bool | None:
+    if a is False or b is False:
+        return False
+    return None if a is None or b is None else True
 
 
-def apply_constants(
-    xml_text: str,
-    constants: Mapping[str, Any],
-    *,
-    digi_name: str,
-    pandora_name: str,
-    n_thin_layers: int | None = None,
-    n_thick_layers: int = 0,
-    first_ecal_layer: int = 1,
-) -> str:
-    """Write each constant into its processor (DDCaloDigi or DDMarlinPandora) under its Marlin name.
-
-    ``ECALLayers`` is written only when there are thick layers (as ILCDIRAC did): with one layer
-    type both CalibrECAL entries are equal and the user's value does not matter.
-    """
-    unknown = [name for name in constants if name not in CONSTANT_PROCESSOR]
-    if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, list(CONSTANT_PROCESSOR), n=1, cutoff=0.6)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise SteeringError(f"unknown calibration constants: {', '.join(hints)}")
-    digi = {name: v for name, v in constants.items() if CONSTANT_PROCESSOR[name] == "digi"}
-    pandora = {name: v for name, v in constants.items() if CONSTANT_PROCESSOR[name] == "pandora"}
-    if n_thick_layers:
-        if n_thin_layers is None:
-            raise SteeringError("ECALLayers needs the number of thin ECAL layers when there are thick layers")
-        digi[ECAL_LAYERS] = ecal_layers(n_thin_layers, n_thick_layers, first_ecal_layer)
-    if digi:
-        xml_text = set_processor_parameters(xml_text, digi_name, digi)
-    if pandora:
-        xml_text = set_processor_parameters(xml_text, pandora_name, pandora)
-    return xml_text
+def _or(a: bool | None, b: bool | None) -> bool | None:
+    if a is True or b is True:
+        return True
+    return None if a is None or b is None else False
 
 
-def final_steering(
-    xml_text: str,
-    constants: Mapping[str, Any],
-    settings: Mapping[str, Any],
-    user_soft_comp_value: Any = None,
-) -> str:
-    """The steering file handed back to the user: their file with the calibrated constants.
-
-    The calibration runs with ``MaxClusterEnergyToApplySoftComp = 0`` (software compensation off);
-    unlike ILCDIRAC (which left the 0 in), the user's own value comes back: ``user_soft_comp_value``
-    if given, else the value in ``xml_text`` (which must then be the user's original file), else
-    the parameter is left out. ``settings`` is the resolved settings dict (``Settings.to_dict()``).
-    """
-    digiName = settings["DDCaloDigiName"]
-    pandoraName = settings["DDPandoraPFANewProcessorName"]
-    if user_soft_comp_value is None:
-        user_soft_comp_value = read_parameters(xml_text, pandoraName).get(SOFT_COMP)
-    final = {name: v for name, v in constants.items() if name != SOFT_COMP}
-    if user_soft_comp_value is not None:
-        final[SOFT_COMP] = user_soft_comp_value
-    return apply_constants(
-        xml_text,
-        final,
-        digi_name=digiName,
-        pandora_name=pandoraName,
-        n_thin_layers=settings["nEcalThinLayers"],
-        n_thick_layers=settings["nEcalThickLayers"],
-        first_ecal_layer=settings.get("ecalFirstLayerNumber", 1),
-    )
+# ------------------------------------------------------------------------------------ one text
+def read_text(text: str) -> Steering:
+    """A steering file that includes nothing, given as text (tests, quick looks)."""
+    return read_steering({STEERING_FILE: text})
 
 
 __all__ = [
-    "CALIBRATED_CONSTANTS",
-    "CONSTANT_PROCESSOR",
-    "DIGI_CONSTANTS",
-    "PANDORA_CONSTANTS",
+    "STEERING_FILE",
+    "Constant",
+    "Executed",
+    "FileSource",
+    "FolderFiles",
+    "Node",
+    "Param",
+    "Processor",
+    "Steering",
     "SteeringError",
-    "apply_constants",
-    "ecal_layers",
-    "executed_processors",
-    "final_steering",
-    "format_value",
-    "processor_names_by_type",
-    "processor_problems",
-    "read_global_parameters",
-    "read_parameters",
-    "set_global_parameters",
-    "set_processor_parameters",
+    "evaluate",
+    "read_steering",
+    "read_text",
 ]

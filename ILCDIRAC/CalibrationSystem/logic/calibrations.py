@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
 from ILCDIRAC.CalibrationSystem.logic.results import (
     CONSTANTS_FILE,
+    RESULT_NAMES,
     RESULT_PREFIX,
     exceeding_accuracy,
     final_uncertainties,
@@ -27,17 +28,18 @@ from ILCDIRAC.CalibrationSystem.logic.results import (
     result_files,
 )
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
-from ILCDIRAC.CalibrationSystem.Utilities import steering
+from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits, check_argument, payload_size, shown
-from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, lfn_within
+from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, lfn_within, path_problem, relative_path
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
+from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
-from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, SettingsError, settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, Settings, SettingsError, settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import slice_problems, worker_slice
+from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummaryError
 
 RUNNING, KILLED, FAILED = "running", "killed", "failed"
-STEERING_FILE = "steering.xml"
 #: Job IDs as each backend makes them: ``local:<pid>`` (a Linux PID) and DIRAC's job IDs.
 JOB_ID_FORMATS = {"local": re.compile(r"local:[1-9][0-9]{0,6}"), "dirac": re.compile(r"[1-9][0-9]{0,9}")}
 #: Longest stored file name (the Files table's Name column).
@@ -80,22 +82,8 @@ def create_calibration(
     """Validate settings and input files completely against the limits and the caller's rights,
     then store the calibration and its first step."""
     _bounded(settingsDict, limits, "the settings")
-    try:
-        settings = settings_from_dict(settingsDict)
-    except SettingsError as exc:
-        raise CalibrationError("invalid settings: " + "; ".join(exc.problems)) from None
-    resolved = settings.to_dict()
-    _check_policy(caller, resolved, limits)
-    files = _input_files(inputFiles)
-    _check_input_files(files, limits)
-    problems = _steering_problems(files[STEERING_FILE], resolved)
+    settings, resolved, files = validate_calibration(settingsDict, inputFiles, limits, caller)
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
-    for sample in sorted({s for key in sequence for s in phase_for(key).samples}):
-        problems += slice_problems(
-            resolved[f"{sample}Files"], resolved[f"{sample}EventsPerFile"], resolved["numberOfJobs"], sample
-        )
-    if problems:
-        raise CalibrationError("cannot create calibration: " + "; ".join(problems[:10]))
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
     stage, phase = split_key(state.current)
     nWorkers = resolved["numberOfJobs"]
@@ -150,24 +138,61 @@ def _check_policy(caller: Caller, settings: Mapping[str, Any], limits: ServiceLi
                                f"an LFN (LFN:/...): resubmitted jobs get it from the grid, never from a machine's disk")
 
 
+def validate_calibration(
+    settingsDict: Any, inputFiles: Any, limits: ServiceLimits = NO_LIMITS, caller: Caller | None = None
+) -> tuple[Settings, dict[str, Any], dict[str, str]]:
+    """(settings, resolved settings, input files) if they make a calibration the service can
+    run, and (with a ``caller``) one this caller may create; else CalibrationError with the
+    problems. ``--dry-run`` runs this same check, without a caller."""
+    try:
+        settings = settings_from_dict(settingsDict)
+    except SettingsError as exc:
+        raise CalibrationError("invalid settings: " + "; ".join(exc.problems)) from None
+    resolved = settings.to_dict()
+    if caller is not None:
+        _check_policy(caller, resolved, limits)
+    files = check_input_files(inputFiles, resolved, limits)
+    problems = []
+    for sample in settings.samples():
+        problems += slice_problems(
+            resolved[f"{sample}Files"], resolved[f"{sample}EventsPerFile"], resolved["numberOfJobs"], sample
+        )
+    if problems:
+        raise CalibrationError("cannot create calibration: " + "; ".join(problems[:10]))
+    return settings, resolved, files
+
+
 def results_needed(fraction: float, numberOfWorkers: int) -> int:
     """ceil(fraction * workers), immune to 0.9 * 100 = 90.00000000000001."""
     return max(1, math.ceil(round(fraction * numberOfWorkers, 9)))
 
 
-def _input_files(inputFiles: Any) -> dict[str, str]:
+def check_input_files(inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS) -> dict[str, str]:
+    """The user's reconstruction files if the calibration can run with them (names, number and
+    sizes within the limits, then the steering, included and Pandora files checked as Marlin and
+    Pandora will read them); otherwise CalibrationError with the problems."""
     if not isinstance(inputFiles, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in inputFiles.items()
     ):
         raise CalibrationError("input files must be a dict of file name -> text content")
     if STEERING_FILE not in inputFiles:
         raise CalibrationError(f"input files must contain the Marlin steering file as {STEERING_FILE!r}")
-    bad = [name for name in inputFiles if "/" in name or name.startswith(".") or not name or not is_input_file(name)]
-    if bad:
-        raise CalibrationError(
-            f"input file names must be plain file names, not paths or names starting with {RESULT_PREFIX!r} or "
-            f"'step<N>_' (kept for the calibration's own files): {shown(bad)}"
-        )
+    _check_input_files(inputFiles, limits)
+    problems = []
+    for name in inputFiles:
+        problem = path_problem(name)
+        if problem is None and relative_path(name) != name:
+            problem = f"file name {shown(name)} is not normalised (write it as {shown(relative_path(name))})"
+        if problem is None and not is_input_file(name):
+            problem = (f"file name {shown(name)} is kept for the calibration's own files (names starting with "
+                       f"{RESULT_PREFIX!r} or 'step<N>_', and {', '.join(RESULT_NAMES)})")
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise CalibrationError("input files: " + "; ".join(problems[:10]))
+    problems = [f"steering file: {problem}" for problem in reconstruction.check(inputFiles, settings)]
+    if problems:
+        raise CalibrationError("cannot create calibration: " + "; ".join(problems))
     return dict(inputFiles)
 
 
@@ -180,11 +205,6 @@ def _check_input_files(files: Mapping[str, str], limits: ServiceLimits) -> None:
         size = len(text.encode(errors="surrogatepass"))
         if size > limits.maxFileSize:
             raise CalibrationError(f"input file {shown(name)} has {size} bytes, more than {limits.name('maxFileSize')}")
-
-
-def _steering_problems(xml: str, settings: Mapping[str, Any]) -> list[str]:
-    names = [settings[key] for key in ("DDCaloDigiName", "DDPandoraPFANewProcessorName", "PfoAnalysisName")]
-    return [f"steering file: {problem}" for problem in steering.processor_problems(xml, names)]
 
 
 # ------------------------------------------------------------------------------------ access
@@ -392,9 +412,10 @@ def register_workers(
 
 
 def is_input_file(name: str) -> bool:
-    """Files the user submitted (steering, Pandora settings), as opposed to files the calibration
-    made: step artifacts (``step<N>_...``, fetched when a step needs them) and results."""
-    return not (name.startswith(RESULT_PREFIX) or re.match(r"step\d+_", name))
+    """Files the user submitted (steering, included and Pandora files), as opposed to files the
+    calibration made: step artifacts (``step<N>_...``, fetched when a step needs them) and
+    results (whose names the user's files must not take in the result set)."""
+    return not (name.startswith(RESULT_PREFIX) or re.match(r"step\d+_", name) or name in RESULT_NAMES)
 
 
 def application_status(calibrationID: int, action: str, step: int | None = None, key: str | None = None) -> str:
@@ -507,7 +528,7 @@ def finalize_calibration(db: CalibrationDB, calibrationID: int) -> list[str]:
     the agent calls it again after a service crash between the last close and this)."""
     checked_id(calibrationID)
     try:
-        calibration = db.getCalibration(calibrationID)
+        calibration = db.getCalibration(calibrationID, full=True)
     except CalibrationDBError as exc:
         raise CalibrationError(str(exc)) from None
     if calibration["Status"] != FINISHED:
@@ -515,7 +536,10 @@ def finalize_calibration(db: CalibrationDB, calibrationID: int) -> list[str]:
     present = set(db.listFiles(calibrationID))
     if CONSTANTS_FILE in present:
         return []
-    files = result_files(calibration, db.getSteps(calibrationID), db.getFile(calibrationID, STEERING_FILE).decode())
+    inputs = {name: db.getFile(calibrationID, name).decode() for name in present if is_input_file(name)}
+    trained = ProcedureState.from_dict(calibration["State"]).inputs.get(MERGED_LIKELIHOOD)
+    likelihood = db.getFile(calibrationID, trained).decode() if trained else None
+    files = result_files(calibration, db.getSteps(calibrationID), inputs, likelihood)
     for name, content in files.items():
         db.putFile(calibrationID, name, content)
     return sorted(files)

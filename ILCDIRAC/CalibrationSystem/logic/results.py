@@ -1,10 +1,13 @@
-"""The calibration's deliverables, made when it finishes: the ready steering file, the constants
-with their uncertainties (and which of them are less precise than the accuracy asked for), the
+"""The calibration's deliverables, made when it finishes: a ready-to-run reconstruction set in
+the user's own layout (the steering file as ``steering.xml`` and the files it includes with the
+calibrated constants, the Pandora settings it runs with and the photon likelihood those read, the
+retrained one when the calibration trained one), the constants with their uncertainties (and
+which of them are less precise than the accuracy asked for), the
 full per-step history, and a convergence plot.
 
-They are stored with the calibration under names starting with ``result_`` (kept when the
-working data is cleaned up), downloaded by ``dirac-clic-calibration-results`` and copied to the
-user's ``outputPath`` by the agent.
+They are stored with the calibration under their relative paths prefixed with ``result_`` (kept
+when the working data is cleaned up), downloaded by ``dirac-clic-calibration-results`` and copied
+to the user's ``outputPath`` by the agent, both into one folder.
 """
 from __future__ import annotations
 
@@ -13,14 +16,16 @@ import json
 import math
 from typing import Any, Mapping, Sequence
 
-from ILCDIRAC.CalibrationSystem.Utilities import steering
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES, PhaseContext
+from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import result_files as reconstruction_files
+from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import trained_likelihood_path
 
 RESULT_PREFIX = "result_"
 CONSTANTS_FILE = RESULT_PREFIX + "constants.json"
 HISTORY_FILE = RESULT_PREFIX + "history.json"
-STEERING_FILE = RESULT_PREFIX + "steering.xml"
 PLOT_FILE = RESULT_PREFIX + "convergence.png"
+#: Names the user's own files cannot have: in the result folder they would meet these files.
+RESULT_NAMES = tuple(name.removeprefix(RESULT_PREFIX) for name in (CONSTANTS_FILE, HISTORY_FILE, PLOT_FILE))
 
 
 def final_uncertainties(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -69,8 +74,14 @@ def history(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def result_files(calibration: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], userSteering: str) -> dict[str, bytes]:
-    """All deliverables of a finished calibration, as file name -> content."""
+def result_files(
+    calibration: Mapping[str, Any],
+    steps: Sequence[Mapping[str, Any]],
+    inputFiles: Mapping[str, str],
+    likelihood: str | None = None,
+) -> dict[str, bytes]:
+    """All deliverables of a finished calibration, as file name -> content; ``inputFiles`` are
+    the user's files, ``likelihood`` the photon likelihood the calibration trained, if any."""
     settings = calibration["Settings"]
     constants = calibration["State"]["constants"]
     summary = {
@@ -83,14 +94,15 @@ def result_files(calibration: Mapping[str, Any], steps: Sequence[Mapping[str, An
         "uncertainties": final_uncertainties(steps),
     }
     summary["exceedingAccuracy"] = exceeding_accuracy(constants, summary["uncertainties"], settings)
-    soft = steering.read_parameters(userSteering, settings["DDPandoraPFANewProcessorName"]).get(
-        "MaxClusterEnergyToApplySoftComp"
-    )
+    trained = None
+    if likelihood is not None:
+        trained = (trained_likelihood_path(inputFiles, settings, calibration["CalibrationID"]), likelihood)
+    layout = reconstruction_files(inputFiles, settings, constants, trained)
     return {
         CONSTANTS_FILE: json.dumps(summary, indent=2, sort_keys=True).encode(),
         HISTORY_FILE: json.dumps(history(steps), indent=2, sort_keys=True).encode(),
-        STEERING_FILE: steering.final_steering(userSteering, constants, settings, soft).encode(),
         PLOT_FILE: convergence_plot(calibration["CalibrationID"], steps, constants),
+        **{RESULT_PREFIX + name: text.encode() for name, text in sorted(layout.items())},
     }
 
 

@@ -19,11 +19,13 @@ from ILCDIRAC.CalibrationSystem.Client.Worker import Worker
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic.calibrations import Caller, CalibrationError
-from marlin_emulator import PANDORA_DIR, STEERING
+from marlin_emulator import STEERING
 from marlin_emulator.run import RUN_ERRORS, run
 from marlin_emulator.samples import make_sample_files
 from marlin_emulator.truth import DetectorTruth
+from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles
 
 #: The one user of a single-machine installation: local workers are theirs to run.
 CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}),
@@ -81,6 +83,7 @@ class EmulatorRunner:
 
 @dataclass
 class Outcome:
+    db: CalibrationDB
     calibrationID: int
     status: str
     reason: str
@@ -105,11 +108,9 @@ def make_samples(truth: DetectorTruth, folder: Path, samples: Mapping[str, tuple
     return values
 
 
-def input_files(steering: Path = STEERING) -> dict[str, str]:
-    files = {logic.STEERING_FILE: steering.read_text()}
-    for path in sorted(PANDORA_DIR.glob("*.xml")):
-        files[path.name] = path.read_text()
-    return files
+def input_files(settings: Mapping[str, Any], steering: Path = STEERING) -> dict[str, str]:
+    """The files a submission of ``steering`` sends (what ``dirac-clic-calibration-submit`` collects)."""
+    return collect(FolderFiles(steering.parent), settings, top=steering.name)
 
 
 def run_calibration(
@@ -118,14 +119,17 @@ def run_calibration(
     *,
     workerOrder: Sequence[int] | None = None,
     maxPasses: int = 200,
+    steering: Path = STEERING,
+    runner: EmulatorRunner | None = None,
 ) -> Outcome:
-    """Create the calibration and drive its workers until it ends (or ``maxPasses`` steps)."""
+    """Create the calibration of ``steering`` (and the files it names) and drive its workers
+    until it ends (or ``maxPasses`` steps); ``runner`` runs the reconstruction command."""
     folder.mkdir(parents=True, exist_ok=True)
-    resolved = settings_from_dict({**settings, "steeringFile": str(STEERING), "backend": "local"}).to_dict()
+    resolved = settings_from_dict({**settings, "steeringFile": str(steering), "backend": "local"}).to_dict()
     db = CalibrationDB(f"sqlite+pysqlite:///{folder / 'calibration.sqlite'}")
     rpc = LogicRPC(db)
-    calibrationID = logic.create_calibration(db, CALLER, resolved, input_files())
-    runner = EmulatorRunner()
+    calibrationID = logic.create_calibration(db, CALLER, resolved, input_files(resolved, steering))
+    runner = runner or EmulatorRunner()
     workers = {}
     for workerID in range(resolved["numberOfJobs"]):
         worker = Worker(rpc, calibrationID, workerID, folder / f"worker_{workerID}", runner=runner)
@@ -148,6 +152,7 @@ def run_calibration(
     calibration = db.getCalibration(calibrationID)
     steps = db.getSteps(calibrationID)
     return Outcome(
+        db=db,
         calibrationID=calibrationID,
         status=calibration["Status"],
         reason=calibration["Reason"],

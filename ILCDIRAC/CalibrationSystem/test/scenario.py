@@ -38,6 +38,8 @@ class Scenario:
     settings: dict[str, Any] = field(default_factory=dict)
     seed: int = 1
     user: str = "alice"
+    #: The steering file submitted (the files it names are looked up beside it).
+    steering: Path = STEERING
 
     def prepare(self) -> Path:
         """Write the sample files and the settings file; return the settings file's path."""
@@ -46,7 +48,7 @@ class Scenario:
             "detectorModel": self.truth.name,
             "backend": "local",
             "marlinExecutable": str(BIN / "marlin-emulator"),
-            "steeringFile": str(STEERING),
+            "steeringFile": str(self.steering),
         }
         values.update(make_samples(self.truth, self.folder, self.samples, self.seed))
         values.update(self.settings)

@@ -107,9 +107,13 @@ def idle(testbed, tmp_path_factory):
 
 @pytest.fixture
 def talk_folder(tmp_path):
-    """The talk's settings file next to the list and steering files it names."""
+    """The talk's settings file next to the list and steering files it names, and the Pandora
+    files that steering file names (those of the CLD-like fixture folder)."""
     for path in DATA.iterdir():
-        shutil.copy(path, tmp_path)
+        if path.is_file():
+            shutil.copy(path, tmp_path)
+    for folder in ("PandoraSettingsCLD", "CalibrationPandoraSettings"):
+        shutil.copytree(DATA / "configurations" / "CLDLike" / folder, tmp_path / folder)
     return tmp_path
 
 
@@ -155,6 +159,12 @@ def test_dry_run_prints_the_resolved_talk_settings_without_any_service(down, tal
                           "HCalToHadGeVCalibration"}
     assert "too few: about" in power["ECalToHadGeVCalibrationBarrel"] and power["CalibrECAL"].endswith("ok")
     assert "# The kaon sample is too small for the requested accuracy: 5000 events, about " in done.stdout
+    # the service's file checks ran on what the submission would send, and say what they found
+    assert done.stdout.rstrip().splitlines()[-2:] == [
+        "# files that travel: CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml, "
+        "PandoraSettingsCLD/PandoraLikelihoodData9EBin.xml, PandoraSettingsCLD/PandoraSettingsDefault.xml, steering.xml",
+        "# Pandora processor MyDDMarlinPandora_10ns with PandoraSettingsCLD/PandoraSettingsDefault.xml; "
+        "PfoAnalysis MyPfoAnalysis runs"]
 
     # and on a machine without any DIRAC configuration (no dirac.cfg, no CS) it prints the same
     empty = tmp_path_factory.mktemp("no-dirac")

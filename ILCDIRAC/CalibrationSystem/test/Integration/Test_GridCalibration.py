@@ -45,7 +45,8 @@ from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
 
 CLD = next(c for c in CONFIGURATIONS if c.name == "CLD")
 WORKERS = 4
-RESULT_FILES = ["result_constants.json", "result_convergence.png", "result_history.json", "result_steering.xml"]
+#: The delivered folder: the result files and the ready-to-run steering folder (its Pandora files below).
+RESULT_FILES = ["constants.json", "convergence.png", "history.json", "steering.xml"]
 #: Generous limits for a shared 2-core machine; nothing here waits for a fixed time.
 CALIBRATION_TIMEOUT = 900
 JOB_TIMEOUT = 180
@@ -189,16 +190,18 @@ def test_the_agent_resubmitted_each_killed_worker_once_with_the_owners_proxy(run
 def test_the_results_are_delivered_to_the_owners_output_path_on_the_storage_element(run, grid):
     scenario, calibrationID = run["scenario"], run["calibrationID"]
     folder = f"{scenario.output_lfn}/calibration_{calibrationID}"
-    assert run["delivered"] == f"uploaded {len(RESULT_FILES)} files to {folder} on {wms.STORAGE_ELEMENT}"
+    pandora = ["PandoraSettingsDefault.xml", f"PandoraLikelihoodData9EBin_calibration{calibrationID}.xml"]
+    assert run["delivered"] == f"uploaded {len(RESULT_FILES) + len(pandora)} files to {folder} on {wms.STORAGE_ELEMENT}"
     from DIRAC.Resources.Catalog.FileCatalog import FileCatalog
 
     with grid.as_user("alice"):
-        listing = FileCatalog().listDirectory(folder)
-    assert listing["OK"], listing
-    files = listing["Value"]["Successful"][folder]["Files"]
-    assert sorted(name.rsplit("/", 1)[1] for name in files) == RESULT_FILES
-    assert all(files[name]["MetaData"]["Owner"] == "alice" for name in files)
-    stored = json.loads(grid.wms.se_path(f"{folder}/result_constants.json").read_text())
+        listings = FileCatalog().listDirectory([folder, f"{folder}/PandoraSettings"])
+    assert listings["OK"], listings
+    for path, expected in ((folder, RESULT_FILES), (f"{folder}/PandoraSettings", sorted(pandora))):
+        files = listings["Value"]["Successful"][path]["Files"]
+        assert sorted(name.rsplit("/", 1)[1] for name in files) == expected
+        assert all(files[name]["MetaData"]["Owner"] == "alice" for name in files)
+    stored = json.loads(grid.wms.se_path(f"{folder}/constants.json").read_text())
     assert stored["constants"] == run["status"]["constants"]
 
 

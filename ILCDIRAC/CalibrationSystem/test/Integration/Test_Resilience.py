@@ -190,10 +190,12 @@ def test_d_two_users_calibrate_at_once_without_touching_each_other(bed, tmp_path
     assert not bed.rpc("bob").getCalibrationStatus([aliceID])["OK"]
     assert not bed.rpc("alice").getCalibrationHistory(bobID)["OK"]
     # on this single-user installation the agent copies each local calibration's results below
-    # its own folder (a grid outputPath would take them to the owner's grid user folder)
-    expected = {"result_constants.json", "result_history.json", "result_steering.xml", "result_convergence.png"}
+    # its own folder (a grid outputPath would take them to the owner's grid user folder): the
+    # ready-to-run folder (phase 1.0 only: with the user's own photon likelihood)
+    expected = {"constants.json", "history.json", "steering.xml", "convergence.png",
+                "PandoraSettings/PandoraSettingsDefault.xml", "PandoraSettings/PandoraLikelihoodData9EBin.xml"}
     for run, calibrationID in ((alice, aliceID), (bob, bobID)):
         delivered = bed.local_dir / "results" / f"calibration_{calibrationID}"
-        wait_until(lambda: {p.name for p in delivered.glob("*")} == expected, 60,
-                   lambda: f"{delivered}: {sorted(p.name for p in delivered.glob('*'))}")
-        assert (delivered / "result_convergence.png").read_bytes().startswith(b"\x89PNG")
+        found = lambda: {p.relative_to(delivered).as_posix() for p in delivered.rglob("*") if p.is_file()}  # noqa: E731
+        wait_until(lambda: found() == expected, 60, lambda: f"{delivered}: {sorted(found())}")
+        assert (delivered / "convergence.png").read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,5 @@
-"""Issue 3's proof (b): the complete three-stage procedure through the real service.
+"""Issue 3's proof (b): the complete three-stage procedure through the real service, with a
+steering folder shaped like CLDConfig's (issue 7).
 
 CLD (true constants 13-20 % away from the model's starting constants) is calibrated by the real
 DISET service over TLS with four local worker processes running the emulator as a command, and
@@ -6,23 +7,35 @@ again in-process (``inprocess.run_calibration``: the service logic on SQLite, th
 code, the emulator called in-process) on the same sample files with the same settings. With the
 threshold at 1.0 every step merges all four reports in worker order, so both paths are the same
 computation on the same events: the final constants must be identical, not merely close, and
-the number of passes equal. The finished calibration must have stored its deliverables, and
-``dirac-clic-calibration-results`` must hand them to the user.
+the number of passes equal. The steering submitted is the CLD-like fixture folder (licence
+comment, ${...} processor names, groups, two digitisers, no PfoAnalysis, Pandora files in
+folders), whose running processors have the emulator's own steering's effective values: it must
+end exactly where the emulator's own steering ends. The finished calibration must have stored
+its deliverables, and ``dirac-clic-calibration-results`` must hand over a ready-to-run folder:
+run as delivered, its photons come out at the requested EM scale.
 """
 import difflib
 import json
 import re
+from pathlib import Path
 
 import pytest
+import uproot
 import yaml
 
 from ILCDIRAC.CalibrationSystem.test.configurations import ACCURACY, CONFIGURATIONS, SAMPLES
 from ILCDIRAC.CalibrationSystem.test.inprocess import STEERING, run_calibration
 from ILCDIRAC.CalibrationSystem.test.scenario import Scenario
-from ILCDIRAC.CalibrationSystem.Utilities import steering
+from ILCDIRAC.CalibrationSystem.Utilities.carriers import DIGI_CONSTANTS
+from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
+from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
+from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles, read_steering
+from ILCDIRAC.CalibrationSystem.Utilities.steering_editor import SteeringEditor
+from marlin_emulator.run import run as emulate
 
 CLD = next(c for c in CONFIGURATIONS if c.name == "CLD")
-RESULT_FILES = ["result_constants.json", "result_convergence.png", "result_history.json", "result_steering.xml"]
+CLD_LIKE = Path(__file__).resolve().parents[1] / "data" / "configurations" / "CLDLike" / "CLDReconstruction.xml"
 DIGI, PANDORA = "MyDDCaloDigi_10ns", "MyDDMarlinPandora_10ns"
 #: The constants whose estimators fit the merged reports; each must carry an uncertainty.
 FITTED = ("CalibrECAL", "CalibrHCALBarrel", "CalibrHCALEndcap", "ECalToEMGeVCalibration", "HCalToHadGeVCalibration",
@@ -40,13 +53,19 @@ def both(testbed, tmp_path_factory):
         **ACCURACY,
         **CLD.settings,
     }
-    scenario = Scenario(testbed, tmp_path_factory.mktemp("cld"), CLD.truth(), SAMPLES, settings)
+    scenario = Scenario(testbed, tmp_path_factory.mktemp("cld"), CLD.truth(), SAMPLES, settings, steering=CLD_LIKE)
     calibrationID = scenario.submit()
     # the same sample files and settings, driven in-process while the service's workers run
     submitted = yaml.safe_load((scenario.folder / "settings.yaml").read_text())
-    inprocess = run_calibration(submitted, tmp_path_factory.mktemp("cld_inprocess"))
-    status = scenario.wait(calibrationID, timeout=150)
+    inprocess = run_calibration(submitted, tmp_path_factory.mktemp("cld_inprocess"), steering=CLD_LIKE)
+    status = scenario.wait(calibrationID, timeout=300)
     return scenario, calibrationID, status, inprocess, submitted
+
+
+def result_files(calibrationID: int) -> list[str]:
+    trained = f"result_PandoraSettingsCLD/PandoraLikelihoodData9EBin_calibration{calibrationID}.xml"
+    return sorted([trained, "result_PandoraSettingsCLD/PandoraSettingsDefault.xml", "result_constants.json",
+                   "result_convergence.png", "result_history.json", "result_steering.xml"])
 
 
 def test_the_service_and_the_in_process_run_end_identically(both):
@@ -62,6 +81,13 @@ def test_the_service_and_the_in_process_run_end_identically(both):
     assert {p.split(".")[0] for h in history for p in h["phases"]} == {"1", "2", "3"}
 
 
+def test_the_cld_like_folder_ends_where_the_emulators_own_steering_ends(both, tmp_path):
+    _, _, status, inprocess, submitted = both
+    today = run_calibration(submitted, tmp_path, steering=STEERING)
+    assert today.status == "finished", today.reason
+    assert inprocess.constants == today.constants and inprocess.passes == today.passes
+
+
 def test_the_calibration_moved_every_fitted_constant(both):
     scenario, calibrationID, status, inprocess, _ = both
     start = scenario.history(calibrationID)[0]["constants"]
@@ -75,7 +101,7 @@ def test_the_results_carry_uncertainties_and_the_result_files(both, testbed):
     result = testbed.rpc("alice").getCalibrationResults(calibrationID)
     assert result["OK"], result["Message"]
     summary = result["Value"]
-    assert summary["files"] == RESULT_FILES
+    assert summary["files"] == result_files(calibrationID)
     assert summary["constants"] == status["constants"]
     assert summary["steps"] == inprocess.passes
     assert summary["detectorModel"] == CLD.model
@@ -93,35 +119,36 @@ def test_the_result_steering_is_the_users_file_with_the_final_constants(both, te
     stored = testbed.rpc("alice").getCalibrationFile(calibrationID, "result_steering.xml")
     assert stored["OK"], stored["Message"]
     result = stored["Value"]["content"]
-    user = STEERING.read_text()
+    user = CLD_LIKE.read_text()
     constants = status["constants"]
+    parsed = read_steering({"steering.xml": result})
     for name, value in constants.items():
-        processor = DIGI if name in steering.DIGI_CONSTANTS else PANDORA
-        written = [float(v) for v in steering.read_parameters(result, processor)[name].split()]
+        processor = parsed.processors[DIGI if name in DIGI_CONSTANTS else PANDORA]
+        written = [float(v) for v in processor.tokens(name)][: len(value) if isinstance(value, list) else 1]
         assert written == pytest.approx(value if isinstance(value, list) else [value], rel=1e-9), name
-    # the calibration ran with software compensation off; the user's own value comes back
-    assert steering.read_parameters(user, PANDORA)["MaxClusterEnergyToApplySoftComp"] == "200."
-    assert steering.read_parameters(result, PANDORA)["MaxClusterEnergyToApplySoftComp"] == "200."
+    # the calibration ran with software compensation off; the user's own (group) value still rules
+    assert parsed.processors[PANDORA].tokens("MaxClusterEnergyToApplySoftComp") == ["200."]
     # nothing else changed: every changed line is one of the calibrated constants (the 400 ns
-    # processors carry the same names but must keep the user's values)
+    # processors carry the same names but must keep the user's values), no PfoAnalysis is added
     changed = [line for line in difflib.unified_diff(user.splitlines(), result.splitlines(), lineterm="", n=0)
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    names = set(constants) | {steering.ECAL_LAYERS}
-    assert changed and all(re.search(r'name="(\w+)"', line).group(1) in names for line in changed), changed
-    assert steering.read_parameters(result, "MyDDCaloDigi_400ns") == steering.read_parameters(user, "MyDDCaloDigi_400ns")
-    assert steering.read_parameters(result, "MyDDMarlinPandora_400ns") == steering.read_parameters(
-        user, "MyDDMarlinPandora_400ns"
-    )
-    assert submitted["steeringFile"] == str(STEERING)
+    assert changed and all(re.search(r'name="(\w+)"', line).group(1) in constants for line in changed), changed
+    original = read_steering(FolderFiles(CLD_LIKE.parent), CLD_LIKE.name)
+    for name in ("MyDDCaloDigi_400ns", "MyDDMarlinPandora_400ns", "MyDDSimpleMuonDigi"):
+        assert parsed.processors[name].values() == original.processors[name].values(), name
+    assert set(parsed.processors) == set(original.processors)
+    assert submitted["steeringFile"] == str(CLD_LIKE)
 
 
-def test_the_results_command_downloads_the_files_and_prints_the_constants(both, tmp_path):
+def test_the_results_command_downloads_a_ready_to_run_folder_and_prints_the_constants(both, tmp_path):
     scenario, calibrationID, status, inprocess, _ = both
     target = tmp_path / "results"
     done = scenario.run_command("dirac-clic-calibration-results", str(calibrationID), "--dir", str(target))
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in target.iterdir()) == ["constants.json", "convergence.png", "history.json",
-                                                        "steering.xml"]
+    trained = f"PandoraSettingsCLD/PandoraLikelihoodData9EBin_calibration{calibrationID}.xml"
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == sorted(
+        ["constants.json", "convergence.png", "history.json", "steering.xml",
+         "PandoraSettingsCLD/PandoraSettingsDefault.xml", trained])
     constants = json.loads((target / "constants.json").read_text())
     assert constants["constants"] == status["constants"]
     assert constants["calibrationID"] == calibrationID
@@ -130,6 +157,11 @@ def test_the_results_command_downloads_the_files_and_prints_the_constants(both, 
     assert (target / "convergence.png").read_bytes().startswith(PNG_MAGIC)
     stored = scenario.testbed.rpc("alice").getCalibrationFile(calibrationID, "result_steering.xml")["Value"]
     assert (target / "steering.xml").read_text() == stored["content"]
+    # the Pandora settings point at the likelihood stage 2 trained: the one stage 3 ran with
+    assert histogram_files((target / "PandoraSettingsCLD/PandoraSettingsDefault.xml").read_text()) == [trained]
+    training = next(h["step"] for h in history if "2.5" in h["phases"])
+    merged = scenario.testbed.rpc("alice").getCalibrationFile(calibrationID, f"step{training}_PandoraLikelihoodData.xml")
+    assert merged["OK"] and (target / trained).read_text() == merged["Value"]["content"]
     printed = _printed_constants(done.stdout)
     assert set(printed) == set(status["constants"])
     for name, value in status["constants"].items():
@@ -142,7 +174,29 @@ def test_the_results_command_downloads_the_files_and_prints_the_constants(both, 
     (tmp_path / "taken").write_text("a file, not a folder")
     blocked = scenario.run_command("dirac-clic-calibration-results", str(calibrationID), "--dir", str(tmp_path / "taken"))
     assert (blocked.returncode, blocked.stdout) == (1, "")
-    assert blocked.stderr.splitlines() == [f"ERROR: cannot write {tmp_path / 'taken' / 'constants.json'}: File exists"]
+    assert blocked.stderr.splitlines() == [f"ERROR: cannot write {tmp_path / 'taken' / trained}: Not a directory"]
+
+
+def test_the_delivered_folder_run_as_delivered_gives_the_requested_em_scale(both, tmp_path):
+    """Photons of the calibration's own sample, reconstructed with the delivered folder (plus what
+    a physicist adds to look at them: input files and a PfoAnalysis) land at the EM scale the
+    calibration was asked for."""
+    scenario, calibrationID, status, _, submitted = both
+    target = tmp_path / "results"
+    assert scenario.run_command("dirac-clic-calibration-results", str(calibrationID), "--dir", str(target)).returncode == 0
+    editor = SteeringEditor(read_steering(FolderFiles(target), "steering.xml"))
+    editor.set_globals({"LCIOInputFiles": submitted["gammaFiles"], "MaxRecordNumber": 0, "SkipNEvents": 0})
+    editor.add_processor("MyPfoAnalysis", "PfoAnalysis", {"RootFile": "photons.root", "CollectCalibrationDetails": 1},
+                         after=PANDORA)
+    (target / "photons.xml").write_text(editor.texts()["steering.xml"])
+    emulate("photons.xml", target)
+    phase = phase_for("3.3")
+    ctx = PhaseContext.from_settings(settings_from_dict(submitted).to_dict())
+    with uproot.open(target / "photons.root") as rootFile:
+        tree = {b: rootFile["PfoAnalysisTree"][b].array(library="np") for b in phase.branches["gamma"]}
+    measured = phase.measure(phase.reduce({"gamma": tree}, ctx), ctx)
+    assert measured.ok, measured.reason
+    assert abs(measured.values["emMean"] / 10.0 - 1) < ACCURACY["pandoraPFAAccuracy"], measured.values
 
 
 def test_status_and_results_mark_constants_less_precise_than_asked(testbed, tmp_path_factory):

@@ -1,5 +1,8 @@
 """The agent delivers a finished calibration's results: to the owner's grid user folder as the
 owner, or (single-user installations) below its own LocalBackendDir, never where a user points it.
+It delivers one folder holding the reconstruction set in the user's layout (sub-folders included)
+and the result files, under the names the results command gives them (without the service's
+``result_`` prefix).
 
 Local folders are real folders. For LFNs only DIRAC's ``DataManager`` is replaced (the storage
 element is the grid): it records each putAndRegister call with the bytes it was handed; the
@@ -12,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,8 +34,11 @@ CONSTANTS = json.dumps({"calibrationID": ID, "constants": {"CalibrECAL": [37.1, 
 STEERING = '<?xml version="1.0"?>\n<marlin><global/></marlin>\n'
 #: A PNG signature followed by bytes that are not UTF-8: only a byte-exact transport keeps them.
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3 + os.urandom(64)
+SETTINGS = b"<pandora><HistogramFile>PandoraSettings/PandoraLikelihoodData9EBin_calibration42.xml</HistogramFile></pandora>"
 RESULTS = {"result_constants.json": CONSTANTS.encode(), "result_steering.xml": STEERING.encode(),
-           "result_convergence.png": PNG}
+           "result_convergence.png": PNG, "result_PandoraSettings/PandoraSettingsDefault.xml": SETTINGS}
+#: The delivered folder: the user's layout, as the results command writes it too.
+DELIVERED = {name.removeprefix("result_"): content for name, content in RESULTS.items()}
 SE = "CERN-DST-EOS"
 
 
@@ -92,10 +99,14 @@ def scratch(tmp_path, monkeypatch):
 
 def result_folder(tmp_path) -> Path:
     folder = tmp_path / "results"
-    folder.mkdir(parents=True)
-    for name, content in RESULTS.items():
+    for name, content in DELIVERED.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
     return folder
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 REGISTRY = """
@@ -162,11 +173,11 @@ def test_copy_local_puts_every_file_under_calibration_id_and_says_how_many_and_w
     root = tmp_path / "results"
     report = copy_local(result_folder(tmp_path), root, ID)
 
-    assert report == f"copied 3 files to {root / 'calibration_42'}"
-    assert {p.name: p.read_bytes() for p in (root / "calibration_42").iterdir()} == RESULTS
-    (root / "calibration_42" / "result_constants.json").write_text("stale")
+    assert report == f"copied 4 files to {root / 'calibration_42'}"
+    assert folder_files(root / "calibration_42") == DELIVERED
+    (root / "calibration_42" / "constants.json").write_text("stale")
     assert copy_local(result_folder(tmp_path / "again"), root, ID) == report, "a retried delivery overwrites"
-    assert (root / "calibration_42" / "result_constants.json").read_text() == CONSTANTS
+    assert (root / "calibration_42" / "constants.json").read_text() == CONSTANTS
 
 
 def test_copy_local_follows_no_planted_link(tmp_path):
@@ -183,9 +194,15 @@ def test_copy_local_follows_no_planted_link(tmp_path):
     # a result file is a link
     (root / "calibration_42").unlink()
     (root / "calibration_42").mkdir()
-    (root / "calibration_42" / "result_constants.json").symlink_to(victim)
+    (root / "calibration_42" / "constants.json").symlink_to(victim)
     with pytest.raises(PathError, match="symbolic link"):
         copy_local(result_folder(tmp_path / "again"), root, ID)
+    # a folder of the user's layout is a link
+    (root / "calibration_42" / "constants.json").unlink()
+    shutil.rmtree(root / "calibration_42" / "PandoraSettings")
+    (root / "calibration_42" / "PandoraSettings").symlink_to(elsewhere)
+    with pytest.raises(PathError, match="symbolic link"):
+        copy_local(result_folder(tmp_path / "third"), root, ID)
     assert victim.read_text() == "keep me" and sorted(p.name for p in elsewhere.iterdir()) == ["victim.txt"]
 
 
@@ -212,24 +229,24 @@ def test_upload_puts_and_registers_every_file_under_calibration_id(tmp_path, gri
 
     base = "/ilc/user/a/alice/calib/calibration_42"
     assert [(lfn, Path(local), se, data, options) for lfn, local, se, data, options in grid.uploads] == [
-        (f"{base}/{name}", folder / name, SE, RESULTS[name], {"overwrite": True}) for name in sorted(RESULTS)
+        (f"{base}/{name}", folder / name, SE, DELIVERED[name], {"overwrite": True}) for name in sorted(DELIVERED)
     ]
-    assert report == f"uploaded 3 files to {base} on {SE}"
+    assert report == f"uploaded 4 files to {base} on {SE}"
 
 
 @pytest.mark.parametrize("answer, reason", [
     ({"OK": False, "Message": "The storage element is not currently valid."}, "The storage element is not currently valid."),
-    ({"OK": True, "Value": {"Successful": {}, "Failed": {"/ilc/c/calibration_42/result_convergence.png": "No space left"}}},
+    ({"OK": True, "Value": {"Successful": {}, "Failed": {"/ilc/c/calibration_42/convergence.png": "No space left"}}},
      "No space left"),
 ])
 def test_a_failed_upload_names_the_file_and_the_storage_element(tmp_path, grid, answer, reason):
-    grid.failFor = {"result_convergence.png": answer}
+    grid.failFor = {"convergence.png": answer}
     with pytest.raises(AgentError) as failure:
         upload(result_folder(tmp_path), "/ilc/c", SE, ID)
     message = str(failure.value)
-    assert "result_convergence.png" in message and SE in message and reason in message
-    assert "/ilc/c/calibration_42/result_convergence.png" in message
-    assert [Path(u[0]).name for u in grid.uploads] == ["result_constants.json", "result_convergence.png"]
+    assert "convergence.png" in message and SE in message and reason in message
+    assert "/ilc/c/calibration_42/convergence.png" in message
+    assert [Path(u[0]).name for u in grid.uploads] == ["PandoraSettingsDefault.xml", "constants.json", "convergence.png"]
 
 
 # ------------------------------------------------------------------------------------ deliver
@@ -238,10 +255,10 @@ def test_deliver_a_local_calibration_below_the_agents_own_folder(tmp_path, scrat
     agent_with(service, localDir=tmp_path / "agent").deliver(calibration(outputPath=None, outputSE=None))
 
     target = tmp_path / "agent" / "results" / "calibration_42"
-    assert {p.name: p.read_bytes() for p in target.iterdir()} == RESULTS
+    assert folder_files(target) == DELIVERED
     assert service.calls[0] == ("finalizeCalibration", ID)
     assert sorted(c[2] for c in service.calls if c[0] == "getCalibrationFile") == sorted(RESULTS)
-    assert service.calls[-1] == ("markDelivered", ID, f"copied 3 files to {target}")
+    assert service.calls[-1] == ("markDelivered", ID, f"copied 4 files to {target}")
     assert list(scratch.iterdir()) == [], "the download folder is removed"
     assert proxies == []
 
@@ -254,8 +271,8 @@ def test_deliver_to_an_lfn_uploads_the_decoded_files_as_the_owner(tmp_path, grid
                                                                    outputSE=SE))
         base = "/ilc/user/a/alice/calib/calibration_42"
         assert [(lfn, se, data) for lfn, _, se, data, _ in grid.uploads] == [
-            (f"{base}/{name}", SE, RESULTS[name]) for name in sorted(RESULTS)]
-        assert service.calls[-1] == ("markDelivered", ID, f"uploaded 3 files to {base} on {SE}")
+            (f"{base}/{name}", SE, DELIVERED[name]) for name in sorted(DELIVERED)]
+        assert service.calls[-1] == ("markDelivered", ID, f"uploaded 4 files to {base} on {SE}")
     assert proxies == [("/CN=alice", "ilc_user")] * 2, "grid uploads always use the owner's proxy"
     assert list(scratch.iterdir()) == [] and not (tmp_path / "results").exists()
 
@@ -270,9 +287,9 @@ def test_an_output_path_outside_the_owners_folder_is_never_written(tmp_path, gri
 
 
 def test_a_failed_delivery_is_not_marked_and_leaves_no_download_behind(tmp_path, grid, scratch, proxies):
-    grid.failFor = {"result_steering.xml": {"OK": False, "Message": "Write access not permitted for this credential."}}
+    grid.failFor = {"steering.xml": {"OK": False, "Message": "Write access not permitted for this credential."}}
     service = ResultsService()
-    with pytest.raises(AgentError, match="result_steering.xml.*CERN-DST-EOS.*Write access not permitted"):
+    with pytest.raises(AgentError, match="steering.xml.*CERN-DST-EOS.*Write access not permitted"):
         agent_with(service).deliver(calibration(outputPath="LFN:/ilc/user/a/alice/calib", outputSE=SE))
     assert not [c for c in service.calls if c[0] == "markDelivered"]
     assert list(scratch.iterdir()) == []

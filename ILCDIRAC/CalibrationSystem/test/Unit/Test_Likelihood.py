@@ -1,10 +1,9 @@
 """Pandora photon-likelihood data: the real file format, round trips, the stage-2 merge by hand."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from marlin_emulator import PANDORA_DIR
+from marlin_emulator import STEERING_DIR
 from ILCDIRAC.CalibrationSystem.Utilities.likelihood import (
     LikelihoodData,
     LikelihoodDataError,
@@ -14,7 +13,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.likelihood import (
     write_likelihood,
 )
 
-SHIPPED = PANDORA_DIR / "PandoraLikelihoodData9EBin.xml"
+SHIPPED = STEERING_DIR / "PandoraSettings" / "PandoraLikelihoodData9EBin.xml"
 
 #: A two-energy-bin file written by hand in Pandora's layout (top-level elements, trailing spaces).
 HANDWRITTEN = """<NEnergyBins>2</NEnergyBins>

@@ -137,9 +137,15 @@ def test_defaults_and_model_values_fill_in():
     assert s.phaseSequence == DEFAULT_PHASE_SEQUENCE
     assert (s.digitisationAccuracy, s.pandoraPFAAccuracy, s.numberOfJobs) == (0.05, 0.025, 100)
     assert (s.gammaEventsPerFile, s.maxFailedWorkerFraction, s.maxResubmissionsPerWorker) == (1000, 0.5, 3)
-    assert (s.pandoraSettingsFile, s.pandoraSettingsTrainingFile) == (
-        "PandoraSettingsDefault.xml", "PandoraSettingsPhotonTraining.xml")
+    # the steering's own Pandora settings; the training settings found beside it
+    assert (s.pandoraSettingsFile, s.pandoraSettingsTrainingFile, dict(s.steeringConstants)) == (None, None, {})
     assert (s.marlinExecutable, s.platform, s.marlinVersion) == ("Marlin", "x86_64-el9-gcc13-opt", None)
+
+
+def test_steering_constants_are_text_as_marlin_takes_them():
+    s = settings_from_dict(minimal(steeringConstants={"DetectorModel": "ILD_l5_o1_v02", "CMSEnergy": 250}))
+    assert dict(s.steeringConstants) == {"DetectorModel": "ILD_l5_o1_v02", "CMSEnergy": "250"}
+    assert s.to_dict()["steeringConstants"] == {"DetectorModel": "ILD_l5_o1_v02", "CMSEnergy": "250"}
 
 
 def test_user_values_override_model_values():
@@ -257,6 +263,11 @@ def test_every_problem_is_reported_at_once_naming_its_key():
         ("phaseSequence", [], "non-empty list"),
         ("phaseSequence", ["1.0", "1.0"], "more than once"),
         ("startingConstants", [1, 2], "must be a mapping"),
+        ("steeringConstants", ["DetectorModel"], "must be a mapping of constant name -> value"),
+        ("steeringConstants", {"DetectorModel": None}, "values text or numbers"),
+        ("steeringConstants", {"${X}": "1"}, "constant names must be"),
+        ("steeringConstants", {f"C{i}": "1" for i in range(101)}, "more than 100"),
+        ("steeringConstants", {"DetectorModel": "x" * 1001}, "at most 1000 characters"),
     ],
 )
 def test_wrong_types_and_ranges(key, value, fragment):

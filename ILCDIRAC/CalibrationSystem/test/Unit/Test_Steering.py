@@ -1,267 +1,234 @@
-"""The Marlin steering editor: reads like Marlin, writes only the targeted bytes, fails clearly."""
-import xml.etree.ElementTree as ET
-from pathlib import Path
-
-import numpy as np
+"""The Marlin reader: a steering file and its includes read as Marlin's XMLParser reads them."""
 import pytest
 
-from marlin_emulator import STEERING
 from ILCDIRAC.CalibrationSystem.Utilities import steering
-from ILCDIRAC.CalibrationSystem.Utilities.steering import SteeringError
-
-DATA = Path(__file__).resolve().parents[1] / "data"
-FIXTURE = (DATA / "fcceeReconstruction_noSWC.xml").read_text()
-REALISTIC = STEERING
-DIGI, PANDORA = "MyDDCaloDigi_10ns", "MyDDMarlinPandora_10ns"
+from ILCDIRAC.CalibrationSystem.Utilities.steering import SteeringError, evaluate, read_steering, read_text
 
 
-def replaced(text, old, new):
-    """The expected result of an edit: exactly one occurrence of ``old`` becomes ``new``."""
-    assert text.count(old) == 1, old
-    return text.replace(old, new)
+def marlin(body: str, execute: str = "", head: str = "") -> str:
+    """A steering file with an <execute> section, an empty <global> and ``body``."""
+    return f"{head}<marlin>\n<execute>\n{execute}\n</execute>\n<global/>\n{body}\n</marlin>\n"
 
 
-# ------------------------------------------------------------------------------------ reading
-def test_read_parameters_in_attribute_and_text_form():
-    digi = steering.read_parameters(FIXTURE, DIGI)
-    assert digi["CalibrECAL"] == "37.5227197175 37.5227197175"  # text form
-    assert digi["CalibrHCALBarrel"] == "45.9956826061"  # value attribute
-    assert digi["ECALLayers"] == "41 100"  # surrounding whitespace is not part of the value
-    assert digi["ECALBarrelTimeWindowMax"] == "${CalorimeterIntegrationTimeWindow}"  # Marlin constants stay raw
-    pandora = steering.read_parameters(FIXTURE, PANDORA)
-    assert pandora["PandoraSettingsXmlFile"] == "PandoraSettingsCLD/PandoraSettingsDefault.xml"
-    assert pandora["MaxClusterEnergyToApplySoftComp"] == "0"
-    assert steering.read_global_parameters(FIXTURE)["LCIOInputFiles"] == "input_1.slcio input_2.slcio"
+def proc(name: str, kind: str = "T", params: str = "") -> str:
+    return f'<processor name="{name}" type="{kind}">{params}</processor>'
 
 
-def test_group_parameters_apply_to_the_processors_of_the_group():
-    pfo = steering.read_parameters(FIXTURE, "MyPfoAnalysis")
-    assert pfo == {"CollectCalibrationDetails": "1", "RootFile": "pfoAnalysis.root", "Verbosity": "WARNING"}
+def param(name: str, value: str, attribute: bool = False) -> str:
+    return f'<parameter name="{name}" value="{value}"/>' if attribute else f'<parameter name="{name}">{value}</parameter>'
 
 
-def test_processors_by_type_and_execution_order():
-    assert steering.processor_names_by_type(FIXTURE, "DDCaloDigi") == [DIGI]
-    assert steering.processor_names_by_type(FIXTURE, "DDPandoraPFANewProcessor") == [PANDORA]
-    assert steering.processor_names_by_type(FIXTURE, "NoSuchType") == []
-    # <if> blocks are entered and group references expanded
-    assert steering.executed_processors(FIXTURE) == ["InitDD4hep", DIGI, PANDORA, "MyPfoAnalysis"]
+# ------------------------------------------------------------------------------------ XML as TinyXML reads it
+def test_comments_may_hold_double_dashes_like_a_licence_header():
+    text = marlin(proc("A", params=param("P", "1")), '<processor name="A"/>',
+                  head="<!--\n-- Copyright (c) 2014-2024 Key4hep-Project.\n--\n  -->\n")
+    assert read_text(text).processors["A"].value("P") == "1"
+    # still an error where TinyXML has one, with the line of the file
+    with pytest.raises(SteeringError, match=r"steering.xml is not well-formed XML \(line 10\): mismatched tag"):
+        read_text(text.replace("</processor>", "</processr>"))
 
 
-# ------------------------------------------------------------------------------------ byte-exact edits
-def test_text_form_edit_changes_only_the_value():
-    new = steering.set_processor_parameters(FIXTURE, DIGI, {"CalibrECAL": [40.0, 80.5]})
-    assert new == replaced(FIXTURE, ">37.5227197175 37.5227197175</parameter>", ">40.0 80.5</parameter>")
+def test_parameter_values_in_both_forms_with_white_space_and_comments_as_separators():
+    text = marlin(proc("A", params=param("V", " 1  2\n 3 ") + param("W", "a b", True) + param("X", "4<!-- x -->5")
+                       + param("E", "")), '<processor name="A"/>')
+    a = read_text(text).processors["A"]
+    assert (a.tokens("V"), a.tokens("W"), a.tokens("X"), a.tokens("E"), a.tokens("missing")) == (
+        ["1", "2", "3"], ["a", "b"], ["4", "5"], [], None)
 
 
-def test_text_form_keeps_the_whitespace_around_the_value():
-    new = steering.set_processor_parameters(FIXTURE, DIGI, {"ECALLayers": "21 31"})
-    assert new == replaced(FIXTURE, ">41 100  </parameter>", ">21 31  </parameter>")
-    new = steering.set_processor_parameters(FIXTURE, PANDORA, {"PandoraSettingsXmlFile": "PandoraSettingsDefault.xml"})
-    assert new == replaced(FIXTURE, "> PandoraSettingsCLD/PandoraSettingsDefault.xml </parameter>",
-                           "> PandoraSettingsDefault.xml </parameter>")
-
-
-def test_attribute_form_edit_changes_only_the_value():
-    new = steering.set_processor_parameters(FIXTURE, DIGI, {"CalibrHCALBarrel": 47.25, "ECALThreshold": 1e-4})
-    expected = replaced(FIXTURE, 'value="45.9956826061"', 'value="47.25"')
-    expected = replaced(expected, 'value="5e-05"', 'value="0.0001"')
-    assert new == expected
-
-
-def test_adding_a_missing_parameter_follows_the_processor_layout():
-    new = steering.set_processor_parameters(FIXTURE, DIGI, {"ECALGapCorrection": 1, "CalibrECAL": [1.5, 3.0]})
-    expected = replaced(FIXTURE, ">37.5227197175 37.5227197175</parameter>", ">1.5 3.0</parameter>")
-    expected = replaced(
-        expected,
-        '<parameter name="HCALEndcapCorrectionFactor" type="float">1.000</parameter>\n',
-        '<parameter name="HCALEndcapCorrectionFactor" type="float">1.000</parameter>\n'
-        '    <parameter name="ECALGapCorrection">1</parameter>\n',
-    )
-    assert new == expected
-    assert steering.read_parameters(new, DIGI)["ECALGapCorrection"] == "1"
-    # after an attribute-form parameter, the new one uses the attribute form too
-    new = steering.set_processor_parameters(FIXTURE, PANDORA, {"SoftwareCompensationWeights": [1.5, -0.02]})
-    assert new == replaced(
-        FIXTURE,
-        '<parameter name="MaxClusterEnergyToApplySoftComp" value="0"/>\n',
-        '<parameter name="MaxClusterEnergyToApplySoftComp" value="0"/>\n'
-        '    <parameter name="SoftwareCompensationWeights" value="1.5 -0.02"/>\n',
-    )
-
-
-def test_self_closing_processor_and_parameter_are_opened_up():
-    text = ('<marlin>\n  <execute><processor name="A"/></execute>\n  <global/>\n'
-            '  <processor name="A" type="T"/>\n  <processor name="B" type="T">\n'
-            '    <parameter name="P" />\n  </processor>\n</marlin>\n')
-    new = steering.set_processor_parameters(text, "A", {"X": 2})
-    assert new == replaced(text, '<processor name="A" type="T"/>',
-                           '<processor name="A" type="T">\n    <parameter name="X" value="2"/>\n  </processor>')
-    new = steering.set_processor_parameters(text, "B", {"P": "v w"})
-    assert new == replaced(text, '<parameter name="P" />', '<parameter name="P" value="v w" />')
-    assert steering.read_parameters(new, "B") == {"P": "v w"}
-
-
-def test_global_parameters():
-    files = [f"/ilc/user/x/gamma_{i}.slcio" for i in range(3)]
-    new = steering.set_global_parameters(FIXTURE, {"LCIOInputFiles": files, "MaxRecordNumber": 250, "SkipNEvents": 750,
-                                                   "AllowToModifyEvent": True})
-    expected = replaced(FIXTURE, "> input_1.slcio input_2.slcio </parameter>", f"> {' '.join(files)} </parameter>")
-    expected = replaced(expected, '"MaxRecordNumber" value="0"', '"MaxRecordNumber" value="250"')
-    expected = replaced(expected, '"SkipNEvents" value="0"', '"SkipNEvents" value="750"')
-    expected = replaced(expected, '<parameter name="RandomSeed" value="1234567890" />\n',
-                        '<parameter name="RandomSeed" value="1234567890" />\n'
-                        '    <parameter name="AllowToModifyEvent" value="true"/>\n')
-    assert new == expected
-    values = steering.read_global_parameters(new)
-    assert values["LCIOInputFiles"].split() == files and values["SkipNEvents"] == "750"
-
-
-def test_special_characters_are_escaped_and_read_back():
-    new = steering.set_processor_parameters(FIXTURE, "MyPfoAnalysis", {"RootFile": 'a&b<"c">.root'})
-    ET.fromstring(new.split("?>", 1)[1])  # still well-formed
-    assert steering.read_parameters(new, "MyPfoAnalysis")["RootFile"] == 'a&b<"c">.root'
-    assert "a&amp;b&lt;" in new
-
-
-def test_value_formatting():
-    assert steering.format_value(0.1 + 0.2) == "0.30000000000000004"  # repr precision: round trip exact
-    assert float(steering.format_value(37.5227197175)) == 37.5227197175
-    assert steering.format_value(np.float64(1.0672142727)) == "1.0672142727"
-    assert steering.format_value(np.array([37.5, 75.0])) == "37.5 75.0"
-    assert steering.format_value((3, np.int64(4))) == "3 4"
-    assert steering.format_value(1e7) == "10000000.0"
-    assert steering.format_value(False) == "false" and steering.format_value(np.bool_(True)) == "true"
-    for bad in (float("nan"), float("inf"), None, {"a": 1}):
-        with pytest.raises(SteeringError):
-            steering.format_value(bad)
+@pytest.mark.parametrize("text, message", [
+    ("not xml", "not well-formed"),
+    ("<steering/>", "not <marlin>"),
+    ("<marlin><global/></marlin>", "no <execute> section"),
+    ("<marlin><execute/></marlin>", "no <global> section"),
+])
+def test_not_a_steering_file(text, message):
+    with pytest.raises(SteeringError, match=message):
+        read_text(text)
 
 
 # ------------------------------------------------------------------------------------ constants
-CONSTANTS = {
-    "CalibrECAL": [38.0, 76.0],
-    "ECALEndcapCorrectionFactor": 1.025,
-    "CalibrHCALBarrel": 46.5,
-    "CalibrHCALEndcap": 47.5,
-    "CalibrHCALOther": 58.5,
-    "ECalToMipCalibration": 172.414,
-    "HCalToMipCalibration": 44.843,
-    "MuonToMipCalibration": 20408.2,
-    "ECalToEMGeVCalibration": 1.015,
-    "HCalToEMGeVCalibration": 1.015,
-    "ECalToHadGeVCalibrationBarrel": 1.12,
-    "ECalToHadGeVCalibrationEndCap": 1.12,
-    "HCalToHadGeVCalibration": 1.01,
-    "MaxClusterEnergyToApplySoftComp": 0,
-}
+def test_constants_are_expanded_in_order_with_the_constants_defined_before_them():
+    text = marlin(proc("A_10ns", params=param("P", "${Window} ${Label}")), '<processor name="A_${Window}ns"/>',
+                  ).replace("<execute>", '<constants><constant name="Window" value="10"/>'
+                            '<constant name="Label">w${Window}ns</constant>'
+                            '<constant name="Both" value="${Label}:${Window}"/></constants>\n<execute>')
+    parsed = read_text(text)
+    assert {n: c.value for n, c in parsed.constants.items()} == {"Window": "10", "Label": "w10ns", "Both": "w10ns:10"}
+    assert parsed.processors["A_10ns"].value("P") == "10 w10ns"
+    assert [e.name for e in parsed.execute] == ["A_10ns"]
 
 
-def test_apply_constants_routes_each_constant_to_its_processor():
-    new = steering.apply_constants(FIXTURE, CONSTANTS, digi_name=DIGI, pandora_name=PANDORA,
-                                   n_thin_layers=20, n_thick_layers=10)
-    digi, pandora = steering.read_parameters(new, DIGI), steering.read_parameters(new, PANDORA)
-    for name, value in CONSTANTS.items():
-        target, other = (digi, pandora) if steering.CONSTANT_PROCESSOR[name] == "digi" else (pandora, digi)
-        assert target[name] == steering.format_value(value), name
-        assert name not in other or name == "HCALEndcapCorrectionFactor"
-    assert digi["ECALLayers"] == "21 31"
-    # nothing else moved: the PfoAnalysis processor and the global section are untouched
-    assert steering.read_parameters(new, "MyPfoAnalysis") == steering.read_parameters(FIXTURE, "MyPfoAnalysis")
-    assert steering.read_global_parameters(new) == steering.read_global_parameters(FIXTURE)
-    assert len(new.splitlines()) == len(FIXTURE.splitlines())  # every constant existed: no line added
-
-
-def test_ecal_layers_untouched_without_thick_layers():
-    new = steering.apply_constants(FIXTURE, {"CalibrECAL": [38.0, 38.0]}, digi_name=DIGI, pandora_name=PANDORA,
-                                   n_thin_layers=40, n_thick_layers=0)
-    assert steering.read_parameters(new, DIGI)["ECALLayers"] == "41 100"
-
-
-@pytest.mark.parametrize("first, thin, thick", [(1, 20, 10), (0, 20, 10), (1, 40, 34), (1, 1, 1)])
-def test_ecal_layers_put_every_thin_layer_in_group_0_and_every_thick_one_in_group_1(first, thin, thick):
-    """DDCaloDigi: layer < L0 -> CalibrECAL[0]; L0 <= layer < L1 -> CalibrECAL[1]."""
-    low, high = map(int, steering.ecal_layers(thin, thick, first).split())
-    layers = np.arange(first, first + thin + thick)
-    group = np.where(layers < low, 0, np.where(layers < high, 1, 2))
-    assert (group[:thin] == 0).all() and (group[thin:] == 1).all()
-
-
-def test_unknown_constant_is_refused_with_a_suggestion():
-    with pytest.raises(SteeringError, match="did you mean 'CalibrHCALBarrel'"):
-        steering.apply_constants(FIXTURE, {"CalibHCALBarrel": 1.0}, digi_name=DIGI, pandora_name=PANDORA)
-
-
-def test_final_steering_restores_the_users_software_compensation():
-    user = steering.set_processor_parameters(FIXTURE, PANDORA, {"MaxClusterEnergyToApplySoftComp": 200})
-    settings = {"DDCaloDigiName": DIGI, "DDPandoraPFANewProcessorName": PANDORA,
-                "nEcalThinLayers": 20, "nEcalThickLayers": 10, "ecalFirstLayerNumber": 1}
-    final = steering.final_steering(user, CONSTANTS, settings)
-    pandora = steering.read_parameters(final, PANDORA)
-    assert pandora["MaxClusterEnergyToApplySoftComp"] == "200"
-    assert pandora["HCalToHadGeVCalibration"] == "1.01"
-    assert steering.read_parameters(final, DIGI)["CalibrECAL"] == "38.0 76.0"
-    explicit = steering.final_steering(FIXTURE, CONSTANTS, settings, user_soft_comp_value=2000)
-    assert steering.read_parameters(explicit, PANDORA)["MaxClusterEnergyToApplySoftComp"] == "2000"
-    # a user file without the parameter does not gain it
-    without = FIXTURE.replace('    <parameter name="MaxClusterEnergyToApplySoftComp" value="0"/>\n', "")
-    final = steering.final_steering(without, CONSTANTS, settings)
-    assert "MaxClusterEnergyToApplySoftComp" not in steering.read_parameters(final, PANDORA)
-
-
-# ------------------------------------------------------------------------------------ errors
-def test_processor_not_found_suggests_the_closest():
-    with pytest.raises(SteeringError) as info:
-        steering.read_parameters(FIXTURE, "MyDDCaloDigi")
-    assert "did you mean 'MyDDCaloDigi_10ns'" in str(info.value) and "MyPfoAnalysis" in str(info.value)
-    with pytest.raises(SteeringError, match="not found"):
-        steering.set_processor_parameters(FIXTURE, "MyDDMarlinPandora_400ns", {"X": 1})
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("this is not xml", "not well-formed"),
-        ("<marlin><processor name='A'></marlin>", "not well-formed"),
-        ("<steering/>", "not <marlin>"),
-        (b"<marlin/>", "must be text"),
-    ],
-)
-def test_not_a_steering_file(text, message):
+@pytest.mark.parametrize("constants, message", [
+    ('<constant name="A" value="${B}"/><constant name="B" value="1"/>', r"constant \$\{B\} is not defined"),
+    ('<constant name="A" value="1"/><constant name="A" value="2"/>', "constant 'A' is defined twice"),
+    ('<constant value="1"/>', "a <constant> has no name"),
+    ('<constant name="A" value="${B"/>', "unterminated"),
+])
+def test_bad_constants(constants, message):
     with pytest.raises(SteeringError, match=message):
-        steering.read_parameters(text, "A")
+        read_text(marlin("").replace("<execute>", f"<constants>{constants}</constants><execute>"))
 
 
-def test_ambiguous_definitions_are_refused():
-    twice = "<marlin><global/><processor name='A' type='T'/><processor name='A' type='T'/></marlin>"
-    with pytest.raises(SteeringError, match="defined 2 times"):
-        steering.read_parameters(twice, "A")
-    doubled = ("<marlin><global/><processor name='A' type='T'><parameter name='P' value='1'/>"
-               "<parameter name='P' value='2'/></processor></marlin>")
-    with pytest.raises(SteeringError, match="sets parameter 'P' 2 times"):
-        steering.set_processor_parameters(doubled, "A", {"P": 3})
-    with pytest.raises(SteeringError, match="set in its group 'Analysis'"):
-        steering.set_processor_parameters(FIXTURE, "MyPfoAnalysis", {"Verbosity": "DEBUG"})
-    with pytest.raises(SteeringError, match="no <global> section"):
-        steering.set_global_parameters("<marlin/>", {"SkipNEvents": 1})
+def test_limits_keep_a_hostile_file_from_exhausting_the_service():
+    doubling = "".join(f'<constant name="C{i + 1}" value="${{C{i}}}${{C{i}}}"/>' for i in range(40))
+    text = marlin("").replace("<execute>", f'<constants><constant name="C0" value="xxxxxxxxxx"/>{doubling}</constants><execute>')
+    with pytest.raises(SteeringError, match="more than 100000 characters"):
+        read_text(text)
+    with pytest.raises(SteeringError, match="nested deeper than 100 levels"):
+        read_text(marlin("<a>" * 150 + "</a>" * 150))
+    with pytest.raises(SteeringError, match="nested deeper than 50 levels"):
+        evaluate("(" * 60 + "true && true" + ")" * 60)
 
 
-def test_processor_problems():
-    assert steering.processor_problems(FIXTURE, [DIGI, PANDORA, "MyPfoAnalysis"]) == []
-    unexecuted = FIXTURE.replace('      <processor name="MyDDCaloDigi_10ns"/>\n', "")
-    problems = steering.processor_problems(unexecuted, [DIGI, "Nope"])
-    assert len(problems) == 2
-    assert "'MyDDCaloDigi_10ns' is defined but not run" in problems[0] and "'Nope' not found" in problems[1]
-    assert steering.processor_problems("<oops", [DIGI])[0].startswith("the steering file is not well-formed")
+def test_an_unknown_constant_anywhere_is_an_error_even_in_a_processor_that_does_not_run():
+    text = marlin(proc("A") + proc("B", params=param("P", "${Nope}")), '<processor name="A"/>')
+    with pytest.raises(SteeringError, match=r"line 6 \(parameter P\): constant \$\{Nope\} is not defined"):
+        read_text(text)
 
 
-@pytest.mark.skipif(not REALISTIC.exists(), reason="the realistic calibration steering file is not there yet")
-def test_realistic_steering_file_takes_the_constants():
-    text = REALISTIC.read_text()
-    digi = steering.processor_names_by_type(text, "DDCaloDigi")
-    pandora = steering.processor_names_by_type(text, "DDPandoraPFANewProcessor")
-    assert len(digi) >= 1 and len(pandora) >= 1
-    new = steering.apply_constants(text, CONSTANTS, digi_name=digi[0], pandora_name=pandora[0],
-                                   n_thin_layers=20, n_thick_layers=10)
-    assert steering.read_parameters(new, digi[0])["CalibrECAL"] == "38.0 76.0"
-    assert steering.read_parameters(new, pandora[0])["HCalToHadGeVCalibration"] == "1.01"
-    untouched = [line for line in text.splitlines() if not any(name in line for name in [*CONSTANTS, "ECALLayers"])]
-    assert all(line in new.splitlines() for line in untouched)
+def test_env_references_are_not_marlin_syntax_and_stay_as_written():
+    text = marlin(proc("A", params=param("P", "$ENV{HOME}/x")), '<processor name="A"/>')
+    assert read_text(text).processors["A"].value("P") == "$ENV{HOME}/x"
+
+
+def test_overrides_act_like_marlins_command_line_constants():
+    text = marlin(proc("A", params=param("P", "${Model}")), '<processor name="A"/>').replace(
+        "<execute>", '<constants><constant name="Model" value="none"/><constant name="File" value="c_${Model}"/>'
+                     '</constants><execute>')
+    parsed = read_steering({"steering.xml": text}, constants={"Model": "ILD_l5_o1_v02"})
+    assert parsed.constants["File"].value == "c_ILD_l5_o1_v02"
+    assert parsed.processors["A"].value("P") == "ILD_l5_o1_v02"
+    with pytest.raises(SteeringError, match=r"steeringConstants \['Modle'\] are not defined"):
+        read_steering({"steering.xml": text}, constants={"Modle": "x"})
+
+
+# ------------------------------------------------------------------------------------ includes
+def included_files():
+    top = marlin(
+        '<include ref="digi/${Digi}.xml"/>\n' + proc("Pfo", "PfoAnalysis", param("RootFile", "${Out}")),
+        '<group name="Digi"/><processor name="Pfo"/>',
+    ).replace("<execute>", '<constants><constant name="Digi" value="Calo"/><include ref="calibration/${Digi}Constants.xml"/>'
+                           '<constant name="Out" value="${Base}.root"/></constants>\n<execute>')
+    return {
+        "steering.xml": top,
+        "calibration/CaloConstants.xml": "<?xml version='1.0' encoding='ASCII'?>\n<!-- a list, no root -->\n"
+                                         '<constant name="Base" value="calo"/>\n<constant name="Factor">40.5</constant>\n'
+                                         '<group name="Ignored"/>\n',
+        "digi/Calo.xml": '<group name="Digi">\n  <parameter name="Shared" value="s"/>\n'
+                         '  <processor name="CaloDigi" type="DDCaloDigi"><parameter name="C">${Factor}</parameter></processor>\n'
+                         '</group>\n',
+    }
+
+
+def test_includes_in_and_outside_constants_are_expanded_with_refs_built_from_constants():
+    parsed = read_steering(included_files())
+    assert parsed.includes == ["calibration/CaloConstants.xml", "digi/Calo.xml"]
+    assert parsed.constants["Factor"].value == "40.5" and parsed.constants["Factor"].file == "calibration/CaloConstants.xml"
+    digi = parsed.processors["CaloDigi"]
+    assert (digi.file, digi.groupName, digi.values()) == ("digi/Calo.xml", "Digi", {"C": "40.5", "Shared": "s"})
+    assert parsed.processors["Pfo"].value("RootFile") == "calo.root"
+    assert [e.name for e in parsed.execute] == ["CaloDigi", "Pfo"]
+
+
+def test_include_refs_are_relative_to_the_top_files_folder():
+    files = {f"reco/{name}": text for name, text in included_files().items()}
+    parsed = read_steering(files, "reco/steering.xml")
+    assert parsed.includes == ["reco/calibration/CaloConstants.xml", "reco/digi/Calo.xml"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (("digi/Calo.xml", "<group", '<include ref="more.xml"/><group'), r"digi/Calo.xml, line 1: nested includes are not allowed"),
+    (("steering.xml", "digi/${Digi}.xml", "/opt/digi/${Digi}.xml"), "include ref '/opt/digi/Calo.xml' is an absolute path"),
+    (("steering.xml", "digi/${Digi}.xml", "../digi/${Digi}.xml"), "file name '../digi/Calo.xml' contains '..'"),
+    (("steering.xml", "digi/${Digi}.xml", "digi/${Digi}.txt"), "does not name an .xml file"),
+    (("steering.xml", "digi/${Digi}.xml", "digi/${Dig}.xml"), r"constant \$\{Dig\} is not defined"),
+    (("steering.xml", "digi/${Digi}.xml", "digi/Other.xml"), "included file digi/Other.xml not found"),
+    (("digi/Calo.xml", "</group>", "</grp>"), "digi/Calo.xml is not well-formed XML"),
+])
+def test_include_problems_are_refused_as_marlin_refuses_them(change, message):
+    files = included_files()
+    name, old, new = change
+    files[name] = files[name].replace(old, new, 1)
+    with pytest.raises(SteeringError, match=message):
+        read_steering(files)
+
+
+# ------------------------------------------------------------------------------------ groups
+def test_group_parameters_come_after_the_processors_own():
+    text = marlin('<group name="G">' + param("S", "group") + param("V", "3 4") + proc("A", params=param("S", "own") + param("V", "1 2"))
+                  + proc("B") + "</group>", '<group name="G"/>')
+    parsed = read_text(text)
+    a, b = parsed.processors["A"], parsed.processors["B"]
+    assert a.tokens("S") == ["own", "group"], "a scalar's first token is the processor's own value"
+    assert a.tokens("V") == ["1", "2", "3", "4"], "a vector concatenates"
+    assert (b.value("S"), b.value("V")) == ("group", "3 4")
+    assert [p.group for p in a.params] == [None, None, "G", "G"]
+
+
+def test_only_groups_after_execute_are_expanded():
+    text = ('<marlin><global/><group name="Early">' + proc("A") + "</group>"
+            '<execute><group name="Early"/></execute></marlin>')
+    with pytest.raises(SteeringError, match=r"runs processor 'A', which is not defined \(it is in group 'Early', "
+                                            r"written before <execute>"):
+        read_text(text)
+
+
+# ------------------------------------------------------------------------------------ execute
+def test_execute_flattens_groups_and_if_blocks_with_marlins_condition_strings():
+    execute = ('<processor name="P0"/>'
+               '<if condition="A || B"><processor name="P1"/><if condition="C"><processor name="P2" condition="D"/>'
+               '<group name="G"/></if></if>'
+               '<if condition="${Off}"><processor name="P4"/></if>'
+               '<Xprocessor name="Commented"/><group name="NotDefined"/>')
+    body = "".join(proc(n) for n in ("P0", "P1", "P2", "P4")) + '<group name="G">' + proc("P3") + "</group>"
+    text = marlin(body, execute).replace("<execute>", '<constants><constant name="Off" value="false"/></constants><execute>')
+    parsed = read_text(text)
+    assert [(e.name, e.condition, e.runs) for e in parsed.execute] == [
+        ("P0", "true", True),
+        ("P1", "(A || B)", None),
+        ("P2", "D && C && (A || B)", None),
+        ("P3", "C && (A || B)", None),
+        ("P4", "false", False),
+    ]
+    assert parsed.running("T") == ["P0", "P1", "P2", "P3"]
+    assert not parsed.runs("P4") and not parsed.runs("Commented")
+
+
+@pytest.mark.parametrize("execute, body, message", [
+    ('<processor name="A"/><processor name="A"/>', proc("A"), "processor 'A' is run more than once"),
+    ('<processor name="B"/>', proc("A"), "runs processor 'B', which is not defined"),
+    ('<processor name="A"/>', proc("A") + proc("A"), "processor 'A' is defined twice"),
+    ('<processor name="A"/>', '<processor name="A"/>', "needs a name and a type"),
+    ('<if><processor name="A"/></if>', proc("A"), "an <if> has no condition"),
+    ('<processor name="A"/>', proc("A", params='<parameter value="1"/>'), "a <parameter> has no name"),
+])
+def test_bad_execute_or_processor_definitions(execute, body, message):
+    with pytest.raises(SteeringError, match=message):
+        read_text(marlin(body, execute))
+
+
+@pytest.mark.parametrize("condition, expected", [
+    ("true", True), ("False", False), ("!false", True), ("Config.Overlay", None), ("!Config.Overlay", None),
+    ("true && Config.X", None), ("false && Config.X", False), ("true || Config.X", True), ("false || Config.X", None),
+    # Marlin evaluates left to right, without precedence: ((true || false) && false)
+    ("true || false && false", False),
+    ("(true || Config.X) && !false", True), ("!(true && false)", True), ("D && C && (A || false)", None),
+])
+def test_conditions_are_evaluated_as_far_as_the_file_decides_them(condition, expected):
+    assert evaluate(condition) is expected
+
+
+def test_the_fixture_folders_read_like_marlin():
+    """The project's fixtures for CLDConfig and ILDConfig: the processors that run."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "configurations"
+    cld = read_steering(steering.FolderFiles(folder / "CLDLike"), "CLDReconstruction.xml")
+    assert cld.running("DDCaloDigi") == ["MyDDCaloDigi_10ns"] and cld.running("PfoAnalysis") == []
+    assert cld.processors["MyDDMarlinPandora_10ns"].tokens("MaxClusterEnergyToApplySoftComp") == ["200."]
+    ild = read_steering(steering.FolderFiles(folder / "ILDLike"), "MarlinStdReco.xml", {"DetectorModel": "ILD_l5_o1_v02"})
+    assert ild.running("RealisticCaloRecoSilicon") == ["MyEcalBarrelReco", "MyEcalEndcapReco", "MyEcalRingReco"]
+    assert not ild.runs("BgOverlayWW")
+    with pytest.raises(SteeringError, match="included file Calibration/Calibration_None_Please_specify_one.xml not found"):
+        read_steering(steering.FolderFiles(folder / "ILDLike"), "MarlinStdReco.xml")

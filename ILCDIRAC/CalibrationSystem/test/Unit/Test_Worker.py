@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import shutil
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,7 +32,11 @@ from ILCDIRAC.CalibrationSystem.Client.Worker import (
 )
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
-from ILCDIRAC.CalibrationSystem.test.inprocess import CALLER, PANDORA_DIR as PANDORA, STEERING, EmulatorRunner, LogicRPC, input_files
+from ILCDIRAC.CalibrationSystem.test.inprocess import CALLER, STEERING, EmulatorRunner, LogicRPC, input_files
+from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
+from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles, Steering, read_steering
+from marlin_emulator import STEERING_DIR
 from marlin_emulator.samples import make_sample_files
 
 MARLIN = Path(sys.executable).with_name("marlin-emulator")
@@ -149,7 +151,7 @@ def new_calibration(folder: Path, samples, **overrides):
         "zudsFiles": samples["zuds"], "zudsEventsPerFile": ZUDS_EVENTS, **overrides,
     }
     db = CalibrationDB(f"sqlite+pysqlite:///{folder / 'calibration.sqlite'}")
-    calibrationID = logic.create_calibration(db, CALLER, settings, input_files())
+    calibrationID = logic.create_calibration(db, CALLER, settings, input_files(settings_from_dict(settings).to_dict()))
     return SimpleNamespace(db=db, id=calibrationID, constants=db.getStep(calibrationID, 1)["Constants"])
 
 
@@ -172,22 +174,17 @@ def make_worker(rpc, calibration, workDir, time_, reports, seed=1, **kwargs):
 
 
 # ------------------------------------------------------------------------------------ steering reading
-def steering_tree(path: Path) -> ET.Element:
-    return ET.parse(path).getroot()
+def run_steering(workDir: Path, step: int, sample: str) -> Steering:
+    """A run's steering file read back as Marlin reads it (includes from the work directory)."""
+    return read_steering(FolderFiles(workDir), f"step{step}_{sample}.xml")
 
 
-def parameter_text(element: ET.Element) -> str:
-    return (element.get("value") if element.get("value") is not None else element.text or "").strip()
+def global_parameters(parsed: Steering) -> dict[str, str]:
+    return {p.name: parsed.global_value(p.name) for p in parsed.globals}
 
 
-def global_parameters(root: ET.Element) -> dict[str, str]:
-    return {p.get("name"): parameter_text(p) for p in root.find("global").findall("parameter")}
-
-
-def processor_parameters(root: ET.Element, name: str) -> dict[str, str]:
-    matches = [p for p in root.iter("processor") if p.get("name") == name and p.get("type")]
-    assert len(matches) == 1, f"processor {name} defined {len(matches)} times"
-    return {p.get("name"): parameter_text(p) for p in matches[0].findall("parameter")}
+def processor_parameters(parsed: Steering, name: str) -> dict[str, str]:
+    return parsed.processors[name].values()
 
 
 def numbers(text: str) -> list[float]:
@@ -344,7 +341,7 @@ def test_one_real_step_end_to_end_with_the_marlin_emulator_command(tmp_path, sam
     assert captured["answer"]["OK"] and captured["answer"]["Value"]["verdict"] == "accepted"
 
     workDir = tmp_path / "worker_1"
-    root = steering_tree(workDir / "steering_step1_gamma.xml")
+    root = run_steering(workDir, 1, "gamma")
     glob = global_parameters(root)
     assert glob["LCIOInputFiles"].split() == samples["gamma"][1:3]
     assert (int(glob["SkipNEvents"]), int(glob["MaxRecordNumber"])) == (15, 45)
@@ -359,11 +356,11 @@ def test_one_real_step_end_to_end_with_the_marlin_emulator_command(tmp_path, sam
     for name, value in STARTING.items():
         assert numbers((digi if name in DIGI_CONSTANTS else pandora)[name]) == pytest.approx(np.atleast_1d(value))
     assert float(pandora["MaxClusterEnergyToApplySoftComp"]) == 0
-    assert pandora["PandoraSettingsXmlFile"] == "PandoraSettingsDefault.xml"
-    assert processor_parameters(root, settings["PfoAnalysisName"])["RootFile"] == "pfoanalysis_step1_gamma.root"
+    assert pandora["PandoraSettingsXmlFile"] == "PandoraSettings/PandoraSettingsDefault.xml"
+    assert processor_parameters(root, settings["PfoAnalysisName"])["RootFile"] == "step1_gamma.root"
 
     # the summary, recomputed from the ROOT file with the phase-1.0 selection
-    with uproot.open(workDir / "pfoanalysis_step1_gamma.root") as rootFile:
+    with uproot.open(workDir / "step1_gamma.root") as rootFile:
         tree = rootFile["PfoAnalysisTree"]
         eEcal = tree["ECalTotalCaloHitEnergy"].array(library="np").astype(float)
         eTotal = tree["TotalCaloHitEnergy"].array(library="np").astype(float)
@@ -403,7 +400,7 @@ def test_the_setup_is_fetched_once_and_local_samples_are_read_in_place(tmp_path,
     assert len(rpc.called("getWorkerSetup")) == 1
     assert [args[1] for args in rpc.called("submitResult")] == [1, 2, 3]
     for step in (1, 2, 3):
-        files = global_parameters(steering_tree(workDir / f"steering_step{step}_gamma.xml"))["LCIOInputFiles"].split()
+        files = global_parameters(run_steering(workDir, step, "gamma"))["LCIOInputFiles"].split()
         assert files == samples["gamma"][1:3]
     assert not (workDir / "inputs").exists()
     assert not list(workDir.glob("*.slcio"))
@@ -435,7 +432,7 @@ def test_lfns_are_downloaded_once_per_worker_and_reused_for_every_step(tmp_path,
     folder = workDir / "inputs" / "ilc" / "user" / "p" / "physicist" / "gamma"
     assert grid.fetched == [(lfns[0], folder), (lfns[1], folder)]
     for step in (1, 2):
-        files = global_parameters(steering_tree(workDir / f"steering_step{step}_gamma.xml"))["LCIOInputFiles"].split()
+        files = global_parameters(run_steering(workDir, step, "gamma"))["LCIOInputFiles"].split()
         assert files == [str(folder / "gamma_1.slcio"), str(folder / "gamma_2.slcio")]
     assert len(rpc.called("submitResult")) == 2
 
@@ -485,7 +482,7 @@ def test_download_lfn_goes_through_the_dirac_data_manager(tmp_path, monkeypatch,
     [
         ("sh -c 'echo Marlin: cannot open the geometry >&2; exit 1'", ["exited with 1", "cannot open the geometry", "sh -c"]),
         ("/nonexistent/bin/Marlin", ["cannot run '/nonexistent/bin/Marlin'"]),
-        ("true", ["reconstruction left no ROOT file", "pfoanalysis_step1_gamma.root"]),
+        ("true", ["reconstruction left no ROOT file", "step1_gamma.root"]),
     ],
 )
 def test_a_failing_reconstruction_ends_the_worker_with_the_reason(tmp_path, calibration, command, words):
@@ -503,12 +500,20 @@ def test_a_failing_reconstruction_ends_the_worker_with_the_reason(tmp_path, cali
 
 
 # ------------------------------------------------------------------------------------ Pandora settings
-def strip_histogram_files(text: str) -> str:
-    return re.sub(r"<HistogramFile>[^<]*</HistogramFile>", "<HistogramFile/>", text)
+DEFAULT_SETTINGS = "PandoraSettings/PandoraSettingsDefault.xml"
+USER_LIKELIHOOD = "PandoraSettings/PandoraLikelihoodData9EBin.xml"
+TRAINING_SETTINGS = "CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml"
 
 
-def test_after_stage_2_the_merged_likelihood_is_fetched_once_and_pandora_points_at_it(tmp_path, calibration):
-    likelihood = (PANDORA / "PandoraLikelihoodData9EBin.xml").read_text()
+def without_histogram_files(text: str) -> str:
+    """The settings text with every HistogramFile value blanked."""
+    for name in set(histogram_files(text)):
+        text = text.replace(f">{name}<", "><")
+    return text
+
+
+def test_after_stage_2_the_merged_likelihood_is_fetched_once_and_the_users_settings_point_at_it(tmp_path, calibration):
+    likelihood = (STEERING_DIR / USER_LIKELIHOOD).read_text().replace("<NSignalEvents>", "<NSignalEvents> ")
     stored = "step7_PandoraLikelihoodData.xml"
     inputs = {"PandoraLikelihoodData.xml": stored}
     rpc = ScriptedRPC(
@@ -521,18 +526,18 @@ def test_after_stage_2_the_merged_likelihood_is_fetched_once_and_pandora_points_
     assert make_worker(rpc, calibration, workDir, FakeTime(), reports).run() == EXIT_ENDED, reports
 
     assert rpc.called("getCalibrationFile") == [(calibration.id, stored)]
-    assert (workDir / stored).read_text() == likelihood
-    derived = "PandoraSettingsDefault_step7_PandoraLikelihoodData.xml"
-    text = (workDir / derived).read_text()
-    original = (PANDORA / "PandoraSettingsDefault.xml").read_text()
-    assert re.findall(r"<HistogramFile>\s*([^<\s]+)\s*</HistogramFile>", text) == [stored] * len(
-        re.findall("<HistogramFile>", original)) != []
-    assert strip_histogram_files(text) == strip_histogram_files(original)
+    trained = f"PandoraSettings/PandoraLikelihoodData9EBin_calibration{calibration.id}.xml"
+    assert (workDir / trained).read_text() == likelihood
+    # the user's own likelihood stays as it came, beside the trained one
+    assert (workDir / USER_LIKELIHOOD).read_text() == (STEERING_DIR / USER_LIKELIHOOD).read_text()
+    text = (workDir / DEFAULT_SETTINGS).read_text()
+    original = (STEERING_DIR / DEFAULT_SETTINGS).read_text()
+    assert histogram_files(text) == [trained] * len(histogram_files(original)) != []
+    assert without_histogram_files(text) == without_histogram_files(original)
     settings = calibration.db.getCalibration(calibration.id)["Settings"]
     for step in (8, 9):
-        pandora = processor_parameters(steering_tree(workDir / f"steering_step{step}_gamma.xml"),
-                                       settings["DDPandoraPFANewProcessorName"])
-        assert pandora["PandoraSettingsXmlFile"] == derived
+        pandora = processor_parameters(run_steering(workDir, step, "gamma"), settings["DDPandoraPFANewProcessorName"])
+        assert pandora["PandoraSettingsXmlFile"] == DEFAULT_SETTINGS
     assert [args[1] for args in rpc.called("submitResult")] == [8, 9]
 
 
@@ -543,14 +548,16 @@ def test_photon_training_runs_with_the_training_settings_and_reports_the_likelih
     assert make_worker(rpc, calibration, workDir, FakeTime(), reports).run() == EXIT_ENDED, reports
 
     settings = calibration.db.getCalibration(calibration.id)["Settings"]
-    root = steering_tree(workDir / "steering_step6_zuds.xml")
+    root = run_steering(workDir, 6, "zuds")
     assert processor_parameters(root, settings["DDPandoraPFANewProcessorName"])["PandoraSettingsXmlFile"] == \
-        "PandoraSettingsPhotonTraining.xml"
+        TRAINING_SETTINGS
+    assert histogram_files((workDir / TRAINING_SETTINGS).read_text()) == ["step6_zuds_PandoraLikelihoodDataPhotonTraining.xml"]
     glob = global_parameters(root)
     assert glob["LCIOInputFiles"].split() == settings["zudsFiles"][1:]
     ((_, step, _, report),) = rpc.called("submitResult")
     assert step == 6 and set(report["phases"]) == {"2.5"}
-    training = (workDir / "PandoraLikelihoodDataPhotonTraining.xml").read_text()
+    training = (workDir / "step6_zuds_PandoraLikelihoodDataPhotonTraining.xml").read_text()
     assert report["phases"]["2.5"]["files"]["likelihood"] == [training]
     assert "NSignalEvents" in training
+    assert (workDir / USER_LIKELIHOOD).read_text() == (STEERING_DIR / USER_LIKELIHOOD).read_text()
     assert rpc.called("getCalibrationFile") == []
