@@ -74,7 +74,7 @@ def worker_reports(folder: Path, workers: int, events: int, accuracy: tuple[floa
     resolved = settings_from_dict({**settings, "steeringFile": str(STEERING), "backend": "local"}).to_dict()
     db = CalibrationDB(f"sqlite+pysqlite:///{folder / 'calibration.sqlite'}")
     rpc = LogicRPC(db)
-    calibrationID = logic.create_calibration(db, CALLER, resolved, input_files())
+    calibrationID = logic.create_calibration(db, CALLER, resolved, input_files(resolved))
     params = {"step": 1, "phases": ALL_PHASES, "constants": resolved["startingConstants"], "inputs": {}}
     stored, folders = [], []
     runner = EmulatorRunner()
@@ -119,7 +119,7 @@ def per_event_comparison(settings: dict, stored: list, folders: list[Path]) -> d
     minLayers = math.ceil(round(0.1 * ctx.nHcalLayers, 9))
     eEcal, eHcal = [], []
     for folder in folders:
-        with uproot.open(folder / "pfoanalysis_step1_kaon.root") as rootFile:
+        with uproot.open(folder / "step1_kaon.root") as rootFile:
             tree = rootFile["PfoAnalysisTree"].arrays(list(KAON_BRANCHES), library="np")
         selected = ((tree["nPfoTargetsTotal"] == 1) & (tree["nPfoTargetsNeutralHadrons"] == 1) & (tree["nPfosTotal"] == 1)
                     & (tree["nPfosNeutralHadrons"] == 1) & (tree["pfoMinHCalLayerToEdge"] > minLayers))

@@ -456,11 +456,12 @@ def csm_band(targetEnergy: float, *, resolution: float = RESOLUTION_CONSTANT, nS
 def csm_band_fraction(cells: KaonCells, targetEnergy: float, scale: np.ndarray | float = 1.0, *,
                       resolution: float = RESOLUTION_CONSTANT, nSigma: float = BAND_SIGMAS) -> np.ndarray:
     """Per cell, the fraction of its events inside the band once their energies are multiplied
-    by ``scale``: the overlap of the scaled cell with the band, events spread evenly over the cell
-    (the original selects event by event; cells are a fraction of a per cent of T wide)."""
+    by ``scale``, as the original selects event by event: a cell holding one event knows its
+    energy exactly (its mean), so it is in or out; the events of a fuller cell are taken as spread
+    evenly over it (the cells are 0.4 % of E wide), so it counts with its overlap with the band."""
     bandLow, bandHigh = csm_band(targetEnergy, resolution=resolution, nSigma=nSigma)
     low, high = cells.low * scale, cells.high * scale
-    width = high - low
+    width = np.where(cells.counts == 1, 0.0, high - low)
     inside = np.clip(np.minimum(high, bandHigh) - np.maximum(low, bandLow), 0.0, None)
     point = (cells.energy * scale >= bandLow) & (cells.energy * scale <= bandHigh)
     return np.where(width > 0, np.minimum(inside / np.where(width > 0, width, 1.0), 1.0), point.astype(float))

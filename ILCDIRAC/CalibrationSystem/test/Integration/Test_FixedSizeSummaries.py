@@ -38,7 +38,7 @@ def kaons(tmp_path_factory):
     resolved = settings_from_dict(settings).to_dict()
     db = CalibrationDB(f"sqlite+pysqlite:///{folder / 'calibration.sqlite'}")
     rpc = LogicRPC(db)
-    calibrationID = logic.create_calibration(db, CALLER, resolved, input_files())
+    calibrationID = logic.create_calibration(db, CALLER, resolved, input_files(resolved))
     params = {"step": 1, "phases": ["1.4"], "constants": resolved["startingConstants"], "inputs": {}}
     reports, eEcal, eHcal = [], [], []
     ctx = PhaseContext.from_settings(resolved)
@@ -47,7 +47,7 @@ def kaons(tmp_path_factory):
         worker = Worker(rpc, calibrationID, workerID, folder / f"worker_{workerID}", runner=EmulatorRunner())
         worker.prepare(worker.call("getWorkerSetup", calibrationID, workerID))
         reports.append(worker.reconstruct(params)["phases"]["1.4"])
-        with uproot.open(worker.workDir / "pfoanalysis_step1_kaon.root") as rootFile:
+        with uproot.open(worker.workDir / "step1_kaon.root") as rootFile:
             tree = rootFile["PfoAnalysisTree"].arrays(
                 [*SELECTION, "pfoMinHCalLayerToEdge", "pfoECalToHadEnergy", "pfoHCalToHadEnergy"], library="np")
         selected = np.all([tree[name] == 1 for name in SELECTION], axis=0) & (tree["pfoMinHCalLayerToEdge"] > minLayers)
