@@ -33,8 +33,9 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.base import (
 )
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Axis, HistSpec, Summary, SummarySpec
 
-#: Energy cells per GeV of beam energy, on [0, RANGE_IN_E E]: 0.2 GeV at 50 GeV, a twentieth of the
-#: K0L resolution, so the band edge falls inside a cell for a few per mille of the events.
+#: Energy cells E / 250 wide on [0, RANGE_IN_E E]: 0.2 GeV at 50 GeV, a twentieth of the K0L
+#: resolution. At the band's edge a cell holding one event is in or out at its exact energy, a
+#: fuller one counts with its overlap.
 ENERGY_BINS_PER_E = 250
 RANGE_IN_E = 3.0
 #: ECAL-share bins: the chi2 sums are exact in f; only its denominator takes the bin's mean f.
