@@ -23,7 +23,9 @@ from DIRAC.Core.DISET.RequestHandler import RequestHandler
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic import supervision
-from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Caller, new_error_id
+from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Caller, ClosePolicy, new_error_id
+from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
+from ILCDIRAC.CalibrationSystem.logic.polling import PollPolicy
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits
 from ILCDIRAC.CalibrationSystem.Utilities.paths import user_home
 
@@ -66,6 +68,8 @@ class CalibrationHandler(RequestHandler):
     localBackendUsers: frozenset[str] = frozenset()
     limits: ServiceLimits = ServiceLimits()
     polling: dict[str, float] = {}
+    pollPolicy: PollPolicy = PollPolicy()
+    closer: StepCloser | None = None
 
     @classmethod
     def initializeHandler(cls, serviceInfoDict):
@@ -81,10 +85,16 @@ class CalibrationHandler(RequestHandler):
         except LimitError as exc:
             return S_ERROR(f"Calibration service limits: {exc}")
         cls.polling = {
-            "minimum": cls.srv_getCSOption("WorkerPollMinimum", 5.0),
+            "minimum": cls.srv_getCSOption("WorkerPollMinimum", 1.0),
             "maximum": cls.srv_getCSOption("WorkerPollMaximum", 120.0),
             "patience": cls.srv_getCSOption("WorkerPatience", 3600.0),
         }
+        cls.pollPolicy = PollPolicy(minimum=cls.polling["minimum"], maximum=cls.polling["maximum"],
+                                    rate=cls.srv_getCSOption("WorkerPollRate", 20.0))
+        if cls.closer is None:
+            policy = ClosePolicy(claimTimeout=cls.srv_getCSOption("CloseClaimTimeout", 300.0),
+                                 maxAttempts=cls.srv_getCSOption("MaxCloseAttempts", 3))
+            cls.closer = StepCloser(cls.db, policy, cls.srv_getCSOption("CloserPollingTime", 5.0)).start()
         return S_OK()
 
     def caller(self) -> Caller:
@@ -151,14 +161,18 @@ class CalibrationHandler(RequestHandler):
     @_delegate
     def export_getStepParameters(self, calibrationID, workerID, lastStep):
         """Run step N with these constants, wait, or stop; lastStep 0 means none done yet."""
-        return logic.step_parameters(self.db, self.caller(), calibrationID, workerID, lastStep)
+        return logic.step_parameters(self.db, self.caller(), calibrationID, workerID, lastStep, self.pollPolicy)
 
     types_submitResult = [int, int, int, dict]
 
     @_delegate
     def export_submitResult(self, calibrationID, step, workerID, report):
-        """A worker's histogram summary for one step; committed before it is acknowledged."""
-        return logic.submit_result(self.db, self.caller(), calibrationID, step, workerID, report, self.limits)
+        """A worker's histogram summary for one step; committed before it is acknowledged. The
+        report that completes the step wakes the closer thread; the close never runs in this call."""
+        answer = logic.submit_result(self.db, self.caller(), calibrationID, step, workerID, report, self.limits)
+        if answer["ready"]:
+            self.closer.wake()
+        return answer
 
     types_getCalibrationFile = [int, str]
 
@@ -179,8 +193,8 @@ class CalibrationHandler(RequestHandler):
 
     @_delegate
     def export_closeReadySteps(self):
-        """Safety net: close every open step that has enough results."""
-        return logic.close_ready_steps(self.db)
+        """Safety net: close every open step that has enough results (same claim as the closer thread)."""
+        return logic.close_ready_steps(self.db, self.closer.policy)
 
     types_getAgentWork = []
 

@@ -53,7 +53,11 @@ class LogicRPC:
         return self._answer(logic.step_parameters, calibrationID, workerID, lastStep)
 
     def submitResult(self, calibrationID, step, workerID, report):
-        return self._answer(logic.submit_result, calibrationID, step, workerID, report)
+        """As the service: the answer first, then (its closer thread's work) the close."""
+        answer = self._answer(logic.submit_result, calibrationID, step, workerID, report)
+        if answer["OK"] and answer["Value"]["ready"]:
+            logic.close_step(self.db, calibrationID, step)
+        return answer
 
     def getCalibrationFile(self, calibrationID, name):
         return self._answer(logic.calibration_file, calibrationID, name)
