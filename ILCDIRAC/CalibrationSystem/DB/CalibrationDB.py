@@ -48,6 +48,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    inspect,
     or_,
     select,
     tuple_,
@@ -194,6 +195,7 @@ class CalibrationDB:
         self.url = url or url_from_cs()
         self.engine: Engine = _make_engine(self.url, echo)
         metadata.create_all(self.engine, checkfirst=True)
+        _add_claim_columns(self.engine)
 
     # ---------------------------------------------------------------- calibrations
     def insertCalibration(
@@ -686,6 +688,22 @@ class CalibrationDB:
             conn.execute(
                 update(calibrations).where(calibrations.c.CalibrationID == calibrationID).values(CleanupTime=now())
             )
+
+
+#: Columns of Steps added after the first release, with the SQL that adds each to an older database.
+_CLAIM_COLUMNS = {"ClaimedBy": "VARCHAR(128) NULL", "ClaimedAt": "DATETIME NULL",
+                  "CloseAttempts": "INTEGER NOT NULL DEFAULT 0", "CloseError": "TEXT NULL"}
+
+
+def _add_claim_columns(engine: Engine) -> None:
+    """A database made before steps were claimed gets the claim columns (the service creates
+    its tables itself, so it also brings them up to date)."""
+    present = {column["name"] for column in inspect(engine).get_columns(steps.name)}
+    missing = [name for name in _CLAIM_COLUMNS if name not in present]
+    if missing:
+        with engine.begin() as conn:
+            for name in missing:
+                conn.exec_driver_sql(f"ALTER TABLE {steps.name} ADD COLUMN {name} {_CLAIM_COLUMNS[name]}")
 
 
 def closer_name() -> str:

@@ -94,7 +94,8 @@ class CalibrationHandler(RequestHandler):
         if cls.closer is None:
             policy = ClosePolicy(claimTimeout=cls.srv_getCSOption("CloseClaimTimeout", 300.0),
                                  maxAttempts=cls.srv_getCSOption("MaxCloseAttempts", 3))
-            cls.closer = StepCloser(cls.db, policy, cls.srv_getCSOption("CloserPollingTime", 5.0)).start()
+            cls.closer = StepCloser(cls.db, policy, cls.srv_getCSOption("CloserPollingTime", 5.0),
+                                    gLogger.getSubLogger("StepCloser").notice).start()
         return S_OK()
 
     def caller(self) -> Caller:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import Callable
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic.calibrations import ClosePolicy, close_ready_steps
@@ -20,8 +22,10 @@ log = logging.getLogger("Calibration")
 class StepCloser:
     """One background thread per service process; ``wake()`` is all a worker's call does."""
 
-    def __init__(self, db: CalibrationDB, policy: ClosePolicy = ClosePolicy(), interval: float = 5.0):
-        self.db, self.policy, self.interval = db, policy, interval
+    def __init__(self, db: CalibrationDB, policy: ClosePolicy = ClosePolicy(), interval: float = 5.0,
+                 report: Callable[[str], None] = log.info):
+        """``report`` receives one line per close (the service passes its DIRAC logger)."""
+        self.db, self.policy, self.interval, self.report = db, policy, interval, report
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="CalibrationStepCloser", daemon=True)
 
@@ -43,8 +47,11 @@ class StepCloser:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            began = time.perf_counter()
             try:
                 for item in close_ready_steps(self.db, self.policy):
-                    log.info("closed step %(step)s of calibration %(calibrationID)s: %(status)s", item)
+                    self.report(f"closed step {item['step']} of calibration {item['calibrationID']} ({item['status']}) "
+                                f"in {time.perf_counter() - began:.3f} s")
+                    began = time.perf_counter()
             except Exception:  # noqa: BLE001 - a database outage must not end the thread; the next round retries
                 log.exception("the step closer could not look for ready steps")

@@ -235,3 +235,16 @@ def test_a_close_for_a_calibration_killed_meanwhile_commits_nothing(url):
     assert db.getCalibration(cid)["Status"] == "killed"
     assert [s["Step"] for s in db.getSteps(cid)] == [1]
     assert db.readySteps(claimTimeout=-1) == []
+
+
+def test_a_database_made_before_claims_gets_the_claim_columns(url):
+    db = CalibrationDB(url)
+    cid = new_calibration(db, workers=4, needed=1)
+    db.addResult(cid, 1, 0, {"v": 0})
+    with db.engine.begin() as conn:
+        for column in ("ClaimedBy", "ClaimedAt", "CloseAttempts", "CloseError"):
+            conn.exec_driver_sql(f"ALTER TABLE Steps DROP COLUMN {column}")
+    upgraded = CalibrationDB(url)
+    assert upgraded.getStep(cid, 1)["CloseAttempts"] == 0
+    assert upgraded.closeStep(cid, 1, lambda c, s, stored: decision(stored)).outcome == {"workers": [0]}
+    assert upgraded.getStep(cid, 1)["CloseAttempts"] == 1
