@@ -2,20 +2,20 @@
 
 A worker that reported the current step has nothing to do until the step closes. Polling at a
 fixed back-off either wastes the service's calls (hundreds of workers asking every few seconds)
-or learns of the new step late (up to the back-off's maximum). Instead the service tells each
-worker when the new step is expected, from the step's progress:
+or learns of the new step late (up to the back-off's maximum). Instead the service gives the
+waiting workers of a calibration a budget of ``rate`` calls per second together: each asks
+again after one *window* of ``waiting / rate`` seconds, at its own offset within the window, so
+it learns of a new step at most one window after it opened. When the step is expected sooner
+than a window from now, the worker comes back then (plus its offset):
 
 - the threshold is reached (the close is being computed): in ``closeSeconds``;
 - reports are coming in: when the missing ones will have arrived at the rate observed since
   the step opened, plus ``closeSeconds``;
-- no report yet: ``maximum``.
+- no report yet: never sooner than the window.
 
-On top of that each worker gets its own offset within a window of ``waiting / rate`` seconds,
-and a worker that was told to wait already is not asked back sooner than one window: so the
-waiting workers of a calibration together poll about ``rate`` times per second (each keeping
-its place in the window) instead of all at once when the step is expected, and learn of the new
-step within one window of its opening. The result is bounded by the service's
-``WorkerPollMinimum`` and ``WorkerPollMaximum``.
+A worker told to wait already is not asked back sooner than one window, which keeps the
+calls at about ``rate`` per second whatever the number of workers. The result is bounded by
+the service's ``WorkerPollMinimum`` and ``WorkerPollMaximum``.
 """
 from __future__ import annotations
 
@@ -57,5 +57,7 @@ def retry_after(progress: StepProgress, policy: PollPolicy, workerID: int, repea
     # the workers waiting now are those that reported this step
     window = max(progress.results, 1) / policy.rate
     offset = window * ((workerID * _SPREAD) % 1.0)
-    hint = max(expected + offset, window) if repeated else expected + offset
+    hint = min(expected, window) + offset
+    if repeated:
+        hint = max(hint, window)
     return round(min(max(hint, policy.minimum), policy.maximum), 3)

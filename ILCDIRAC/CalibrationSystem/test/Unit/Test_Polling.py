@@ -18,22 +18,28 @@ def test_a_step_at_its_threshold_is_asked_again_when_its_close_should_be_done():
     assert max(values) > 2.0 + 4.5 * 0.95, "the offsets cover the window"
 
 
-def test_the_expected_close_follows_the_observed_report_rate():
-    # 30 of 90 in after 60 s: 0.5 reports/s, 60 missing -> 120 s to go (capped at the maximum)
-    assert retry_after(StepProgress(30, 90, 60.0), POLICY, 0, False) == 120.0
-    # 60 of 90 after 120 s: 30 missing at 0.5/s -> 60 s, plus the close; worker 0 has offset 0
-    assert retry_after(StepProgress(60, 90, 120.0), POLICY, 0, False) == pytest.approx(62.0)
-    # worker 1's offset: 60 waiting / 20 per s = 3 s window, times frac(1/golden ratio) = 0.618
-    assert retry_after(StepProgress(60, 90, 120.0), POLICY, 1, False) == pytest.approx(62.0 + 3 * 0.618034, abs=1e-3)
-    # never sooner than the expectation, and asking again does not shorten it
-    assert min(hints(StepProgress(60, 90, 120.0), workers=range(90))) == pytest.approx(62.0)
-    assert hints(StepProgress(60, 90, 120.0), workers=range(90), repeated=True) == hints(
-        StepProgress(60, 90, 120.0), workers=range(90))
+def test_a_close_expected_within_the_window_brings_the_workers_back_then():
+    # 60 of 90 in after 120 s: 0.5 reports/s, 30 missing -> expected in 60 + 2 s
+    slow = PollPolicy(minimum=1.0, maximum=120.0, rate=0.5, closeSeconds=2.0)  # window 60 / 0.5 = 120 s
+    assert retry_after(StepProgress(60, 90, 120.0), slow, 0, False) == pytest.approx(62.0)
+    # worker 1's offset: the 120 s window times frac(1/golden ratio) = 0.618, capped at the maximum
+    assert retry_after(StepProgress(60, 90, 120.0), slow, 1, False) == 120.0
+    # asking again does not bring a worker back sooner than one window
+    assert retry_after(StepProgress(60, 90, 120.0), slow, 0, True) == 120.0
 
 
-def test_no_report_yet_means_the_maximum():
-    assert set(hints(StepProgress(0, 90, 10.0), workers=range(50))) == {120.0}
-    assert set(hints(StepProgress(0, 90, 0.0), workers=range(5))) == {120.0}
+def test_a_close_expected_later_than_the_window_is_polled_for_once_per_window():
+    # 30 of 90 in after 60 s: expected in 122 s; 30 waiting at 20 calls/s -> a 1.5 s window
+    values = hints(StepProgress(30, 90, 60.0), workers=range(30))
+    assert min(values) == pytest.approx(1.5) and max(values) <= 3.0
+    # worker 1: window + window * 0.618
+    assert retry_after(StepProgress(30, 90, 60.0), POLICY, 1, False) == pytest.approx(1.5 * 1.618034, abs=1e-3)
+
+
+def test_no_report_yet_means_one_window():
+    assert retry_after(StepProgress(0, 90, 10.0), POLICY, 0, False) == 1.0  # 1 / 20 s, raised to the minimum
+    slow = PollPolicy(minimum=1.0, maximum=120.0, rate=0.01, closeSeconds=2.0)
+    assert retry_after(StepProgress(0, 90, 0.0), slow, 0, False) == 100.0
 
 
 def test_bounds_are_respected():
