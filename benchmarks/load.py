@@ -225,6 +225,14 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
             errors.append(f"{method}: {message}")
     latency = {m: {"count": len(v), "p50": percentile(v, 0.5), "p99": percentile(v, 0.99), "max": max(v)}
                for m, v in byMethod.items()}
+    # the same once every worker has its set-up (the start, when all workers ask at once, apart)
+    settled = max(began + seconds for method, began, seconds, *_ in calls if method == "getWorkerSetup")
+    steady: dict[str, list[float]] = {}
+    for method, began, seconds, *_ in calls:
+        if began > settled:
+            steady.setdefault(method, []).append(seconds)
+    steadyLatency = {m: {"count": len(v), "p50": percentile(v, 0.5), "p99": percentile(v, 0.99), "max": max(v)}
+                     for m, v in steady.items()}
     # step-close latency: threshold report acknowledged -> first worker served the next step
     ready = {}
     served: dict[int, float] = {}
@@ -262,6 +270,8 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
         "calls": len(calls),
         "callsPerSecond": len(calls) / (end - start),
         "latency": latency,
+        "steadyLatency": steadyLatency,
+        "startSeconds": settled - start,
         "errors": len(errors),
         "lockWaitErrors": sum("Lock wait" in e for e in errors) + serviceLog.count("Lock wait timeout"),
         "errorSamples": sorted(set(errors))[:5],
@@ -316,6 +326,10 @@ def show(result: dict) -> None:
     print(f"{result['workers']} workers, {result['calls']} calls in {result['seconds']:.0f} s = "
           f"{result['callsPerSecond']:.1f} calls/s; report {result['reportBytes'] / 1000:.1f} KB as JSON")
     for method, row in sorted(result["latency"].items()):
+        print(f"  {method:18s} n={row['count']:6d}  p50 {row['p50'] * 1000:7.0f} ms  p99 {row['p99'] * 1000:7.0f} ms  "
+              f"max {row['max'] * 1000:7.0f} ms")
+    print(f"  after the start ({result['startSeconds']:.0f} s until every worker had its set-up):")
+    for method, row in sorted(result["steadyLatency"].items()):
         print(f"  {method:18s} n={row['count']:6d}  p50 {row['p50'] * 1000:7.0f} ms  p99 {row['p99'] * 1000:7.0f} ms  "
               f"max {row['max'] * 1000:7.0f} ms")
     print("  step close (threshold report acknowledged -> first worker served the next step): "
