@@ -32,6 +32,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from ILCDIRAC.CalibrationSystem.Utilities.schema import Field, convert
+
 DATA_DIR = Path(__file__).resolve().parent / "data" / "truth"
 
 
@@ -423,38 +425,30 @@ def _build(data: dict[str, Any], where: str) -> DetectorTruth:
 def _build_section(cls: type, raw: Any, section: str) -> tuple[Any, list[str]]:
     if not isinstance(raw, Mapping):
         return None, [f"{section} must be a mapping"]
-    hints = typing.get_type_hints(cls)
-    problems = [f"{section}.{k}: unknown key" for k in sorted(set(raw) - set(hints))]
+    fields = _section_fields(cls)
+    problems = [f"{section}.{k}: unknown key" for k in sorted(set(raw) - {f.name for f in fields})]
     values = {}
-    for key, hint in hints.items():
-        if key not in raw:
-            problems.append(f"{section}.{key}: missing")
+    for spec in fields:
+        if spec.name not in raw:
+            problems.append(f"{section}.{spec.name}: missing")
             continue
-        value, problem = _convert(raw[key], hint)
+        values[spec.name], problem = convert(spec, raw[spec.name])
         if problem:
-            problems.append(f"{section}.{key}: {problem}")
-        values[key] = value
+            problems.append(f"{section}.{spec.name}: {problem}")
     if problems:
         return None, problems
     return cls(**values), []
 
 
-def _convert(value: Any, hint: Any) -> tuple[Any, str]:
-    if hint is bool:
-        return (value, "") if isinstance(value, bool) else (None, f"must be true or false, not {value!r}")
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return (value, "") if ok else (None, f"must be an integer, not {value!r}")
-    if hint is float:
-        return (float(value), "") if _is_number(value) else (None, f"must be a finite number, not {value!r}")
-    args = typing.get_args(hint)
-    if not (isinstance(value, (list, tuple)) and len(value) == len(args) and all(_is_number(v) for v in value)):
-        return None, f"must be a list of {len(args)} numbers, not {value!r}"
-    return tuple(float(v) for v in value), ""
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+@functools.lru_cache(maxsize=None)
+def _section_fields(cls: type) -> tuple[Field, ...]:
+    """The schema fields of a section, from its dataclass's annotations (a tuple of n floats is a
+    list of n numbers), so the section classes stay the one statement of a truth file's keys."""
+    kinds = {bool: "bool", int: "int", float: "float"}
+    return tuple(
+        Field(name, kinds[hint]) if hint in kinds else Field(name, "numbers", length=len(typing.get_args(hint)))
+        for name, hint in typing.get_type_hints(cls).items()
+    )
 
 
 def _physics_problems(s: Mapping[str, Any]) -> list[str]:
