@@ -1,5 +1,5 @@
 """Calibration estimators against distributions with known answers, against literal
-(loop-by-loop) re-statements of the original algorithms from docs/calibration_physics.md, and
+(loop-by-loop) re-statements of the original algorithms (docs/PHYSICS.md section 4), and
 (chi-square method) against today's per-event computation it replaces."""
 import math
 
