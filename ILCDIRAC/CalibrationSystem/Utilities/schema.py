@@ -6,7 +6,8 @@ once as a ``Field`` (type, bounds, default, meaning) gives one check per kind, t
 for the same mistake in all three, and the documentation tables (docs/SETTINGS.md) from the same
 source as the validation. Kinds that need more than a value (sample lists, phase lists, LFNs) are
 converted by their owner; ``convert`` handles the scalar and fixed-length kinds. Pure: no DIRAC,
-no files.
+no files. Plain dataclasses rather than a validation library: the grid workers import the
+settings, and their Python promises numpy, scipy, uproot, boost-histogram and PyYAML only.
 """
 from __future__ import annotations
 

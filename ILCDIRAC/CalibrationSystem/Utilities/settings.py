@@ -5,6 +5,7 @@ problem before failing, each naming its key, so a user fixes a settings file in 
 (``dirac-clic-calibration-submit --dry-run FILE``). Resolution fills in defaults and the
 detector model's values (a user setting wins per key) and expands sample list files, so the
 service and the workers only ever see ``Settings.to_dict()``: plain, complete, JSON-safe.
+The keys themselves (type, bounds, default, meaning) are declared once in ``settings_schema``.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The project's documents stand alone: every file they cite exists in the repository, and the
 architecture document names every module of the package. Reads files only (no MariaDB)."""
+import ast
 import re
 from pathlib import Path
 
@@ -98,3 +99,37 @@ def test_the_checks_see_citations_and_missing_files():
     assert not _exists("Utilities/nothing.py", readme) and _exists("Utilities/phases/base.py", readme)
     assert "PandoraSettingsCLD/PandoraSettingsDefault.xml" not in _cited_files("`PandoraSettingsCLD/PandoraSettingsDefault.xml`")
     assert FOREIGN.search("see docs/calibration_physics.md") and FOREIGN.search("the design card")
+
+
+PHYSICS_MODULES = (
+    *sorted((PACKAGE / "Utilities" / "phases").glob("*.py")),
+    PACKAGE / "Utilities" / "estimators.py",
+    PACKAGE / "Utilities" / "strategies.py",
+    PACKAGE / "logic" / "uncertainties.py",
+)
+
+
+def numeric_constants(path: Path) -> dict[str, list[float]]:
+    """The module's UPPER_CASE numbers (and mappings of numbers): name -> values."""
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if not (isinstance(target, ast.Name) and target.id.isupper()):
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            continue
+        values = list(value.values()) if isinstance(value, dict) else [value]
+        if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            found[target.id] = values
+    return found
+
+
+@pytest.mark.parametrize("module", PHYSICS_MODULES, ids=lambda p: p.name)
+def test_physics_names_every_constant_with_its_value(module):
+    """docs/PHYSICS.md states every number of the physics code; a changed value must change the doc."""
+    text = (ROOT / "docs" / "PHYSICS.md").read_text()
+    problems = [f"{name} = {values}" for name, values in numeric_constants(module).items()
+                if name not in text or not all(f"{v:g}" in text for v in values)]
+    assert not problems, f"docs/PHYSICS.md lacks these constants of {module.name} (name and value): {problems}"
