@@ -11,9 +11,11 @@ settings, and their Python promises numpy, scipy, uproot, boost-histogram and Py
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -94,10 +96,8 @@ def did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> s
 def bounds_text(field: Field) -> str:
     """The bounds as a reader writes them: ">= 1", "> 0", "in (0, 1]", "0 or 1" ("" if unbounded)."""
     low, high = field.low, field.high
-    if low is None and high is None:
-        return ""
     if low is None:
-        return f"{'<' if field.openHigh else '<='} {_number(high)}"
+        return "" if high is None else f"{'<' if field.openHigh else '<='} {_number(high)}"
     if high is None:
         return f"{'>' if field.openLow else '>='} {_number(low)}"
     if field.kind == "int" and not (field.openLow or field.openHigh) and high - low == 1:
@@ -151,6 +151,8 @@ def convert(field: Field, value: Any) -> tuple[Any, str | None]:
     elif kind == "numbers":
         if not (isinstance(value, (list, tuple)) and len(value) == field.length and all(map(is_number, value))):
             return None, f"must be a list of {field.length} numbers, got {shown(value)}"
+        if not all(_in_bounds(field, v) for v in value):
+            return None, f"must be a list of {field.length} numbers {bounds_text(field)}, got {shown(value)}"
         return tuple(float(v) for v in value), None
     elif kind == "range":
         if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(map(is_number, value))):
@@ -164,6 +166,29 @@ def convert(field: Field, value: Any) -> tuple[Any, str | None]:
     if kind in ("int", "float") and not _in_bounds(field, value):
         return None, f"must be {bounds_text(field)}, got {shown(value)}"
     return value, None
+
+
+# ------------------------------------------------------------------------------------ dataclasses
+def bounded(**bounds: Any) -> Any:
+    """A dataclass field (no default) whose bounds ``dataclass_fields`` reads:
+    ``crackProbability: float = bounded(low=0, high=1)``."""
+    return dataclasses.field(metadata={"schema": bounds})
+
+
+def dataclass_fields(cls: type) -> tuple[Field, ...]:
+    """The fields of a dataclass whose attributes are bool, int, float or fixed tuples of floats
+    (a list of n numbers), with the bounds ``bounded`` gave them: the dataclass stays the one
+    statement of its keys."""
+    kinds = {bool: "bool", int: "int", float: "float"}
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for attribute in dataclasses.fields(cls):
+        hint, bounds = hints[attribute.name], attribute.metadata.get("schema", {})
+        if hint in kinds:
+            specs.append(Field(attribute.name, kinds[hint], **bounds))
+        else:
+            specs.append(Field(attribute.name, "numbers", length=len(typing.get_args(hint)), **bounds))
+    return tuple(specs)
 
 
 # ------------------------------------------------------------------------------------ documentation
@@ -210,8 +235,10 @@ __all__ = [
     "MODEL",
     "REQUIRED",
     "Field",
+    "bounded",
     "bounds_text",
     "convert",
+    "dataclass_fields",
     "default_text",
     "did_you_mean",
     "is_int",

@@ -1,5 +1,7 @@
 """The field-spec layer: one check per kind, the same message for the same mistake in the
 settings, the detector models and the emulator truth, and the documentation cells."""
+import dataclasses
+
 import pytest
 import yaml
 
@@ -104,3 +106,21 @@ def test_a_truth_value_fails_like_a_settings_value():
     data["hcal"] = {**data["hcal"], "nLayers": True}
     with pytest.raises(TruthError, match=r"hcal\.nLayers: must be an integer, got True"):
         truth_from_mapping(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Section:
+    probability: float = schema.bounded(low=0, high=1)
+    layers: int = schema.bounded(low=6)
+    pair: tuple[float, float] = schema.bounded(low=0, openLow=True)
+    flag: bool = dataclasses.field()
+
+
+def test_a_dataclass_states_its_fields():
+    probability, layers, pair, flag = schema.dataclass_fields(_Section)
+    assert (probability.kind, probability.low, probability.high) == ("float", 0, 1)
+    assert (layers.kind, layers.low) == ("int", 6) and flag.kind == "bool"
+    assert (pair.kind, pair.length) == ("numbers", 2)
+    assert convert(layers, 2) == (None, "must be >= 6, got 2")
+    assert convert(pair, [1, 0]) == (None, "must be a list of 2 numbers > 0, got [1, 0]")
+    assert convert(pair, [1, 2]) == ((1.0, 2.0), None)
