@@ -396,6 +396,19 @@ def test_dataclass_fields_are_the_keys():
     assert [f.name for f in dataclasses.fields(Settings)] == [*KEYS, *DERIVED_KEYS]
 
 
+#: The type a Settings attribute has for each kind of schema field.
+RESOLVED_TYPES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "optstr": "str | None",
+                  "choice": "str", "lfn": "str | None", "range": "tuple[float, float]", "files": "tuple[str, ...]",
+                  "phases": "tuple[str, ...]", "constants": "Mapping[str, Any]", "strmap": "Mapping[str, str]"}
+
+
+def test_dataclass_types_follow_the_schema():
+    derived = {"detectorModelName": "str", "geometryTarball": "str | None"}
+    for attribute in dataclasses.fields(Settings):
+        kind = settings_schema.BY_NAME[attribute.name].kind
+        assert attribute.type == derived.get(attribute.name) or attribute.type == RESOLVED_TYPES.get(kind), attribute.name
+
+
 def _load_problems(path):
     with pytest.raises(SettingsError) as info:
         load_settings(path)
