@@ -2,23 +2,14 @@
 
 The settings loader validates and fills in defaults from ``FIELDS``; the detector-model loader
 checks a model file's settings keys (those whose default is ``MODEL``) with the same fields; the
-key table of docs/SETTINGS.md is generated from them (``python -m
-ILCDIRAC.CalibrationSystem.Utilities.settings_schema docs/SETTINGS.md`` rewrites it, and a test
-fails while the document and the schema differ). Pure: imported by the worker on the grid too.
+key table of docs/SETTINGS.md is generated from them (``settings_doc``). Pure: imported by the
+worker on the grid too.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import MappingProxyType
 
-from ILCDIRAC.CalibrationSystem.Utilities.schema import (
-    DERIVED,
-    MODEL,
-    REQUIRED,
-    Field,
-    markdown_table,
-)
+from ILCDIRAC.CalibrationSystem.Utilities.schema import DERIVED, MODEL, REQUIRED, Field
 
 DEFAULT_PHASE_SEQUENCE = ("1.0", "1.1", "1.2", "1.3", "1.4", "2.5", "3.0", "3.1", "3.2", "3.3", "3.4")
 BACKENDS = ("dirac", "local")
@@ -155,33 +146,3 @@ INPUT_KEYS = tuple(f.name for f in FIELDS if f.default is not DERIVED)
 DERIVED_KEYS = tuple(f.name for f in FIELDS if f.default is DERIVED)
 #: Keys whose default the detector model supplies (a model file spells them the same way).
 MODEL_KEYS = tuple(f.name for f in FIELDS if f.default is MODEL)
-#: Keys without a default.
-REQUIRED_KEYS = tuple(f.name for f in FIELDS if f.default is REQUIRED)
-
-_TABLE_START = "| Key | Type | Default | Meaning |"
-
-
-def keys_table() -> str:
-    """The key table of docs/SETTINGS.md."""
-    return markdown_table(FIELDS)
-
-
-def documented_table(text: str) -> str:
-    """The key table as it stands in the text of docs/SETTINGS.md (up to the first non-table line)."""
-    start = text.index(_TABLE_START)
-    lines = []
-    for line in text[start:].splitlines(keepends=True):
-        if not line.startswith("|"):
-            break
-        lines.append(line)
-    return "".join(lines)
-
-
-def rewrite_document(path: Path) -> None:
-    """Replace the key table of the settings document at ``path`` with the one from the schema."""
-    text = path.read_text()
-    path.write_text(text.replace(documented_table(text), keys_table(), 1))
-
-
-if __name__ == "__main__":
-    rewrite_document(Path(sys.argv[1]))
