@@ -124,3 +124,11 @@ def test_a_dataclass_states_its_fields():
     assert convert(layers, 2) == (None, "must be >= 6, got 2")
     assert convert(pair, [1, 0]) == (None, "must be a list of 2 numbers > 0, got [1, 0]")
     assert convert(pair, [1, 2]) == ((1.0, 2.0), None)
+
+
+def test_detector_model_attributes_have_their_settings_types():
+    types = {"int": "int", "float": "float", "str": "str", "range": "tuple[float, float]"}
+    attributes = {a.name: a.type for a in dataclasses.fields(detectors.DetectorModel)}
+    for name in detectors.SETTINGS_KEYS:
+        expected = types[settings_schema.BY_NAME[name].kind]
+        assert attributes[name] in (expected, f"{expected} | None"), name
