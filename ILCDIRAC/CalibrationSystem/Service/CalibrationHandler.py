@@ -95,7 +95,7 @@ class CalibrationHandler(RequestHandler):
             policy = ClosePolicy(claimTimeout=cls.srv_getCSOption("CloseClaimTimeout", 300.0),
                                  maxAttempts=cls.srv_getCSOption("MaxCloseAttempts", 3))
             cls.closer = StepCloser(cls.db, policy, cls.srv_getCSOption("CloserPollingTime", 5.0),
-                                    gLogger.getSubLogger("StepCloser").notice).start()
+                                    gLogger.getSubLogger("StepCloser").notice, process=True).start()
         return S_OK()
 
     def caller(self) -> Caller:
@@ -195,7 +195,7 @@ class CalibrationHandler(RequestHandler):
     @_delegate
     def export_closeReadySteps(self):
         """Safety net: close every open step that has enough results (same claim as the closer thread)."""
-        return logic.close_ready_steps(self.db, self.closer.policy)
+        return self.closer.close_ready()
 
     types_getAgentWork = []
 

@@ -15,7 +15,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CLAIM_TIMEOUT, CalibrationDB, CalibrationDBError, StepClose, now
 from ILCDIRAC.CalibrationSystem.logic.results import (
@@ -534,11 +534,20 @@ class CloseFailed(Exception):
     """One attempt at closing a step raised; the step was handed back for another attempt."""
 
 
-def close_step(db: CalibrationDB, calibrationID: int, step: int, policy: ClosePolicy = ClosePolicy()
-               ) -> StepClose | None:
-    """Close the step once (claimed in the DB, computed without locks); None if it was not
-    claimable (someone else closes or closed it) or this attempt failed and will be retried.
-    The step that finishes the calibration also produces its deliverables."""
+#: How a close's computation is run: ``compute(decide_close, calibration, step, results)``.
+Compute = Callable[..., StepClose]
+
+
+def _in_process(function: Callable[..., StepClose], *args: Any) -> StepClose:
+    return function(*args)
+
+
+def close_step(db: CalibrationDB, calibrationID: int, step: int, policy: ClosePolicy = ClosePolicy(),
+               compute: Compute = _in_process) -> StepClose | None:
+    """Close the step once (claimed in the DB, computed without locks, by ``compute``: the
+    service runs it in a process of its own); None if it was not claimable (someone else closes
+    or closed it) or this attempt failed and will be retried. The step that finishes the
+    calibration also produces its deliverables."""
 
     def decide(calibration, stepRow, stored):
         attempt = stepRow["CloseAttempts"]
@@ -546,7 +555,7 @@ def close_step(db: CalibrationDB, calibrationID: int, step: int, policy: ClosePo
             return failed_close(calibration, stepRow, f"closing step {stepRow['Step']} failed {attempt - 1} times "
                                 f"(last: {stepRow['CloseError'] or 'the closer stopped'})")
         try:
-            return decide_close(calibration, stepRow, stored)
+            return compute(decide_close, calibration, stepRow, stored)
         except Exception as exc:  # noqa: BLE001 - a failed close is retried or fails the calibration, never lost
             errorID = new_error_id()
             log.exception("internal error %s while closing step %s of calibration %s (attempt %s of %s)", errorID,
@@ -601,12 +610,13 @@ def calibration_results(db: CalibrationDB, caller: Caller, calibrationID: int) -
     return summary
 
 
-def close_ready_steps(db: CalibrationDB, policy: ClosePolicy = ClosePolicy()) -> list[dict[str, Any]]:
+def close_ready_steps(db: CalibrationDB, policy: ClosePolicy = ClosePolicy(), compute: Compute = _in_process
+                      ) -> list[dict[str, Any]]:
     """Close every step that has enough results (or whose closer died), each exactly once:
     the service's closer thread and the agent's safety net both call this."""
     closed = []
     for calibrationID, step in db.readySteps(policy.claimTimeout):
-        decision = close_step(db, calibrationID, step, policy)
+        decision = close_step(db, calibrationID, step, policy, compute)
         if decision is not None:
             closed.append({"calibrationID": calibrationID, "step": step, "status": decision.status})
     return closed

@@ -5,31 +5,50 @@ handler then wakes this thread, which closes the step (``close_ready_steps``: cl
 snapshot, guarded commit). It also looks for ready steps every ``interval`` seconds on its own,
 so steps whose report reached another replica, whose closer died or whose close is being retried
 are closed too; the agent's ``closeReadySteps`` is the last safety net, with the same claim.
+
+With ``process=True`` (the service) the computation runs in a child process: merging reports
+and fitting are CPU-bound Python and numpy, and in the service's own process they would hold
+the interpreter lock for seconds, stalling every worker's call meanwhile. The child is started
+at once and warmed up (imports) so the first close costs no more than the others; if it dies,
+the close counts as a failed attempt and a new child is started.
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
-from typing import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable
 
-from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
+from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, StepClose
 from ILCDIRAC.CalibrationSystem.logic.calibrations import ClosePolicy, close_ready_steps
 
 log = logging.getLogger("Calibration")
+
+
+def _warm_up() -> None:
+    """Import what a close uses, in the child, before the first close needs it."""
+    import ILCDIRAC.CalibrationSystem.logic.uncertainties  # noqa: F401
+    import ILCDIRAC.CalibrationSystem.Utilities.phases  # noqa: F401
 
 
 class StepCloser:
     """One background thread per service process; ``wake()`` is all a worker's call does."""
 
     def __init__(self, db: CalibrationDB, policy: ClosePolicy = ClosePolicy(), interval: float = 5.0,
-                 report: Callable[[str], None] = log.info):
+                 report: Callable[[str], None] = log.info, process: bool = False):
         """``report`` receives one line per close (the service passes its DIRAC logger)."""
         self.db, self.policy, self.interval, self.report = db, policy, interval, report
+        self._pool: ProcessPoolExecutor | None = None
+        self._process = process
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="CalibrationStepCloser", daemon=True)
 
     def start(self) -> "StepCloser":
+        if self._process:
+            self._new_pool()
         self._thread.start()
         return self
 
@@ -40,6 +59,25 @@ class StepCloser:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close_ready(self) -> list[dict[str, Any]]:
+        """Close every ready step now (the closer's round, and the agent's safety net)."""
+        return close_ready_steps(self.db, self.policy, self.compute)
+
+    def compute(self, function: Callable[..., StepClose], *args: Any) -> StepClose:
+        if self._pool is None:
+            return function(*args)
+        try:
+            return self._pool.submit(function, *args).result()
+        except BrokenProcessPool:
+            self._new_pool()
+            raise
+
+    def _new_pool(self) -> None:
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool.submit(_warm_up)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -49,7 +87,7 @@ class StepCloser:
                 return
             began = time.perf_counter()
             try:
-                for item in close_ready_steps(self.db, self.policy):
+                for item in self.close_ready():
                     self.report(f"closed step {item['step']} of calibration {item['calibrationID']} ({item['status']}) "
                                 f"in {time.perf_counter() - began:.3f} s")
                     began = time.perf_counter()

@@ -151,3 +151,19 @@ def wait_for(condition, timeout=30.0):
         return condition()
     finally:
         deadline.cancel()
+
+
+def test_the_services_closer_computes_in_a_child_process_and_replaces_a_dead_one(db):
+    from concurrent.futures.process import BrokenProcessPool
+    import os
+
+    closer = StepCloser(db, process=True).start()
+    try:
+        child = closer.compute(os.getpid)
+        assert child != os.getpid()
+        with pytest.raises(BrokenProcessPool):
+            closer.compute(os._exit, 3)
+        replacement = closer.compute(os.getpid)
+        assert replacement not in (child, os.getpid())
+    finally:
+        closer.stop()
