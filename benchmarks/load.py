@@ -247,8 +247,8 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
     for method, began, seconds, ok, _, _, note in calls:
         if method == "getStepParameters" and ok and note[0] == "run" and note[1] - 1 in ready:
             learnt.setdefault(note[1] - 1, []).append(began + seconds - served[note[1]])
-    closeSeconds = [float(x) for x in re.findall(rf"closed step \d+ of calibration {calibrationID} \(\w+\) in ([0-9.]+) s",
-                                                   serviceLog)]
+    closes = re.findall(rf"closed step \d+ of calibration {calibrationID} \(\w+\) in ([0-9.]+) s "
+                        rf"\(computation ([0-9.]+) CPU s\)", serviceLog)
     # nothing lost, nothing twice: acknowledged 'accepted' reports are exactly the stored rows
     # (a report whose answer was lost in transit is sent again and answered 'duplicate')
     accepted: dict[int, list[int]] = {}
@@ -278,7 +278,8 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
         "stepCloseLatency": closeLatency,
         "learntAfterServed": {s: {"p50": percentile(v, 0.5), "p99": percentile(v, 0.99), "max": max(v)}
                               for s, v in learnt.items()},
-        "closeComputeSeconds": closeSeconds,
+        "closeComputeSeconds": [float(wall) for wall, _ in closes],
+        "closeComputeCpuSeconds": [float(cpu) for _, cpu in closes],
         "lost": lost,
         "countedTwice": twice,
         "storedButNotAcknowledgedOrMiscounted": uncounted,
@@ -336,8 +337,9 @@ def show(result: dict) -> None:
           + ", ".join(f"step {s}: {v:.2f} s" for s, v in result["stepCloseLatency"].items()))
     print("  workers learnt of the next step after the first (p50/p99/max s): "
           + ", ".join(f"step {s}: {v['p50']:.1f}/{v['p99']:.1f}/{v['max']:.1f}" for s, v in result["learntAfterServed"].items()))
-    print("  close compute (claim, snapshot, estimators, commit) s: "
-          + ", ".join(f"{s:.2f}" for s in result["closeComputeSeconds"]))
+    print("  close (claim, snapshot, estimators, commit) s: "
+          + ", ".join(f"{s:.2f}" for s in result["closeComputeSeconds"])
+          + "; its computation alone, CPU s: " + ", ".join(f"{s:.2f}" for s in result.get("closeComputeCpuSeconds", [])))
     print(f"  service: {service['cpuSeconds']:.0f} CPU s in {service['wallSeconds']:.0f} s = "
           f"{service['cpuPercentOfOneCore']:.0f} % of a core, peak RSS {service['peakRssMB']:.0f} MB")
     print(f"  errors {result['errors']} (lock waits {result['lockWaitErrors']}) {result['errorSamples']}")
