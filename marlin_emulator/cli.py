@@ -53,7 +53,9 @@ def samples_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outdir", required=True, type=Path)
     args = parser.parse_args(argv)
     try:
-        paths = make_sample_files(args.particle, args.energy, args.files, args.events_per_file, args.truth, args.seed, args.outdir)
+        paths = make_sample_files(
+            args.particle, args.energy, args.files, args.events_per_file, args.truth, args.seed, args.outdir
+        )
     except (SampleFileError, TruthError, OSError) as exc:
         print(f"marlin-emulator-samples: error: {exc}", file=sys.stderr)
         return 1

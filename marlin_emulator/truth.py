@@ -26,9 +26,10 @@ import dataclasses
 import functools
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -286,7 +287,7 @@ def available_truths() -> list[str]:
     return sorted(p.stem for p in DATA_DIR.glob("*.yaml"))
 
 
-def load_truth(source: "str | Path | Mapping[str, Any] | DetectorTruth") -> DetectorTruth:
+def load_truth(source: str | Path | Mapping[str, Any] | DetectorTruth) -> DetectorTruth:
     """A truth from a shipped name or alias, a YAML file path, a mapping, or a DetectorTruth."""
     if isinstance(source, DetectorTruth):
         return source
@@ -317,13 +318,13 @@ def _shipped(name: str) -> DetectorTruth:
     return _load_shipped(canonical)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_shipped(canonical: str) -> DetectorTruth:
     path = DATA_DIR / f"{canonical}.yaml"
     return truth_from_mapping(_resolve_file(path, ()), where=str(path))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _name_index() -> dict[str, str]:
     index: dict[str, str] = {}
     for path in sorted(DATA_DIR.glob("*.yaml")):
@@ -468,7 +469,10 @@ def _physics_problems(s: Mapping[str, Any]) -> list[str]:
     c, pandora = s["trueConstants"], s["pandora"]
     for field in dataclasses.fields(TrueConstants):
         values = getattr(c, field.name)
-        need(all(v > 0 for v in (values if isinstance(values, tuple) else (values,))), f"trueConstants.{field.name} must be positive")
+        need(
+            all(v > 0 for v in (values if isinstance(values, tuple) else (values,))),
+            f"trueConstants.{field.name} must be positive",
+        )
     for field in dataclasses.fields(MipSimEnergy):
         need(getattr(s["mipSimEnergy"], field.name) > 0, f"mipSimEnergy.{field.name} must be positive")
     ecal, hcal = s["ecal"], s["hcal"]
@@ -492,7 +496,10 @@ def _physics_problems(s: Mapping[str, Any]) -> list[str]:
         low, high = getattr(regions, key)
         need(0 < low < high < 1, f"regions.{key} must be two increasing values in (0, 1)")
     need(regions.forwardEdge < regions.lumiCalEdge <= 1, "regions need forwardEdge < lumiCalEdge <= 1")
-    need(0 <= regions.transitionResponseDip < 1 and 0 <= regions.ringPeakFraction <= 1, "regions fractions must be in [0, 1]")
+    need(
+        0 <= regions.transitionResponseDip < 1 and 0 <= regions.ringPeakFraction <= 1,
+        "regions fractions must be in [0, 1]",
+    )
     probabilities = [
         ("photon.crackProbability", s["photon"].crackProbability),
         ("photon.fragmentProbability", s["photon"].fragmentProbability),
@@ -524,8 +531,14 @@ def _physics_problems(s: Mapping[str, Any]) -> list[str]:
     )
     need(pandora.ecalMipThreshold > 0 and pandora.hcalMipThreshold > 0, "pandora MIP thresholds must be positive")
     jets = s["jets"]
-    need(abs(sum(jets.energyFractions) - 1) < 1e-6 and min(jets.energyFractions) >= 0, "jets.energyFractions must sum to 1")
-    need(sum(s["hadron"].hitEnergyWeights) > 0 and min(s["hadron"].hitEnergyWeights) >= 0, "hadron.hitEnergyWeights must be non-negative")
+    need(
+        abs(sum(jets.energyFractions) - 1) < 1e-6 and min(jets.energyFractions) >= 0,
+        "jets.energyFractions must sum to 1",
+    )
+    need(
+        sum(s["hadron"].hitEnergyWeights) > 0 and min(s["hadron"].hitEnergyWeights) >= 0,
+        "hadron.hitEnergyWeights must be non-negative",
+    )
     need(min(s["hadron"].hitEnergyMeans) > 0, "hadron.hitEnergyMeans must be positive")
     need(s["photonId"].referenceDistance > 0, "photonId.referenceDistance must be positive")
     return problems

@@ -106,7 +106,7 @@ def test_two_service_processes_close_a_step_exactly_once_while_reports_race(url)
             errors.append(exc)
 
     threads = [threading.Thread(target=closer, args=(db,)) for db in (first, second, first, second)]
-    threads += [threading.Thread(target=reporter, args=(db, w)) for db, w in zip((first, second) * 2, range(6, 10))]
+    threads += [threading.Thread(target=reporter, args=(db, w)) for db, w in zip((first, second) * 2, range(6, 10), strict=True)]
     for t in threads:
         t.start()
     for t in threads:
