@@ -5,6 +5,7 @@ import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, mysql_url
 from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
 
 
 @pytest.fixture(params=["mariadb", "sqlite"])
@@ -12,6 +13,7 @@ def url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite+pysqlite:///{tmp_path / 'calibration.sqlite'}"
         return
+    require_mariadb()
     name = mariadb.create_database("CalibDBUnit")
     try:
         yield mysql_url(mariadb.HOST, mariadb.PORT, mariadb.USER, mariadb.PASSWORD, name)
