@@ -229,7 +229,7 @@ def photon_id_quality(data: LikelihoodData, photonId: PhotonIdTruth) -> PhotonId
                 squared = max(1.0 - float(np.sum(np.sqrt(pdf * ideal))), 0.0)
                 noise = (np.count_nonzero(ideal > 1e-12) - 1) / (8.0 * events)
                 distances.append(math.sqrt(max(squared - noise, 0.0)))
-        mismatch.append(float(min(np.mean(distances) / photonId.referenceDistance, 1.0)) if distances else 1.0)
+        mismatch.append(min(float(np.mean(distances)) / photonId.referenceDistance, 1.0) if distances else 1.0)
     return PhotonIdQuality(tuple(data.energyBinLowerEdges), tuple(mismatch))
 
 

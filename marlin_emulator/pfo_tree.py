@@ -117,10 +117,10 @@ def set_calibration(table: EventTable, values: dict[str, np.ndarray], truth: Det
     for name, value in values.items():
         scalars[name] = value
     scalars["TotalCaloHitEnergy"] = sum(
-        scalars[f"{d}TotalCaloHitEnergy"] for d in ("ECal", "HCal", "Muon", "BCal", "LHCal", "LCal")
+        (scalars[f"{d}TotalCaloHitEnergy"] for d in ("ECal", "HCal", "Muon", "BCal", "LHCal", "LCal")), zero
     )
     scalars["TotalSimCaloHitEnergy"] = sum(
-        scalars[f"{d}TotalSimCaloHitEnergy"] for d in ("ECal", "HCal", "Muon", "BCal", "LHCal", "LCal")
+        (scalars[f"{d}TotalSimCaloHitEnergy"] for d in ("ECal", "HCal", "Muon", "BCal", "LHCal", "LCal")), zero
     )
     if truth.quirks.hCalEnergyFromEdgeIntBug:
         stored = np.trunc(scalars["hCalCaloHitEnergyFromEdge"]).astype(np.int32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import awkward as ak
@@ -75,7 +75,7 @@ class Hist1D:
     bins: int
     low: float
     high: float
-    contents: np.ndarray | None = None
+    contents: np.ndarray = field(init=False)
     entries: float = 0.0
     sumw: float = 0.0
     sumw2: float = 0.0
@@ -83,8 +83,7 @@ class Hist1D:
     sumwx2: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.contents is None:
-            self.contents = np.zeros(self.bins + 2)
+        self.contents = np.zeros(self.bins + 2)
 
     @property
     def edges(self) -> np.ndarray:

@@ -67,8 +67,10 @@ def run(steeringFile: str | Path, workDir: str | Path | None = None) -> RunRepor
     photon = read_pandora_settings(settingsPath)
     training = PhotonTraining(photon) if photon.training else None
     likelihood = None
+    histogramFile = photon.histogramFile
     if photon.present and not photon.training:
-        likelihoodPath = workDir / photon.histogramFile
+        assert histogramFile is not None, "present Pandora photon settings always name a HistogramFile"
+        likelihoodPath = workDir / histogramFile
         try:
             text = likelihoodPath.read_text()
         except FileNotFoundError:
@@ -89,7 +91,7 @@ def run(steeringFile: str | Path, workDir: str | Path | None = None) -> RunRepor
             qualities[key] = photon_id_quality(likelihood, key)
         return qualities[key]
 
-    tables = []
+    tables: list[EventTable] = []
     processed = 0
     slices = event_slices(samples, config.skipNEvents, config.maxRecordNumber)
     for sample, events in zip(samples, slices, strict=True):
@@ -107,7 +109,8 @@ def run(steeringFile: str | Path, workDir: str | Path | None = None) -> RunRepor
         write_pfoanalysis(rootFile, EventTable.concatenate(tables), config.pfoAnalysis.collectCalibrationDetails)
     trainingFile = None
     if training is not None:
-        trainingFile = workDir / photon.histogramFile
+        assert histogramFile is not None, "training Pandora photon settings always name a HistogramFile"
+        trainingFile = workDir / histogramFile
         trainingFile.write_text(write_likelihood(training.likelihood()))
     return RunReport(
         events=processed,

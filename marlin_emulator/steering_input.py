@@ -125,10 +125,11 @@ def parse_steering(text: str) -> SteeringInput:
 
 def steering_input(parsed: Steering) -> SteeringInput:
     names = {t: _active(parsed, t) for t in (DIGI_TYPE, PANDORA_TYPE, PFO_ANALYSIS_TYPE, MUON_DIGI_TYPE)}
-    if names[PANDORA_TYPE] is None:
+    pandora, digiName, muonName = names[PANDORA_TYPE], names[DIGI_TYPE], names[MUON_DIGI_TYPE]
+    if pandora is None:
         raise SteeringInputError(f"no {PANDORA_TYPE} processor is executed")
-    if names[DIGI_TYPE] is not None:
-        digi = _digi(_Parameters(parsed, names[DIGI_TYPE]))
+    if digiName is not None:
+        digi = _digi(_Parameters(parsed, digiName))
     elif _realistic(parsed, REALISTIC_RECO):
         digi = _realistic_chain(parsed)
     else:
@@ -137,8 +138,8 @@ def steering_input(parsed: Steering) -> SteeringInput:
         )
     pfo = names[PFO_ANALYSIS_TYPE]
     muonDigitisation = None
-    if names[MUON_DIGI_TYPE]:
-        muonParams = _Parameters(parsed, names[MUON_DIGI_TYPE])
+    if muonName:
+        muonParams = _Parameters(parsed, muonName)
         muonDigitisation = _first_positive(muonParams, "CalibrMUON") if muonParams.has("CalibrMUON") else None
     globalParams = {p.name: parsed.global_value(p.name) for p in parsed.globals}
     return SteeringInput(
@@ -146,7 +147,7 @@ def steering_input(parsed: Steering) -> SteeringInput:
         maxRecordNumber=_global_int(globalParams, "MaxRecordNumber", 0),
         skipNEvents=max(_global_int(globalParams, "SkipNEvents", 0), 0),
         digi=digi,
-        pandora=_pandora(_Parameters(parsed, names[PANDORA_TYPE])),
+        pandora=_pandora(_Parameters(parsed, pandora)),
         pfoAnalysis=_pfo_analysis(_Parameters(parsed, pfo)) if pfo else None,
         muonDigitisation=muonDigitisation,
     )

@@ -416,6 +416,7 @@ def _build(data: dict[str, Any], where: str) -> DetectorTruth:
         problems += _physics_problems(sections)
     if problems:
         raise TruthError(f"detector truth {where}: " + "; ".join(problems))
+    assert isinstance(name, str), "a missing or bad name is one of the problems"
     return DetectorTruth(
         name=name, aliases=tuple(aliases), description=str(data.get("description", "")).strip(), **sections
     )
