@@ -17,6 +17,7 @@ from ILCDIRAC.CalibrationSystem.logic.calibrations import (
     checked_id,
 )
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits, shown
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
 
 #: The settings the agent needs to look after a calibration's workers and deliver its results.
 AGENT_SETTINGS = (
@@ -90,12 +91,7 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limit
                 values[name] = value
             elif name == "ApplicationStatus" and isinstance(value, str):
                 values[name] = value[:255]
-            elif (
-                name == "Resubmissions"
-                and isinstance(value, int)
-                and not isinstance(value, bool)
-                and 0 <= value < 2**31
-            ):
+            elif name == "Resubmissions" and is_int(value) and 0 <= value < 2**31:
                 values[name] = value
             elif name == "LastSeen" and value is None:
                 values[name] = None
