@@ -48,8 +48,9 @@ mariadb:
 	  { start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && \
 	    $(PY) -m ILCDIRAC.CalibrationSystem.test.mariadb --wait 60; }
 
-# ruff over the whole repository (ruff.toml), mypy over the pure modules (mypy.ini).
-lint: $(VENV)/.deps
+# ruff over the whole repository (ruff.toml), mypy over the pure modules and the emulator (mypy.ini).
+# After `install`, whose dependencies step would otherwise leave the project uninstalled.
+lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
