@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import statistics
@@ -209,8 +208,9 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         monitor.stop.set()
         outputs = [json.loads((scratch / f"client{n}.json").read_text()) for n in range(args.clients)]
         result = analyse(db, calibrationID, outputs, loadStart, loadEnd, testbed.service_log.read_text())
+        sizes = [len(json.dumps({"phases": {k: r[k] for k in PHASES}})) for r in reports]
         result.update(service=service, reportsMadeSeconds=made, workers=args.workers,
-                      reportBytes=statistics.mean(len(json.dumps({"phases": {k: r[k] for k in PHASES}})) for r in reports))
+                      reportBytes=statistics.mean(sizes))
         result["status"] = time_status(testbed, calibrationID, resolved, args)
     return result
 
@@ -262,8 +262,9 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
         stored = [w for w, _ in db.getResults(calibrationID, step["Step"])]
         acked = accepted.get(step["Step"], [])
         twice += len(acked) - len(set(acked))
-        lost += len((set(acked) | duplicate.get(step["Step"], set())) - set(stored))
-        uncounted += abs(step["NResults"] - len(stored)) + len(set(stored) - set(acked) - duplicate.get(step["Step"], set()))
+        repeated = duplicate.get(step["Step"], set())
+        lost += len((set(acked) | repeated) - set(stored))
+        uncounted += abs(step["NResults"] - len(stored)) + len(set(stored) - set(acked) - repeated)
     return {
         "calibrationID": calibrationID,
         "seconds": end - start,
@@ -336,10 +337,12 @@ def show(result: dict) -> None:
     print("  step close (threshold report acknowledged -> first worker served the next step): "
           + ", ".join(f"step {s}: {v:.2f} s" for s, v in result["stepCloseLatency"].items()))
     print("  workers learnt of the next step after the first (p50/p99/max s): "
-          + ", ".join(f"step {s}: {v['p50']:.1f}/{v['p99']:.1f}/{v['max']:.1f}" for s, v in result["learntAfterServed"].items()))
+          + ", ".join(f"step {s}: {v['p50']:.1f}/{v['p99']:.1f}/{v['max']:.1f}"
+                      for s, v in result["learntAfterServed"].items()))
     print("  close (claim, snapshot, estimators, commit) s: "
           + ", ".join(f"{s:.2f}" for s in result["closeComputeSeconds"])
-          + "; its computation alone, CPU s: " + ", ".join(f"{s:.2f}" for s in result.get("closeComputeCpuSeconds", [])))
+          + "; its computation alone, CPU s: "
+          + ", ".join(f"{s:.2f}" for s in result.get("closeComputeCpuSeconds", [])))
     print(f"  service: {service['cpuSeconds']:.0f} CPU s in {service['wallSeconds']:.0f} s = "
           f"{service['cpuPercentOfOneCore']:.0f} % of a core, peak RSS {service['peakRssMB']:.0f} MB")
     print(f"  errors {result['errors']} (lock waits {result['lockWaitErrors']}) {result['errorSamples']}")
@@ -362,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated reconstruction time per step, seconds (uniform)")
     parser.add_argument("--reports", type=int, default=8, help="distinct emulated reports the workers send")
     parser.add_argument("--events", type=int, default=1000, help="K0L (and photons, muons) per report")
-    parser.add_argument("--accuracy", nargs=2, type=float, default=(0.02, 0.005), metavar=("DIGITISATION", "PANDORAPFA"))
+    parser.add_argument("--accuracy", nargs=2, type=float, default=(0.02, 0.005),
+                        metavar=("DIGITISATION", "PANDORAPFA"))
     parser.add_argument("--strategy", default="fast", choices=("fast", "legacy"))
     parser.add_argument("--poll-rate", type=float, default=20.0, help="the service's WorkerPollRate")
     parser.add_argument("--timeout", type=float, default=1800.0)

@@ -28,8 +28,9 @@ import socket
 import threading
 import uuid
 import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote_plus
 
 from sqlalchemy import (
@@ -173,7 +174,7 @@ class StepClose:
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
 
 
 def dumps(value: Any) -> str:
@@ -326,7 +327,9 @@ class CalibrationDB:
         stamp = now()
         with self.engine.begin() as conn:
             changed = conn.execute(
-                update(calibrations).where(condition).values(Status=status, Reason=reason, LastUpdate=stamp, EndTime=stamp)
+                update(calibrations)
+                .where(condition)
+                .values(Status=status, Reason=reason, LastUpdate=stamp, EndTime=stamp)
             ).rowcount
         return changed == 1
 
@@ -486,7 +489,9 @@ class CalibrationDB:
             ).rowcount
         return token if claimed == 1 else None
 
-    def stepSnapshot(self, calibrationID: int, step: int) -> tuple[dict[str, Any], dict[str, Any], list[tuple[int, Any]]]:
+    def stepSnapshot(
+        self, calibrationID: int, step: int
+    ) -> tuple[dict[str, Any], dict[str, Any], list[tuple[int, Any]]]:
         """(calibration, step, results) read in one transaction without locks. Once the step is
         claimed its set of counted results cannot change, so this is what the close must use."""
         with self.engine.connect() as conn:
@@ -805,7 +810,9 @@ def url_from_cs() -> str:
     section = getDatabaseSection("Calibration/CalibrationDB")
     host = gConfig.getValue(f"{section}/Host", gConfig.getValue("/Systems/Databases/Host", ""))
     if not host:
-        path = gConfig.getValue(f"{section}/SQLitePath", os.path.join(rootPath, "work", "Calibration", "CalibrationDB.sqlite"))
+        path = gConfig.getValue(
+            f"{section}/SQLitePath", os.path.join(rootPath, "work", "Calibration", "CalibrationDB.sqlite")
+        )
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return f"sqlite+pysqlite:///{os.path.abspath(path)}"
     return mysql_url(

@@ -14,10 +14,12 @@ import logging
 import math
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CLAIM_TIMEOUT, CalibrationDB, CalibrationDBError, StepClose, now
+from ILCDIRAC.CalibrationSystem.logic.polling import DEFAULT_POLLING, PollPolicy, StepProgress, retry_after
 from ILCDIRAC.CalibrationSystem.logic.results import (
     CONSTANTS_FILE,
     RESULT_NAMES,
@@ -27,7 +29,6 @@ from ILCDIRAC.CalibrationSystem.logic.results import (
     history,
     result_files,
 )
-from ILCDIRAC.CalibrationSystem.logic.polling import PollPolicy, StepProgress, retry_after
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits, check_argument, payload_size, shown
@@ -87,6 +88,7 @@ def create_calibration(
     settings, resolved, files = validate_calibration(settingsDict, inputFiles, limits, caller)
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
+    assert state.current is not None, "a valid sequence has a first phase"
     stage, phase = split_key(state.current)
     nWorkers = resolved["numberOfJobs"]
     try:
@@ -169,7 +171,9 @@ def results_needed(fraction: float, numberOfWorkers: int) -> int:
     return max(1, math.ceil(round(fraction * numberOfWorkers, 9)))
 
 
-def check_input_files(inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS) -> dict[str, str]:
+def check_input_files(
+    inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS
+) -> dict[str, str]:
     """The user's reconstruction files if the calibration can run with them (names, number and
     sizes within the limits, then the steering, included and Pandora files checked as Marlin and
     Pandora will read them); otherwise CalibrationError with the problems."""
@@ -308,7 +312,9 @@ def calibration_status(
 def _precision(db: CalibrationDB, calibrationID: int, constants: Mapping[str, Any]) -> tuple[dict, dict]:
     """The uncertainties of the constants shown (from the steps that set them), and which of them
     exceed the accuracy asked of their phase."""
-    uncertainties = {name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants}
+    uncertainties = {
+        name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants
+    }
     return uncertainties, exceeding_accuracy(constants, uncertainties, db.getCalibration(calibrationID)["Settings"])
 
 
@@ -422,7 +428,7 @@ def is_input_file(name: str) -> bool:
 
 def application_status(calibrationID: int, action: str, step: int | None = None, key: str | None = None) -> str:
     """The ApplicationStatus wording of the original talk, shown on the DIRAC job monitor."""
-    if action == "run":
+    if action == "run" and key is not None:
         stage, phase = split_key(key)
         return f"Running: stage: {stage}; phase: {phase}; step: {step}"
     if action == "wait":
@@ -434,7 +440,7 @@ def application_status(calibrationID: int, action: str, step: int | None = None,
 
 def step_parameters(
     db: CalibrationDB, caller: Caller, calibrationID: int, workerID: int, lastStep: int | None,
-    polling: PollPolicy = PollPolicy(),
+    polling: PollPolicy = DEFAULT_POLLING,
 ) -> dict[str, Any]:
     """What a worker does next: run step N with these constants, wait (``retryAfter``: when to
     ask again, from the step's progress), or stop (``lastStep``: the last step it reported, 0 or
@@ -449,8 +455,13 @@ def step_parameters(
     status = calibration["Status"]
     if status != RUNNING:
         action = {FINISHED: "finished", KILLED: "killed", FAILED: "failed"}[status]
-        db.updateWorker(calibrationID, workerID, Status=action, ApplicationStatus=application_status(calibrationID, action),
-                        LastSeen=now())
+        db.updateWorker(
+            calibrationID,
+            workerID,
+            Status=action,
+            ApplicationStatus=application_status(calibrationID, action),
+            LastSeen=now(),
+        )
         return {"action": action, "reason": calibration["Reason"]}
     current = calibration["Step"]
     worker = db.getWorker(calibrationID, workerID)
@@ -530,6 +541,10 @@ class ClosePolicy:
     maxAttempts: int = 3
 
 
+#: The service's defaults (ConfigTemplate.cfg).
+DEFAULT_CLOSE = ClosePolicy()
+
+
 class CloseFailed(Exception):
     """One attempt at closing a step raised; the step was handed back for another attempt."""
 
@@ -542,7 +557,7 @@ def _in_process(function: Callable[..., StepClose], *args: Any) -> StepClose:
     return function(*args)
 
 
-def close_step(db: CalibrationDB, calibrationID: int, step: int, policy: ClosePolicy = ClosePolicy(),
+def close_step(db: CalibrationDB, calibrationID: int, step: int, policy: ClosePolicy = DEFAULT_CLOSE,
                compute: Compute = _in_process) -> StepClose | None:
     """Close the step once (claimed in the DB, computed without locks, by ``compute``: the
     service runs it in a process of its own); None if it was not claimable (someone else closes
@@ -601,7 +616,8 @@ def calibration_results(db: CalibrationDB, caller: Caller, calibrationID: int) -
     calibration = _owned(db, caller, calibrationID)
     if calibration["Status"] != FINISHED:
         raise CalibrationError(
-            f"calibration {calibrationID} is {calibration['Status']}" + (f" ({calibration['Reason']})" if calibration["Reason"] else "")
+            f"calibration {calibrationID} is {calibration['Status']}"
+            + (f" ({calibration['Reason']})" if calibration["Reason"] else "")
             + ": results exist once it finished"
         )
     finalize_calibration(db, calibrationID)
@@ -610,7 +626,7 @@ def calibration_results(db: CalibrationDB, caller: Caller, calibrationID: int) -
     return summary
 
 
-def close_ready_steps(db: CalibrationDB, policy: ClosePolicy = ClosePolicy(), compute: Compute = _in_process
+def close_ready_steps(db: CalibrationDB, policy: ClosePolicy = DEFAULT_CLOSE, compute: Compute = _in_process
                       ) -> list[dict[str, Any]]:
     """Close every step that has enough results (or whose closer died), each exactly once:
     the service's closer thread and the agent's safety net both call this."""
@@ -636,7 +652,9 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
         merged[key] = Summary.merge_payloads((p["phases"][key] for _, p in stored), spec)
         measurements[key] = phase.measure(merged[key], ctx)
         if measurements[key].ok and state.strategy != "legacy":
-            measurements[key] = dataclasses.replace(measurements[key], solution=phase.solve(state.constants, merged[key], ctx))
+            measurements[key] = dataclasses.replace(
+                measurements[key], solution=phase.solve(state.constants, merged[key], ctx)
+            )
     newState, outcome = advance(state, measurements, ctx)
     outcomeDict = outcome.to_dict()
     outcomeDict["workers"] = [worker for worker, _ in stored]
@@ -657,14 +675,15 @@ def failed_close(calibration: Mapping[str, Any], step: Mapping[str, Any], reason
 def _step_close(calibration: Mapping[str, Any], newState: ProcedureState, outcome: dict[str, Any],
                 artifacts: Mapping[str, str]) -> StepClose:
     running = newState.status == RUNNING
-    stage, phase = split_key(newState.current) if running else (calibration["Stage"], calibration["Phase"])
+    current = newState.current if running else None
+    stage, nextPhase = split_key(current) if current is not None else (calibration["Stage"], calibration["Phase"])
     return StepClose(
         outcome=outcome,
         state=newState.to_dict(),
         status=newState.status,
         reason=newState.reason,
         stage=stage,
-        phase=phase,
+        phase=nextPhase,
         nextStep=newState.step if running else None,
         nextPhases=newState.active,
         nextConstants=newState.constants if running else None,

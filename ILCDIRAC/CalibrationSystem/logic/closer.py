@@ -18,12 +18,13 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, StepClose
-from ILCDIRAC.CalibrationSystem.logic.calibrations import ClosePolicy, close_ready_steps
+from ILCDIRAC.CalibrationSystem.logic.calibrations import DEFAULT_CLOSE, ClosePolicy, close_ready_steps
 
 log = logging.getLogger("Calibration")
 
@@ -44,7 +45,7 @@ def _timed(function: Callable[..., StepClose], *args: Any) -> tuple[StepClose, f
 class StepCloser:
     """One background thread per service process; ``wake()`` is all a worker's call does."""
 
-    def __init__(self, db: CalibrationDB, policy: ClosePolicy = ClosePolicy(), interval: float = 5.0,
+    def __init__(self, db: CalibrationDB, policy: ClosePolicy = DEFAULT_CLOSE, interval: float = 5.0,
                  report: Callable[[str], None] = log.info, process: bool = False):
         """``report`` receives one line per close (the service passes its DIRAC logger)."""
         self.db, self.policy, self.interval, self.report = db, policy, interval, report
@@ -55,7 +56,7 @@ class StepCloser:
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="CalibrationStepCloser", daemon=True)
 
-    def start(self) -> "StepCloser":
+    def start(self) -> StepCloser:
         if self._process:
             self._new_pool()
         self._thread.start()

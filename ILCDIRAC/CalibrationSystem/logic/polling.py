@@ -35,6 +35,10 @@ class PollPolicy:
     closeSeconds: float = 2.0
 
 
+#: The service's defaults (ConfigTemplate.cfg).
+DEFAULT_POLLING = PollPolicy()
+
+
 @dataclass(frozen=True)
 class StepProgress:
     """What the step's row says: results counted, results needed, seconds since it opened."""

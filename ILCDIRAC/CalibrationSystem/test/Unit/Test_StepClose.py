@@ -154,8 +154,8 @@ def wait_for(condition, timeout=30.0):
 
 
 def test_the_services_closer_computes_in_a_child_process_and_replaces_a_dead_one(db):
-    from concurrent.futures.process import BrokenProcessPool
     import os
+    from concurrent.futures.process import BrokenProcessPool
 
     closer = StepCloser(db, process=True).start()
     try:
