@@ -10,6 +10,7 @@ from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic.calibrations import Caller, ClosePolicy
 from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
 from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import start
 
 CONSTANTS = {"CalibrECAL": [37.5, 37.5]}
@@ -17,6 +18,7 @@ CONSTANTS = {"CalibrECAL": [37.5, 37.5]}
 
 @pytest.fixture
 def db():
+    require_mariadb()
     name = mariadb.create_database("CalibStepClose")
     try:
         yield CalibrationDB(mysql_url(mariadb.HOST, mariadb.PORT, mariadb.USER, mariadb.PASSWORD, name))
