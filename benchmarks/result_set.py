@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import uproot  # noqa: E402
 
-from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX  # noqa: E402
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX  # noqa: E402
 from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS  # noqa: E402
 from ILCDIRAC.CalibrationSystem.test.inprocess import run_calibration  # noqa: E402
 from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files  # noqa: E402

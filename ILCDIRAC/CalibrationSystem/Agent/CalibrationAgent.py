@@ -34,11 +34,9 @@ from DIRAC.Core.Base.AgentModule import AgentModule
 from DIRAC.Core.Utilities.Proxy import executeWithUserProxy
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
-from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
-from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import now
+from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 from ILCDIRAC.CalibrationSystem.logic.health import ENDED_WORKER_STATES, Limits, review_workers
-from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
-from ILCDIRAC.CalibrationSystem.logic.supervision import older_than
+from ILCDIRAC.CalibrationSystem.Utilities.clock import now, older_than
 from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     PathError,
     lfn_within,
@@ -47,6 +45,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     relative_path,
     user_home,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX, decode_file
 
 
 class AgentError(RuntimeError):

@@ -21,7 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
-from ILCDIRAC.CalibrationSystem.logic.health import DONE_JOB, FAILED_JOB, RUNNING_JOB, UNKNOWN_JOB
+from DIRAC.WorkloadManagementSystem.Client import JobStatus
+
+from ILCDIRAC.CalibrationSystem.Utilities.jobstates import DONE_JOB, FAILED_JOB, RUNNING_JOB, UNKNOWN_JOB
 from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, folder_below, open_below
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -164,10 +166,12 @@ def _reap(pid: int) -> None:
 #: DIRAC job states seen by the agent: still queued or running, ended, or ended badly.
 DIRAC_STATES = {
     **dict.fromkeys(
-        ("Received", "Checking", "Staging", "Waiting", "Matched", "Rescheduled", "Running", "Completing"), RUNNING_JOB
+        (JobStatus.RECEIVED, JobStatus.CHECKING, JobStatus.STAGING, JobStatus.WAITING, JobStatus.MATCHED,
+         JobStatus.RESCHEDULED, JobStatus.RUNNING, JobStatus.COMPLETING),
+        RUNNING_JOB,
     ),
-    **dict.fromkeys(("Done", "Completed"), DONE_JOB),
-    **dict.fromkeys(("Failed", "Killed", "Deleted", "Stalled"), FAILED_JOB),
+    **dict.fromkeys((JobStatus.DONE, JobStatus.COMPLETED), DONE_JOB),
+    **dict.fromkeys((JobStatus.FAILED, JobStatus.KILLED, JobStatus.DELETED, JobStatus.STALLED), FAILED_JOB),
 }
 BUNDLE_NAME = "ilcdirac-calibration.tar.gz"
 #: The bundle's top folder. DIRAC's JobWrapper unpacks every tarball of the input sandbox into

@@ -17,7 +17,6 @@ files) failed.
 """
 from __future__ import annotations
 
-import base64
 import errno
 import logging
 import os
@@ -44,6 +43,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_L
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import Run, run_files, trained_likelihood_path
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import Slice
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE, SteeringError
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import decode_file
 
 log = logging.getLogger("CalibrationWorker")
 
@@ -294,8 +294,7 @@ class Worker:
             return None
         if stored not in self.likelihoods:
             answer = self.call("getCalibrationFile", self.calibrationID, stored)
-            content = base64.b64decode(answer["content"]).decode() if answer["encoding"] == "base64" else answer["content"]
-            self.likelihoods[stored] = content
+            self.likelihoods[stored] = decode_file(answer).decode()
         path = trained_likelihood_path(self.files, self.settings, self.calibrationID)
         return path, self.likelihoods[stored]
 

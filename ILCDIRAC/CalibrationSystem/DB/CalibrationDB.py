@@ -16,7 +16,6 @@ SQLite file (option ``SQLitePath``), for a single-machine installation.
 """
 from __future__ import annotations
 
-import datetime
 import json
 import zlib
 from dataclasses import dataclass
@@ -46,6 +45,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+
+from ILCDIRAC.CalibrationSystem.Utilities.clock import now
 
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
@@ -151,10 +152,6 @@ class StepClose:
     nextConstants: Mapping[str, Any] | None
     nextInputs: Mapping[str, str]
     files: Mapping[str, bytes]
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
 def dumps(value: Any) -> str:

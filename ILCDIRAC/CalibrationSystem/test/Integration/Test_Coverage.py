@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from ILCDIRAC.CalibrationSystem.logic.power import expected_power
+from ILCDIRAC.CalibrationSystem.Utilities.power import expected_power
 from ILCDIRAC.CalibrationSystem.test import coverage
 from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, check_input_files
+from ILCDIRAC.CalibrationSystem.Utilities.validation import CalibrationError, check_input_files
 from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
 from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
 from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ILCDIRAC.CalibrationSystem.logic.calibrations import results_needed
+from ILCDIRAC.CalibrationSystem.Utilities.validation import results_needed
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 
 
