@@ -461,6 +461,30 @@ def test_other_users_learn_nothing_and_unregistered_users_reach_nothing(shared, 
     assert database_rows(shared) == before
 
 
+def test_a_cs_that_only_says_default_authenticated_still_keeps_the_agent_methods_to_trusted_hosts():
+    """Without the template's per-method lines, DIRAC falls back to the handler's ``auth_``
+    defaults before the section's ``Default``: users are refused the agent's methods, the agent
+    (a TrustedHost) and users' own methods still work."""
+    require_mariadb()
+    with Testbed(local_backend=False, service_options=FAST_WORKERS) as testbed:
+        section = testbed.cfg["Systems"]["Calibration"][testbed.instance]["Services"]["Calibration"]["Authorization"]
+        for method in section.listOptions():
+            if method != "Default":
+                section.deleteKey(method)
+        assert section.listOptions() == ["Default"] and section["Default"] == "authenticated"
+        testbed.cfg_path.write_text(str(testbed.cfg))
+        testbed.start_service()
+        before = database_rows(testbed)
+        for user in ("alice", "admin"):
+            for method, args in AGENT_METHODS.items():
+                refused(getattr(testbed.rpc(user), method)(*args), UNAUTHORIZED)
+        assert database_rows(testbed) == before
+        agentWork = testbed.rpc("host").getAgentWork()
+        assert agentWork["OK"] and agentWork["Value"] == [], agentWork
+        status = testbed.rpc("alice").getCalibrationStatus([])
+        assert status["OK"] and status["Value"] == [], status
+
+
 def test_duplicate_and_ended_reports_are_never_counted(shared, tmp_path):
     idle = create_via_rpc(shared, tmp_path, truth=TRUTH, samples=SAMPLES, settings=GRID)
     report = empty_report(shared, idle)
