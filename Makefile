@@ -44,9 +44,9 @@ install: $(VENV)/.deps
 	rm -rf build
 
 mariadb:
-	@$(PY) -m ILCDIRAC.CalibrationSystem.test.mariadb || \
+	@$(PY) -m ILCDIRAC.CalibrationSystem.localdirac.mariadb || \
 	  { start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && \
-	    $(PY) -m ILCDIRAC.CalibrationSystem.test.mariadb --wait 60; }
+	    $(PY) -m ILCDIRAC.CalibrationSystem.localdirac.mariadb --wait 60; }
 
 test: install mariadb
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -66,12 +66,13 @@ class CalibrationAgent(AgentModule):
     def execute(self):
         closed = self.call("closeReadySteps")
         for item in closed:
-            self.log.notice("closed a step the service left open", str(item))
+            self.log.notice("Closed a step the service left open", str(item))
         for calibration in self.call("getAgentWork"):
             try:
                 self.look_after(calibration)
             except Exception as exc:  # noqa: BLE001 - one calibration must not block the others
-                self.log.error(f"calibration {calibration['calibrationID']}", f"{type(exc).__name__}: {exc}")
+                self.log.error("Cannot look after calibration",
+                               f"{calibration['calibrationID']}: {type(exc).__name__}: {exc}")
         return S_OK()
 
     def call(self, method: str, *args: Any) -> Any:
@@ -99,7 +100,7 @@ class CalibrationAgent(AgentModule):
             self.deliver(calibration)
         if calibration["status"] != "running" and older_than(calibration["endTime"], self.deleteAfterDays, now()):
             self.call("removeCalibrationData", calibrationID)
-            self.log.notice(f"calibration {calibrationID}: working data deleted after {self.deleteAfterDays} days")
+            self.log.notice("Working data deleted", f"calibration {calibrationID}, after {self.deleteAfterDays} days")
 
     def act(self, calibration: dict[str, Any], backend, review) -> None:
         calibrationID = calibration["calibrationID"]
@@ -111,10 +112,10 @@ class CalibrationAgent(AgentModule):
                 worker = byJob[jobID]
                 if calibration["status"] != "running" or review.fail:
                     updates[str(worker["workerID"])] = {"Status": "killed"}
-            self.log.notice(f"calibration {calibrationID}: killed jobs", ", ".join(review.kill))
+            self.log.notice("Killed jobs", f"calibration {calibrationID}: {', '.join(review.kill)}")
         if review.fail:
             self.call("failCalibration", calibrationID, review.fail)
-            self.log.warn(f"calibration {calibrationID} failed", review.fail)
+            self.log.warn("Calibration failed", f"{calibrationID}: {review.fail}")
         if review.resubmit:
             jobs = self.on_backend(calibration, backend.submit, calibrationID, review.resubmit)
             workers = {w["workerID"]: w for w in calibration["workers"]}
@@ -125,7 +126,7 @@ class CalibrationAgent(AgentModule):
                     "Resubmissions": workers[workerID]["resubmissions"] + 1,
                     "LastSeen": None,
                 }
-            self.log.notice(f"calibration {calibrationID}: resubmitted workers", str(sorted(jobs)))
+            self.log.notice("Resubmitted workers", f"calibration {calibrationID}: {sorted(jobs)}")
         for workerID in review.dead:
             updates[str(workerID)] = {"Status": "dead", "ApplicationStatus": "given up after repeated failures"}
         if updates:
@@ -184,7 +185,7 @@ class CalibrationAgent(AgentModule):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.call("markDelivered", calibrationID, report)
-        self.log.notice(f"calibration {calibrationID}: results delivered", report)
+        self.log.notice("Results delivered", f"calibration {calibrationID}: {report}")
 
     @staticmethod
     def output_problem(calibration: dict[str, Any], outputPath: str) -> str | None:

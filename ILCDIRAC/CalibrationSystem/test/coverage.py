@@ -27,8 +27,8 @@ from typing import Any, Mapping, Sequence
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic.results import final_uncertainties
-from ILCDIRAC.CalibrationSystem.test.configurations import Configuration, true_starting_constants
-from ILCDIRAC.CalibrationSystem.test.inprocess import make_samples, run_calibration
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import Configuration, true_starting_constants
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import make_samples, run_calibration
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary
 

@@ -17,7 +17,7 @@ import psutil
 import yaml
 
 from ILCDIRAC.CalibrationSystem.test import wms
-from ILCDIRAC.CalibrationSystem.test.scenario import Scenario, ScenarioError
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario, ScenarioError
 
 LOCAL_SETTINGS = "settings-local.yaml"
 

@@ -14,7 +14,7 @@ import pytest
 
 from ILCDIRAC.CalibrationSystem.Utilities.power import expected_power
 from ILCDIRAC.CalibrationSystem.test import coverage
-from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import CONFIGURATIONS
 
 REPEATS = 12
 CLD = next(c for c in CONFIGURATIONS if c.name == "CLD")

@@ -7,7 +7,7 @@ database must hold every step with the constants it ran with.
 """
 import pytest
 
-from ILCDIRAC.CalibrationSystem.test.scenario import Scenario, shifted_truth
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario, shifted_truth
 
 TRUTH_FACTORS = {"CalibrECAL": 1.15, "ECALEndcapCorrectionFactor": 0.96}
 

@@ -21,8 +21,8 @@ import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
-from ILCDIRAC.CalibrationSystem.test.scenario import BIN, Scenario, shifted_truth
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import BIN, Scenario, shifted_truth
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 
 TRUTH = {"CalibrECAL": 1.15, "ECALEndcapCorrectionFactor": 0.96}
 SAMPLES = {"gamma": (4, 400)}

@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from ILCDIRAC.CalibrationSystem.DB import CalibrationDB as dbModule
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
-from ILCDIRAC.CalibrationSystem.test.scenario import (
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import (
     BIN,
     Scenario,
     create_via_rpc,
@@ -32,7 +32,7 @@ from ILCDIRAC.CalibrationSystem.test.scenario import (
     shifted_truth,
     wait_for_agent_cycles,
 )
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed, dn_string
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed, dn_string
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 
 TRUTH = shifted_truth("FCCee_o1_v04", {"CalibrECAL": 1.15})

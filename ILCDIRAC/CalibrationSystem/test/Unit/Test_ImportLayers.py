@@ -1,5 +1,5 @@
 """Imports run downward: the user's commands and the grid worker load neither SQLAlchemy nor the
-service's logic and database, and the agent not the database.
+service's logic and database, the agent not the database, and ``make demo`` no test code.
 
 Each module is imported in a fresh interpreter together with every package module it imports
 anywhere, also inside functions (the commands import most of what they run lazily), and the
@@ -69,3 +69,9 @@ def test_user_commands_and_the_worker_load_no_service_code(module):
 def test_the_agent_loads_no_database():
     modules = imported_modules(f"{PREFIX}.Agent.CalibrationAgent")
     assert service_side(loaded_after_import(modules), ("sqlalchemy", f"{PREFIX}.DB")) == []
+
+
+def test_the_demo_and_the_makefile_use_no_test_code():
+    modules = imported_modules(f"{PREFIX}.demo")
+    assert service_side(loaded_after_import(modules), (f"{PREFIX}.test",)) == []
+    assert f"{PREFIX}.test" not in (ROOT / "Makefile").read_text()

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 import yaml
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
-from ILCDIRAC.CalibrationSystem.test.inprocess import STEERING, make_samples
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import STEERING, make_samples
 from marlin_emulator.truth import DetectorTruth, load_truth
 
 BIN = Path(sys.executable).parent

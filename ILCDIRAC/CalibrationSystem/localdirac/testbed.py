@@ -57,7 +57,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from diraccfg import CFG
 import psutil
 
-from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The folder that holds ILCDIRAC/CalibrationSystem: the repository root in a checkout.
