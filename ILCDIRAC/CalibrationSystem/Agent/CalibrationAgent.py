@@ -32,6 +32,7 @@ from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
 from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getVOForGroup
 from DIRAC.Core.Base.AgentModule import AgentModule
 from DIRAC.Core.Utilities.Proxy import executeWithUserProxy
+from DIRAC.Core.Utilities.ReturnValues import convertToReturnValue
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
 from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
@@ -140,13 +141,10 @@ class CalibrationAgent(AgentModule):
         return self.as_owner(calibration, function, *args)
 
     def as_owner(self, calibration: dict[str, Any], function: Callable, *args: Any) -> Any:
-        """Run a grid operation with the owner's proxy."""
-
-        def wrapped():
-            return S_OK(function(*args))
-
-        result = executeWithUserProxy(wrapped)(
-            proxyUserDN=calibration["ownerDN"], proxyUserGroup=calibration["ownerGroup"]
+        """Run a grid operation with the owner's proxy (DIRAC's convertToReturnValue turns its
+        value or exception into the S_OK/S_ERROR executeWithUserProxy passes on)."""
+        result = executeWithUserProxy(convertToReturnValue(function))(
+            *args, proxyUserDN=calibration["ownerDN"], proxyUserGroup=calibration["ownerGroup"]
         )
         if not result["OK"]:
             raise AgentError(f"as {calibration['owner']}: {result['Message']}")
