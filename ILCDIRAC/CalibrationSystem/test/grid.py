@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 import psutil
 import yaml
 
-from ILCDIRAC.CalibrationSystem.test import wms
+from ILCDIRAC.CalibrationSystem.localdirac import wms
 from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario, ScenarioError
 
 LOCAL_SETTINGS = "settings-local.yaml"

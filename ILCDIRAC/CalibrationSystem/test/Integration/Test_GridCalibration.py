@@ -29,7 +29,7 @@ import pytest
 from ILCDIRAC.CalibrationSystem.Client.Backends import job_group, job_name
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.localdirac import mariadb
-from ILCDIRAC.CalibrationSystem.test import wms
+from ILCDIRAC.CalibrationSystem.localdirac import wms
 from ILCDIRAC.CalibrationSystem.localdirac.configurations import ACCURACY, CONFIGURATIONS, SAMPLES
 from ILCDIRAC.CalibrationSystem.test.grid import (
     GridScenario,

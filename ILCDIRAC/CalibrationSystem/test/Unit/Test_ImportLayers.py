@@ -31,6 +31,11 @@ USER_SIDE = [
 ]
 
 
+def is_module(name: str) -> bool:
+    path = PACKAGE.joinpath(*name.removeprefix(PREFIX + ".").split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def imported_modules(module: str) -> list[str]:
     """``module`` and the package modules its source imports, at any depth of its code."""
     source = PACKAGE.joinpath(*module.removeprefix(PREFIX + ".").split(".")).with_suffix(".py")
@@ -38,6 +43,7 @@ def imported_modules(module: str) -> list[str]:
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PREFIX):
             names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names if is_module(f"{node.module}.{alias.name}")]
         elif isinstance(node, ast.Import):
             names += [alias.name for alias in node.names if alias.name.startswith(PREFIX)]
     return names
@@ -71,7 +77,9 @@ def test_the_agent_loads_no_database():
     assert service_side(loaded_after_import(modules), ("sqlalchemy", f"{PREFIX}.DB")) == []
 
 
-def test_the_demo_and_the_makefile_use_no_test_code():
+def test_the_demo_the_local_dirac_and_the_makefile_use_no_test_code():
     modules = imported_modules(f"{PREFIX}.demo")
+    for path in sorted((PACKAGE / "localdirac").glob("[a-z]*.py")):
+        modules += imported_modules(f"{PREFIX}.localdirac.{path.stem}")
     assert service_side(loaded_after_import(modules), (f"{PREFIX}.test",)) == []
     assert f"{PREFIX}.test" not in (ROOT / "Makefile").read_text()
