@@ -24,7 +24,9 @@ def run_worker(calibrationID: int, workerID: int, workDir: Path, owner: tuple[st
     the owner's behalf (DIRAC delegation), as only a TrustedHost may."""
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 
+    # A worker's log is read after the fact (stalls, retries): every line with its time and level.
     worker_log.setLevel("INFO")
+    worker_log.showHeaders(True)
     jobID = dirac_job_id(os.environ)
     if jobID is not None:
         Path(WATCHDOG_SWITCH).touch()
