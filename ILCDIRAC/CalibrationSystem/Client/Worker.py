@@ -46,7 +46,10 @@ from ILCDIRAC.CalibrationSystem.Utilities.slicing import Slice
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE, SteeringError
 from ILCDIRAC.CalibrationSystem.Utilities.stored_files import decode_file
 
+#: The worker's log (shared with StatusReport): quiet below NOTICE where a Worker runs inside
+#: another program (the in-process driver, benchmarks); the worker program shows INFO.
 log = gLogger.getSubLogger("CalibrationWorker")
+log.setLevel("NOTICE")
 
 EXIT_ENDED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_RECONSTRUCTION = 0, 2, 3, 4
 #: Where downloaded sample files go, below the work directory (mirroring their LFN folders).
