@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, now
 from ILCDIRAC.CalibrationSystem.logic.calibrations import FAILED, JOB_ID_FORMATS, RUNNING, checked_id
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits, shown
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
 from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX
 from ILCDIRAC.CalibrationSystem.Utilities.validation import NO_LIMITS, CalibrationError
 
@@ -80,7 +81,7 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limit
                 values[name] = value
             elif name == "ApplicationStatus" and isinstance(value, str):
                 values[name] = value[:255]
-            elif name == "Resubmissions" and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+            elif name == "Resubmissions" and is_int(value) and 0 <= value < 2**31:
                 values[name] = value
             elif name == "LastSeen" and value is None:
                 values[name] = None
