@@ -22,7 +22,7 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic import supervision
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits
-from ILCDIRAC.CalibrationSystem.Utilities.validation import CalibrationError, Caller, new_error_id
+from ILCDIRAC.CalibrationSystem.Utilities.validation import NO_LIMITS, CalibrationError, Caller, new_error_id
 
 #: The argument types of every RPC, by name: the handler declares them to DIRAC as ``types_``.
 RPC_TYPES: dict[str, tuple[type, ...]] = {}
@@ -51,7 +51,7 @@ def _rpc(*types: type, agent: bool = False) -> Callable:
         def answer(self: CalibrationService, caller: Caller, *args: Any) -> dict[str, Any]:
             if len(args) != len(types):
                 return refusal(f"{name} takes {len(types)} arguments, not {len(args)}")
-            for index, (value, expected) in enumerate(zip(args, types)):
+            for index, (value, expected) in enumerate(zip(args, types, strict=True)):
                 if not isinstance(value, expected):
                     return refusal(f"{name}: argument {index} must be a {expected.__name__}, "
                                    f"not a {type(value).__name__}")
@@ -75,7 +75,7 @@ class CalibrationService:
     def __init__(
         self,
         db: CalibrationDB,
-        limits: ServiceLimits = ServiceLimits(),
+        limits: ServiceLimits = NO_LIMITS,
         polling: Mapping[str, float] | None = None,
         adminProperties: frozenset[str] = frozenset(),
         localBackendUsers: frozenset[str] = frozenset(),
