@@ -6,7 +6,7 @@ keeps the same wording per worker in its DB for every backend.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from DIRAC import gLogger
 

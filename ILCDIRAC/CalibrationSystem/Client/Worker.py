@@ -23,9 +23,10 @@ import random
 import shlex
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from DIRAC import gLogger
 
@@ -83,7 +84,7 @@ class Polling:
     patience: float = 3600.0
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "Polling":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Polling:
         return cls(**{k: float(v) for k, v in (data or {}).items() if k in cls.__dataclass_fields__})
 
 
@@ -369,6 +370,7 @@ def marlin_environment(settings: Mapping[str, Any]) -> str:
     through iLCDirac's own software set-up (CVMFS), so Marlin, DDCaloDigi and DDMarlinPandora
     come from the release."""
     from DIRAC import S_ERROR
+
     from ILCDIRAC.Core.Utilities.CombinedSoftwareInstallation import getEnvironmentScript
 
     version = settings["marlinVersion"]

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote_plus
 
 from sqlalchemy import (
@@ -303,7 +304,9 @@ class CalibrationDB:
         stamp = now()
         with self.engine.begin() as conn:
             changed = conn.execute(
-                update(calibrations).where(condition).values(Status=status, Reason=reason, LastUpdate=stamp, EndTime=stamp)
+                update(calibrations)
+                .where(condition)
+                .values(Status=status, Reason=reason, LastUpdate=stamp, EndTime=stamp)
             ).rowcount
         return changed == 1
 
@@ -695,7 +698,9 @@ def url_from_cs() -> str:
 
     section = getDatabaseSection(DB_NAME)
     if not gConfig.getValue(f"{section}/Host", gConfig.getValue("/Systems/Databases/Host", "")):
-        path = gConfig.getValue(f"{section}/SQLitePath", os.path.join(rootPath, "work", "Calibration", "CalibrationDB.sqlite"))
+        path = gConfig.getValue(
+            f"{section}/SQLitePath", os.path.join(rootPath, "work", "Calibration", "CalibrationDB.sqlite")
+        )
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return f"sqlite+pysqlite:///{os.path.abspath(path)}"
     result = getDBParameters(DB_NAME)

@@ -8,7 +8,7 @@ import datetime
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
 
 
 def older_than(moment: datetime.datetime | None, days: float, reference: datetime.datetime) -> bool:

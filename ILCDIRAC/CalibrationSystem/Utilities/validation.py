@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits, shown
@@ -103,7 +104,9 @@ def results_needed(fraction: float, numberOfWorkers: int) -> int:
     return max(1, math.ceil(round(fraction * numberOfWorkers, 9)))
 
 
-def check_input_files(inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS) -> dict[str, str]:
+def check_input_files(
+    inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS
+) -> dict[str, str]:
     """The user's reconstruction files if the calibration can run with them (names, number and
     sizes within the limits, then the steering, included and Pandora files checked as Marlin and
     Pandora will read them); otherwise CalibrationError with the problems."""

@@ -11,26 +11,27 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Client.Worker import Worker
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic.service import CalibrationService
+from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect
+from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles
 from ILCDIRAC.CalibrationSystem.Utilities.validation import Caller
 from marlin_emulator import STEERING
 from marlin_emulator.run import RUN_ERRORS, run
 from marlin_emulator.samples import make_sample_files
 from marlin_emulator.truth import DetectorTruth
-from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect
-from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
-from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles
 
 #: The one user of a single-machine installation: local workers are theirs to run.
-CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}),
-                localBackend=True)
+CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user",
+                properties=frozenset({"NormalUser"}), localBackend=True)
 
 PARTICLES = {"gamma": ("gamma", 10.0), "kaon": ("kaon0L", 50.0), "muon": ("mu-", 10.0), "zuds": ("zuds", 200.0)}
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from DIRAC import gLogger
 
@@ -56,6 +57,7 @@ def create_calibration(
     settings, resolved, files = validate_calibration(settingsDict, inputFiles, limits, caller)
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
+    assert state.current is not None, "a valid sequence has a first phase"
     stage, phase = split_key(state.current)
     nWorkers = resolved["numberOfJobs"]
     try:
@@ -186,7 +188,9 @@ def calibration_status(
 def _precision(db: CalibrationDB, calibrationID: int, constants: Mapping[str, Any]) -> tuple[dict, dict]:
     """The uncertainties of the constants shown (from the steps that set them), and which of them
     exceed the accuracy asked of their phase."""
-    uncertainties = {name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants}
+    uncertainties = {
+        name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants
+    }
     return uncertainties, exceeding_accuracy(constants, uncertainties, db.getCalibration(calibrationID)["Settings"])
 
 
@@ -289,7 +293,7 @@ def register_workers(
 
 def application_status(calibrationID: int, action: str, step: int | None = None, key: str | None = None) -> str:
     """The ApplicationStatus wording of the original talk, shown on the DIRAC job monitor."""
-    if action == "run":
+    if action == "run" and key is not None:
         stage, phase = split_key(key)
         return f"Running: stage: {stage}; phase: {phase}; step: {step}"
     if action == "wait":
@@ -314,8 +318,13 @@ def step_parameters(
     status = calibration["Status"]
     if status != RUNNING:
         action = {FINISHED: "finished", KILLED: "killed", FAILED: "failed"}[status]
-        db.updateWorker(calibrationID, workerID, Status=action, ApplicationStatus=application_status(calibrationID, action),
-                        LastSeen=now())
+        db.updateWorker(
+            calibrationID,
+            workerID,
+            Status=action,
+            ApplicationStatus=application_status(calibrationID, action),
+            LastSeen=now(),
+        )
         return {"action": action, "reason": calibration["Reason"]}
     current = calibration["Step"]
     stored = db.getWorker(calibrationID, workerID)["LastStep"]
@@ -419,7 +428,8 @@ def calibration_results(db: CalibrationDB, caller: Caller, calibrationID: int) -
     calibration = _owned(db, caller, calibrationID)
     if calibration["Status"] != FINISHED:
         raise CalibrationError(
-            f"calibration {calibrationID} is {calibration['Status']}" + (f" ({calibration['Reason']})" if calibration["Reason"] else "")
+            f"calibration {calibrationID} is {calibration['Status']}"
+            + (f" ({calibration['Reason']})" if calibration["Reason"] else "")
             + ": results exist once it finished"
         )
     finalize_calibration(db, calibrationID)
@@ -453,7 +463,9 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
             merged[key] = Summary.merge_payloads((p["phases"][key] for _, p in stored), spec)
             measurements[key] = phase.measure(merged[key], ctx)
             if measurements[key].ok and state.strategy != "legacy":
-                measurements[key] = dataclasses.replace(measurements[key], solution=phase.solve(state.constants, merged[key], ctx))
+                measurements[key] = dataclasses.replace(
+                    measurements[key], solution=phase.solve(state.constants, merged[key], ctx)
+                )
         newState, outcome = advance(state, measurements, ctx)
         artifacts = outcome.artifacts
         outcomeDict = outcome.to_dict()
@@ -472,14 +484,15 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
         artifacts = {}
         outcomeDict = {"step": step["Step"], "error": newState.reason}
     running = newState.status == RUNNING
-    stage, phase = split_key(newState.current) if running else (calibration["Stage"], calibration["Phase"])
+    current = newState.current if running else None
+    stage, nextPhase = split_key(current) if current is not None else (calibration["Stage"], calibration["Phase"])
     return StepClose(
         outcome=outcomeDict,
         state=newState.to_dict(),
         status=newState.status,
         reason=newState.reason,
         stage=stage,
-        phase=phase,
+        phase=nextPhase,
         nextStep=newState.step if running else None,
         nextPhases=newState.active,
         nextConstants=newState.constants if running else None,

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import errno
 import functools
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from DIRAC import S_ERROR, S_OK, gLogger
 

@@ -2,7 +2,8 @@
 after, and the agent's verdicts about workers and calibrations, stored atomically."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, now
 from ILCDIRAC.CalibrationSystem.logic.calibrations import FAILED, JOB_ID_FORMATS, RUNNING, checked_id
@@ -23,7 +24,9 @@ AGENT_SETTINGS = (
     "geometryTarball",
     "numberOfJobs",
 )
-WORKER_STATES = frozenset({"created", "submitted", "resubmitted", "running", "waiting", "finished", "killed", "failed", "dead"})
+WORKER_STATES = frozenset(
+    {"created", "submitted", "resubmitted", "running", "waiting", "finished", "killed", "failed", "dead"}
+)
 
 
 def agent_work(db: CalibrationDB) -> list[dict[str, Any]]:

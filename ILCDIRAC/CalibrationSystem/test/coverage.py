@@ -21,14 +21,15 @@ so a pull is the distance over ``sigma * sqrt(1 + 1 / (R - 1))``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
-from ILCDIRAC.CalibrationSystem.logic.results import final_uncertainties
 from ILCDIRAC.CalibrationSystem.localdirac.configurations import Configuration, true_starting_constants
 from ILCDIRAC.CalibrationSystem.localdirac.inprocess import make_samples, run_calibration
+from ILCDIRAC.CalibrationSystem.logic.results import final_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary
 

@@ -23,7 +23,6 @@ import yaml
 from sqlalchemy import text
 
 from ILCDIRAC.CalibrationSystem.DB import CalibrationDB as dbModule
-from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
 from ILCDIRAC.CalibrationSystem.localdirac.scenario import (
     BIN,
     Scenario,
@@ -33,6 +32,7 @@ from ILCDIRAC.CalibrationSystem.localdirac.scenario import (
     wait_for_agent_cycles,
 )
 from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed, dn_string
+from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 
 TRUTH = shifted_truth("FCCee_o1_v04", {"CalibrECAL": 1.15})

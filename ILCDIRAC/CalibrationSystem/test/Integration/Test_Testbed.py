@@ -13,8 +13,8 @@ import pytest
 from diraccfg import CFG
 
 from ILCDIRAC.CalibrationSystem.localdirac import mariadb
-from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
 from ILCDIRAC.CalibrationSystem.localdirac.testbed import CODE_ROOT, HOST, USERS, Testbed, TestbedError
+from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
 
 BUILTIN = ("ping", "whoami", "echo")
 SERVICE_SECTION = "Systems/Calibration/Test/Services/Calibration"
