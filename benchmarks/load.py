@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load on one Calibration service: N simulated workers over DISET/TLS, through complete steps.
 
-A real test bed (``test/testbed.py``: CA, proxies, ``dirac-service`` over TLS, MariaDB) runs one
+A real test bed (``localdirac/testbed.py``: CA, proxies, ``dirac-service`` over TLS, MariaDB) runs one
 hadronic-scale calibration (phase 1.4, ``--strategy``, ``pandoraPFAAccuracy`` from
 ``--accuracy``) with N workers. The workers are the project's own ``Client/Worker.py`` loop
 (``Worker.run``: set-up, getStepParameters, submitResult, following the service's
@@ -152,8 +152,8 @@ class ServiceMonitor(threading.Thread):
 
 def run_load(args: argparse.Namespace) -> dict[str, Any]:
     from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
-    from ILCDIRAC.CalibrationSystem.test.inprocess import input_files
-    from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+    from ILCDIRAC.CalibrationSystem.localdirac.inprocess import input_files
+    from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
     from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
     from marlin_emulator import STEERING
 
@@ -291,7 +291,7 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
 def time_status(testbed, calibrationID: int, resolved: dict, args) -> dict[str, float]:
     """The status command (process and RPC) for the calibration with N workers, then with 50
     calibrations in the database (killed ones: a user may have only 10 running)."""
-    from ILCDIRAC.CalibrationSystem.test.inprocess import input_files
+    from ILCDIRAC.CalibrationSystem.localdirac.inprocess import input_files
     from marlin_emulator import STEERING
 
     def command(*extra: str) -> float:

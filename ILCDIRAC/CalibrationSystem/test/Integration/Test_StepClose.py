@@ -6,10 +6,10 @@ import threading
 import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, StepClose, mysql_url
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic.calibrations import Caller, ClosePolicy
 from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
-from ILCDIRAC.CalibrationSystem.test import mariadb
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import start
 
