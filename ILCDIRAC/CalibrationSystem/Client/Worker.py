@@ -6,8 +6,9 @@ the DIRAC DataManager). Per step: write the user's files with the step's constan
 steering file as ``step<N>_<sample>.xml`` beside them, so its includes and the Pandora files
 resolve as in the user's folder), run ``<marlinExecutable> step<N>_<sample>.xml`` there, read
 the PfoAnalysis output with uproot, reduce it to each
-active phase's summary and submit it; then wait (sleeping, with jittered back-off) for the
-next step. The worker relies on nothing but the reconstruction contract, so real Marlin, the
+active phase's summary and submit it; then wait for the next step, asking again when the
+service's ``wait`` answer says (``retryAfter``; a jittered back-off when it says nothing). The
+worker relies on nothing but the reconstruction contract, so real Marlin, the
 emulator or any other command honouring it can be calibrated.
 
 Exit codes: 0 the calibration ended (finished, killed or failed: the service decided),
@@ -18,6 +19,7 @@ files) failed.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import random
 import shlex
@@ -157,7 +159,7 @@ class Worker:
                     waiting.reset()
                 elif action == "wait":
                     self.report(params["applicationStatus"])
-                    self.sleep(waiting.next())
+                    self.sleep(self.wait_time(params, waiting))
                 elif action in END_ACTIONS:
                     self.report(f"PandoraCalib_{self.calibrationID}: Calibration is {action}.")
                     log.info("calibration ended", f"{self.calibrationID} {action} {params.get('reason', '')}")
@@ -176,6 +178,15 @@ class Worker:
             log.error("reconstruction failed:", str(exc))
             self.report(f"PandoraCalib_{self.calibrationID}: reconstruction failed: {exc}"[:STATUS_LENGTH])
             return EXIT_RECONSTRUCTION
+
+    def wait_time(self, params: Mapping[str, Any], waiting: Backoff) -> float:
+        """How long to wait before asking again: the service's ``retryAfter`` (when it expects
+        the next step, spread over its workers) within WorkerPollMinimum/Maximum, or the
+        jittered back-off when the answer has no usable hint."""
+        hint = params.get("retryAfter")
+        if isinstance(hint, (int, float)) and not isinstance(hint, bool) and math.isfinite(hint):
+            return min(max(float(hint), self.polling.minimum), self.polling.maximum)
+        return waiting.next()
 
     def call(self, method: str, *args: Any) -> Any:
         """One RPC, retried with jittered back-off while the service cannot be reached.

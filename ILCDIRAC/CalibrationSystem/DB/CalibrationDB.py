@@ -6,9 +6,14 @@ several replicas on one database, without losing an acknowledged result or closi
   (calibration, step, worker), so a repeated report is a harmless duplicate.
 - A result only counts while its step is open: the insert and the increment of the step's result
   counter run in one transaction guarded by ``Status = 'open'``.
-- Closing a step is one transaction that starts with ``UPDATE ... SET Status='closed' WHERE
-  Status='open'``: only the transaction that flips the row goes on, the row lock serialises it
-  against concurrent reports and a concurrent close, and a crash rolls everything back.
+- Closing a step never holds a lock while it computes. A closer *claims* the step with one short
+  guarded update (``Status`` open -> closing, ``ClaimedBy``/``ClaimedAt`` set, ``CloseAttempts``
+  counted, only while the step is open and has enough results, or while an older claim has timed
+  out because its closer died), reads the step's committed results without locks (no result can
+  be counted once the step left ``open``, so this is exactly the set the close uses), computes,
+  and commits the outcome and the next step in one short transaction guarded by its claim still
+  being the step's. Exactly one closer commits, also with several service replicas; a close that
+  raises hands the step back (open, the attempt counted) for a retry.
 
 Production uses MariaDB/MySQL from the CS section ``Databases/CalibrationDB`` (Host, Port, User,
 Password, DBName as for every DIRAC DB). Without a configured Host the embedded default is an
@@ -16,7 +21,12 @@ SQLite file (option ``SQLitePath``), for a single-machine installation.
 """
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import socket
+import threading
+import uuid
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,8 +46,10 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     insert,
+    inspect,
     or_,
     select,
     tuple_,
@@ -96,6 +108,10 @@ steps = _table(
     Column("OpenTime", DateTime, nullable=False),
     Column("CloseTime", DateTime, nullable=True),
     Column("Outcome", LongText, nullable=True),
+    Column("ClaimedBy", String(128), nullable=True),
+    Column("ClaimedAt", DateTime, nullable=True),
+    Column("CloseAttempts", Integer, nullable=False, default=0),
+    Column("CloseError", Text, nullable=True),
 )
 
 results = _table(
@@ -127,7 +143,11 @@ files = _table(
     Column("CreationTime", DateTime, nullable=False),
 )
 
-OPEN, CLOSED = "open", "closed"
+OPEN, CLOSING, CLOSED = "open", "closing", "closed"
+#: Seconds after which a closer's claim on a step counts as abandoned (its process died) by default.
+CLAIM_TIMEOUT = 300.0
+#: Longest stored close error (the reason a failed close attempt left).
+MAX_CLOSE_ERROR = 1000
 
 
 class CalibrationDBError(Exception):
@@ -174,6 +194,7 @@ class CalibrationDB:
         self.url = url or url_from_cs()
         self.engine: Engine = _make_engine(self.url, echo)
         metadata.create_all(self.engine, checkfirst=True)
+        _add_claim_columns(self.engine)
 
     # ---------------------------------------------------------------- calibrations
     def insertCalibration(
@@ -335,21 +356,24 @@ class CalibrationDB:
             ).mappings()
             return [_step_dict(row) for row in rows]
 
-    def readySteps(self) -> list[tuple[int, int]]:
-        """Open steps of running calibrations that have enough results to close (the safety net)."""
-        query = (
-            select(steps.c.CalibrationID, steps.c.Step)
-            .join(calibrations, calibrations.c.CalibrationID == steps.c.CalibrationID)
-            .where(
-                and_(
-                    calibrations.c.Status == "running",
-                    steps.c.Status == OPEN,
-                    steps.c.NResults >= calibrations.c.ResultsNeeded,
-                )
-            )
-        )
+    def readySteps(self, claimTimeout: float = CLAIM_TIMEOUT) -> list[tuple[int, int]]:
+        """Steps of running calibrations that a closer may claim: open ones with enough results,
+        and closing ones whose claim is older than ``claimTimeout`` seconds (the closer died)."""
+        query = select(steps.c.CalibrationID, steps.c.Step).where(_claimable(claimTimeout, ready=True))
         with self.engine.connect() as conn:
             return [(int(c), int(s)) for c, s in conn.execute(query)]
+
+    def getStepProgress(self, calibrationID: int, step: int) -> dict[str, Any]:
+        """Status, results counted and opening time of a step: the workers' frequent polls need
+        nothing bulkier (one primary-key read)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(steps.c.Status, steps.c.NResults, steps.c.OpenTime)
+                .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step))
+            ).mappings().first()
+        if row is None:
+            raise CalibrationDBError(f"calibration {calibrationID} has no step {step}")
+        return dict(row)
 
     # ---------------------------------------------------------------- results
     def addResult(self, calibrationID: int, step: int, workerID: int, payload: Any) -> tuple[str, int, int]:
@@ -426,30 +450,52 @@ class CalibrationDB:
         calibrationID: int,
         step: int,
         decide: Callable[[dict[str, Any], dict[str, Any], list[tuple[int, Any]]], StepClose],
+        *,
+        claimer: str | None = None,
+        claimTimeout: float = CLAIM_TIMEOUT,
     ) -> StepClose | None:
-        """Close an open step exactly once. ``decide(calibration, step, results)`` computes what
-        follows; everything it returns is written in the same transaction. Returns None when the
-        step was not open (already closed by someone else, or never existed)."""
-        stamp = now()
-        try:
-            return self._close(calibrationID, step, decide, stamp)
-        except _Rollback:
+        """Close a ready step exactly once: claim it, compute ``decide(calibration, step,
+        results)`` on the committed results outside any transaction, commit what it returns if
+        the claim is still ours. Returns None when the step could not be claimed (not ready,
+        claimed by a live closer, closed already) or the claim was lost meanwhile. When
+        ``decide`` raises, the step is handed back (open again, the attempt and its error kept
+        in ``CloseAttempts``/``CloseError``, which ``decide`` sees in the step) and the error
+        propagates."""
+        claim = self.claimStep(calibrationID, step, claimer or closer_name(), claimTimeout)
+        if claim is None:
             return None
+        calibration, stepRow, stored = self.stepSnapshot(calibrationID, step)
+        try:
+            decision = decide(calibration, stepRow, stored)
+        except Exception as exc:
+            self.releaseClaim(calibrationID, step, claim, f"{type(exc).__name__}: {exc}")
+            raise
+        return decision if self.commitClose(calibrationID, step, claim, decision) else None
 
-    def _close(self, calibrationID, step, decide, stamp) -> StepClose:
+    def claimStep(self, calibrationID: int, step: int, claimer: str, claimTimeout: float = CLAIM_TIMEOUT
+                  ) -> str | None:
+        """One short guarded update that makes ``claimer`` the step's closer, or None if the
+        step is not claimable (callers close steps ``readySteps`` or a report found ready).
+        Returns the claim token (``claimer`` made unique)."""
+        token = f"{claimer[:90]}:{uuid.uuid4().hex[:12]}"
         with self.engine.begin() as conn:
-            flipped = conn.execute(
+            claimed = conn.execute(
                 update(steps)
-                .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step, steps.c.Status == OPEN))
-                .values(Status=CLOSED, CloseTime=stamp)
+                .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step,
+                            _claimable(claimTimeout, ready=False)))
+                .values(Status=CLOSING, ClaimedBy=token, ClaimedAt=now(), CloseAttempts=steps.c.CloseAttempts + 1)
             ).rowcount
-            if flipped != 1:
-                raise _Rollback()
+        return token if claimed == 1 else None
+
+    def stepSnapshot(
+        self, calibrationID: int, step: int
+    ) -> tuple[dict[str, Any], dict[str, Any], list[tuple[int, Any]]]:
+        """(calibration, step, results) read in one transaction without locks. Once the step is
+        claimed its set of counted results cannot change, so this is what the close must use."""
+        with self.engine.connect() as conn:
             calibration = _calibration_dict(
                 conn.execute(select(calibrations).where(calibrations.c.CalibrationID == calibrationID)).mappings().one()
             )
-            if calibration["Status"] != "running":
-                raise _Rollback()
             stepRow = _step_dict(
                 conn.execute(
                     select(steps).where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step))
@@ -463,30 +509,59 @@ class CalibrationDB:
                     .order_by(results.c.WorkerID)
                 )
             ]
-            decision = decide(calibration, stepRow, stored)
-            conn.execute(
+        return calibration, stepRow, stored
+
+    def releaseClaim(self, calibrationID: int, step: int, claim: str, error: str) -> bool:
+        """Hand a step whose close failed back (open, claim cleared, the error kept), if the claim
+        is still ours."""
+        with self.engine.begin() as conn:
+            released = conn.execute(
                 update(steps)
-                .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step))
-                .values(Outcome=dumps(decision.outcome))
-            )
-            values = dict(
-                State=dumps(decision.state),
-                Status=decision.status,
-                Reason=decision.reason,
-                Stage=decision.stage,
-                Phase=decision.phase,
-                LastUpdate=stamp,
-            )
-            if decision.nextStep is not None:
-                _open_step(conn, calibrationID, decision.nextStep, decision.nextPhases, decision.nextConstants, stamp,
-                           decision.nextInputs)
-                values["Step"] = decision.nextStep
-            if decision.status != "running":
-                values["EndTime"] = stamp
-            conn.execute(update(calibrations).where(calibrations.c.CalibrationID == calibrationID).values(**values))
-            for name, content in decision.files.items():
-                _put_file(conn, calibrationID, name, content, stamp)
-        return decision
+                .where(_claimed(calibrationID, step, claim))
+                .values(Status=OPEN, ClaimedBy=None, ClaimedAt=None, CloseError=error[:MAX_CLOSE_ERROR])
+            ).rowcount
+        return released == 1
+
+    def commitClose(self, calibrationID: int, step: int, claim: str, decision: StepClose) -> bool:
+        """Write a close (outcome, state, next step, files) in one short transaction, if the
+        claim is still ours and the calibration still runs; False (nothing written) otherwise."""
+        stamp = now()
+        try:
+            with self.engine.begin() as conn:
+                flipped = conn.execute(
+                    update(steps)
+                    .where(_claimed(calibrationID, step, claim))
+                    .values(Status=CLOSED, CloseTime=stamp, Outcome=dumps(decision.outcome))
+                ).rowcount
+                if flipped != 1:
+                    raise _Rollback()
+                values = dict(
+                    State=dumps(decision.state),
+                    Status=decision.status,
+                    Reason=decision.reason,
+                    Stage=decision.stage,
+                    Phase=decision.phase,
+                    LastUpdate=stamp,
+                )
+                if decision.nextStep is not None:
+                    values["Step"] = decision.nextStep
+                if decision.status != "running":
+                    values["EndTime"] = stamp
+                changed = conn.execute(
+                    update(calibrations)
+                    .where(and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status == "running"))
+                    .values(**values)
+                ).rowcount
+                if changed != 1:
+                    raise _Rollback()
+                if decision.nextStep is not None:
+                    _open_step(conn, calibrationID, decision.nextStep, decision.nextPhases, decision.nextConstants,
+                               stamp, decision.nextInputs)
+                for name, content in decision.files.items():
+                    _put_file(conn, calibrationID, name, content, stamp)
+        except _Rollback:
+            return False
+        return True
 
     # ---------------------------------------------------------------- workers
     def getWorkers(self, calibrationID: int) -> list[dict[str, Any]]:
@@ -618,6 +693,46 @@ class CalibrationDB:
             )
 
 
+#: Columns of Steps added after the first release, with the SQL that adds each to an older database.
+_CLAIM_COLUMNS = {"ClaimedBy": "VARCHAR(128) NULL", "ClaimedAt": "DATETIME NULL",
+                  "CloseAttempts": "INTEGER NOT NULL DEFAULT 0", "CloseError": "TEXT NULL"}
+
+
+def _add_claim_columns(engine: Engine) -> None:
+    """A database made before steps were claimed gets the claim columns (the service creates
+    its tables itself, so it also brings them up to date)."""
+    present = {column["name"] for column in inspect(engine).get_columns(steps.name)}
+    missing = [name for name in _CLAIM_COLUMNS if name not in present]
+    if missing:
+        with engine.begin() as conn:
+            for name in missing:
+                conn.exec_driver_sql(f"ALTER TABLE {steps.name} ADD COLUMN {name} {_CLAIM_COLUMNS[name]}")
+
+
+def closer_name() -> str:
+    """Who closes (host:pid:thread), as stored in a step's ClaimedBy."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _claimable(claimTimeout: float, *, ready: bool):
+    """A step a closer may claim: of a running calibration, open (with enough results if
+    ``ready``), or closing under a claim older than ``claimTimeout`` seconds (its closer died)."""
+    stale = now() - datetime.timedelta(seconds=claimTimeout)
+    isOpen = steps.c.Status == OPEN
+    if ready:
+        isOpen = and_(isOpen, calibrations.c.ResultsNeeded <= steps.c.NResults)
+    return exists().where(and_(
+        calibrations.c.CalibrationID == steps.c.CalibrationID,
+        calibrations.c.Status == "running",
+        or_(isOpen, and_(steps.c.Status == CLOSING, steps.c.ClaimedAt < stale)),
+    )).correlate(steps)
+
+
+def _claimed(calibrationID: int, step: int, claim: str):
+    return and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step, steps.c.Status == CLOSING,
+                steps.c.ClaimedBy == claim)
+
+
 def _open_step(
     conn: Connection, calibrationID: int, step: int, phases: Sequence[str], constants: Any, stamp, inputs=None
 ) -> None:
@@ -630,6 +745,7 @@ def _open_step(
             Inputs=dumps(dict(inputs or {})),
             Status=OPEN,
             NResults=0,
+            CloseAttempts=0,
             OpenTime=stamp,
         )
     )

@@ -12,12 +12,15 @@ limits (``ServiceLimits``) are checked in the logic.
 """
 from __future__ import annotations
 
-from DIRAC import S_ERROR, S_OK
+from DIRAC import S_ERROR, S_OK, gLogger
 from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
 from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getVOForGroup
 from DIRAC.Core.DISET.RequestHandler import RequestHandler
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
+from ILCDIRAC.CalibrationSystem.logic.calibrations import ClosePolicy
+from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
+from ILCDIRAC.CalibrationSystem.logic.polling import PollPolicy
 from ILCDIRAC.CalibrationSystem.logic.service import RPC_TYPES, CalibrationService
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits
 from ILCDIRAC.CalibrationSystem.Utilities.paths import user_home
@@ -45,16 +48,26 @@ class CalibrationHandler(RequestHandler):
             limits = ServiceLimits.from_options(cls.srv_getCSOption)
         except LimitError as exc:
             return S_ERROR(f"Calibration service limits: {exc}")
+        polling = {
+            "minimum": cls.srv_getCSOption("WorkerPollMinimum", 1.0),
+            "maximum": cls.srv_getCSOption("WorkerPollMaximum", 120.0),
+            "patience": cls.srv_getCSOption("WorkerPatience", 3600.0),
+        }
+        if cls.service is not None and cls.service.closer is not None:
+            cls.service.closer.stop()
+        policy = ClosePolicy(claimTimeout=cls.srv_getCSOption("CloseClaimTimeout", 300.0),
+                             maxAttempts=cls.srv_getCSOption("MaxCloseAttempts", 3))
+        closer = StepCloser(db, policy, cls.srv_getCSOption("CloserPollingTime", 5.0),
+                            gLogger.getSubLogger("StepCloser").notice, process=True)
         cls.service = CalibrationService(
             db,
             limits,
-            polling={
-                "minimum": cls.srv_getCSOption("WorkerPollMinimum", 5.0),
-                "maximum": cls.srv_getCSOption("WorkerPollMaximum", 120.0),
-                "patience": cls.srv_getCSOption("WorkerPatience", 3600.0),
-            },
+            polling=polling,
             adminProperties=frozenset(cls.srv_getCSOption("AdminProperties", ["JobAdministrator"])),
             localBackendUsers=frozenset(cls.srv_getCSOption("LocalBackendUsers", [])),
+            pollPolicy=PollPolicy(minimum=polling["minimum"], maximum=polling["maximum"],
+                                  rate=cls.srv_getCSOption("WorkerPollRate", 20.0)),
+            closer=closer.start(),
         )
         return S_OK()
 

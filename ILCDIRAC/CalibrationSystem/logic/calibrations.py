@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from DIRAC import gLogger
 
-from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
+from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CLAIM_TIMEOUT, CalibrationDB, CalibrationDBError, StepClose, now
+from ILCDIRAC.CalibrationSystem.logic.polling import DEFAULT_POLLING, PollPolicy, StepProgress, retry_after
 from ILCDIRAC.CalibrationSystem.logic.results import exceeding_accuracy, final_uncertainties, history, result_files
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits, check_argument, payload_size, shown
@@ -304,10 +306,12 @@ def application_status(calibrationID: int, action: str, step: int | None = None,
 
 
 def step_parameters(
-    db: CalibrationDB, caller: Caller, calibrationID: int, workerID: int, lastStep: int | None
+    db: CalibrationDB, caller: Caller, calibrationID: int, workerID: int, lastStep: int | None,
+    polling: PollPolicy = DEFAULT_POLLING,
 ) -> dict[str, Any]:
-    """What a worker does next: run step N with these constants, wait, or stop (``lastStep``:
-    the last step it reported, 0 or None before its first)."""
+    """What a worker does next: run step N with these constants, wait (``retryAfter``: when to
+    ask again, from the step's progress), or stop (``lastStep``: the last step it reported, 0 or
+    None before its first). Primary-key reads and one short write of the worker's row."""
     calibration = _owned(db, caller, calibrationID, admin=False)
     workerID = _worker(calibration, workerID)
     if lastStep is not None and (not is_int(lastStep) or lastStep < 0):
@@ -327,12 +331,17 @@ def step_parameters(
         )
         return {"action": action, "reason": calibration["Reason"]}
     current = calibration["Step"]
-    stored = db.getWorker(calibrationID, workerID)["LastStep"]
-    done = max(s for s in (lastStep, stored, 0) if s is not None)
+    worker = db.getWorker(calibrationID, workerID)
+    done = max(s for s in (lastStep, worker["LastStep"], 0) if s is not None)
     if done >= current:
         message = application_status(calibrationID, "wait", done)
-        db.updateWorker(calibrationID, workerID, Status="waiting", ApplicationStatus=message, LastSeen=now())
-        return {"action": "wait", "step": current, "applicationStatus": message}
+        stamp = now()
+        db.updateWorker(calibrationID, workerID, Status="waiting", ApplicationStatus=message, LastSeen=stamp)
+        row = db.getStepProgress(calibrationID, current)
+        progress = StepProgress(row["NResults"], calibration["ResultsNeeded"],
+                                (stamp - row["OpenTime"]).total_seconds())
+        return {"action": "wait", "step": current, "applicationStatus": message,
+                "retryAfter": retry_after(progress, polling, workerID, worker["Status"] == "waiting")}
     step = db.getStep(calibrationID, current)
     message = application_status(calibrationID, "run", current, step["Phases"][0])
     db.updateWorker(calibrationID, workerID, Status="running", ApplicationStatus=message, LastSeen=now())
@@ -353,8 +362,9 @@ def submit_result(
     db: CalibrationDB, caller: Caller, calibrationID: int, step: int, workerID: int, payload: Any,
     limits: ServiceLimits = NO_LIMITS,
 ) -> dict[str, Any]:
-    """Validate and store one worker's report (only the owner's workers report); close the step
-    when enough workers reported."""
+    """Validate and store one worker's report (only the owner's workers report) and answer at
+    once; ``ready`` tells the caller that this report brought the step to its threshold, so the
+    service's closer should close it (never inside this call)."""
     calibration = _owned(db, caller, calibrationID, full=True, admin=False)
     workerID = _worker(calibration, workerID)
     if not is_int(step) or step < 1:
@@ -372,10 +382,7 @@ def submit_result(
     if stepRow["Status"] == "open":
         _validate_report(payload, stepRow["Phases"], PhaseContext.from_settings(calibration["Settings"]))
     verdict, have, needed = db.addResult(calibrationID, step, workerID, payload)
-    closed = False
-    if verdict == "accepted" and have >= needed:
-        closed = close_step(db, calibrationID, step) is not None
-    return {"verdict": verdict, "results": have, "needed": needed, "closedStep": closed}
+    return {"verdict": verdict, "results": have, "needed": needed, "ready": verdict == "accepted" and have >= needed}
 
 
 def _validate_report(payload: Any, phases: list[str], ctx: PhaseContext) -> None:
@@ -392,10 +399,59 @@ def _validate_report(payload: Any, phases: list[str], ctx: PhaseContext) -> None
 
 
 # ------------------------------------------------------------------------------------ closing
-def close_step(db: CalibrationDB, calibrationID: int, step: int) -> StepClose | None:
-    """Close the step once (guarded in the DB); None if someone else closed it first. The step
-    that finishes the calibration also produces its deliverables."""
-    decision = db.closeStep(calibrationID, step, decide_close)
+@dataclass(frozen=True)
+class ClosePolicy:
+    """How steps are closed: a claim older than ``claimTimeout`` seconds is taken over (its
+    closer died), and a close that raised ``maxAttempts`` times fails the calibration."""
+
+    claimTimeout: float = CLAIM_TIMEOUT
+    maxAttempts: int = 3
+
+
+#: The service's defaults (ConfigTemplate.cfg).
+DEFAULT_CLOSE = ClosePolicy()
+
+
+class CloseFailed(Exception):
+    """One attempt at closing a step raised; the step was handed back for another attempt."""
+
+
+#: How a close's computation is run: ``compute(decide_close, calibration, step, results)``.
+Compute = Callable[..., StepClose]
+
+
+def _in_process(function: Callable[..., StepClose], *args: Any) -> StepClose:
+    return function(*args)
+
+
+def close_step(db: CalibrationDB, calibrationID: int, step: int, policy: ClosePolicy = DEFAULT_CLOSE,
+               compute: Compute = _in_process) -> StepClose | None:
+    """Close the step once (claimed in the DB, computed without locks, by ``compute``: the
+    service runs it in a process of its own); None if it was not claimable (someone else closes
+    or closed it) or this attempt failed and will be retried. The step that finishes the
+    calibration also produces its deliverables."""
+
+    def decide(calibration, stepRow, stored):
+        attempt = stepRow["CloseAttempts"]
+        if attempt > policy.maxAttempts:
+            return failed_close(calibration, stepRow, f"closing step {stepRow['Step']} failed {attempt - 1} times "
+                                f"(last: {stepRow['CloseError'] or 'the closer stopped'})")
+        try:
+            return compute(decide_close, calibration, stepRow, stored)
+        except Exception as exc:  # noqa: BLE001 - a failed close is retried or fails the calibration, never lost
+            errorID = new_error_id()
+            gLogger.exception("Calibration service: internal error while closing a step",
+                              f"{errorID}: calibration {calibrationID} step {stepRow['Step']} "
+                              f"(attempt {attempt} of {policy.maxAttempts})", lException=exc)
+            reason = f"internal error {errorID} while closing step {stepRow['Step']} (details in the service log)"
+            if attempt >= policy.maxAttempts:
+                return failed_close(calibration, stepRow, reason)
+            raise CloseFailed(reason) from exc
+
+    try:
+        decision = db.closeStep(calibrationID, step, decide, claimTimeout=policy.claimTimeout)
+    except CloseFailed:
+        return None
     if decision is not None and decision.status == FINISHED:
         finalize_calibration(db, calibrationID)
     return decision
@@ -438,11 +494,13 @@ def calibration_results(db: CalibrationDB, caller: Caller, calibrationID: int) -
     return summary
 
 
-def close_ready_steps(db: CalibrationDB) -> list[dict[str, Any]]:
-    """The safety net: close every open step that already has enough results."""
+def close_ready_steps(db: CalibrationDB, policy: ClosePolicy = DEFAULT_CLOSE, compute: Compute = _in_process
+                      ) -> list[dict[str, Any]]:
+    """Close every step that has enough results (or whose closer died), each exactly once:
+    the service's closer thread and the agent's safety net both call this."""
     closed = []
-    for calibrationID, step in db.readySteps():
-        decision = close_step(db, calibrationID, step)
+    for calibrationID, step in db.readySteps(policy.claimTimeout):
+        decision = close_step(db, calibrationID, step, policy, compute)
         if decision is not None:
             closed.append({"calibrationID": calibrationID, "step": step, "status": decision.status})
     return closed
@@ -451,43 +509,44 @@ def close_ready_steps(db: CalibrationDB) -> list[dict[str, Any]]:
 def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored: list[tuple[int, Any]]) -> StepClose:
     """Merge the reports, run each active phase's estimator and advance the state machine.
 
-    Pure apart from its inputs; an unexpected error fails the calibration with the reason rather
-    than leaving the step open for ever."""
+    Pure apart from its inputs; an unexpected error propagates (``close_step`` retries the
+    close and, after its last attempt, fails the calibration with the reason)."""
     state = ProcedureState.from_dict(calibration["State"])
-    try:
-        ctx = PhaseContext.from_settings(calibration["Settings"])
-        measurements, merged = {}, {}
-        for key in step["Phases"]:
-            phase = phase_for(key)
-            spec = phase.spec(ctx)
-            merged[key] = Summary.merge_payloads((p["phases"][key] for _, p in stored), spec)
-            measurements[key] = phase.measure(merged[key], ctx)
-            if measurements[key].ok and state.strategy != "legacy":
-                measurements[key] = dataclasses.replace(
-                    measurements[key], solution=phase.solve(state.constants, merged[key], ctx)
-                )
-        newState, outcome = advance(state, measurements, ctx)
-        artifacts = outcome.artifacts
-        outcomeDict = outcome.to_dict()
-        outcomeDict["workers"] = [worker for worker, _ in stored]
-        outcomeDict["uncertainties"] = (
-            step_uncertainties(step["Phases"], state.constants, newState.constants, merged, ctx, step["Step"])
-            if newState.status != FAILED else {}
-        )
-    except Exception:  # noqa: BLE001 - any failure must end the calibration visibly, not loop
-        errorID = new_error_id()
-        gLogger.exception("Calibration service: internal error while closing a step",
-                          f"{errorID}: calibration {calibration['CalibrationID']} step {step['Step']}")
-        newState = ProcedureState.from_dict(state.to_dict())
-        newState.status, newState.active = FAILED, []
-        newState.reason = f"internal error {errorID} while closing step {step['Step']} (details in the service log)"
-        artifacts = {}
-        outcomeDict = {"step": step["Step"], "error": newState.reason}
+    ctx = PhaseContext.from_settings(calibration["Settings"])
+    measurements, merged = {}, {}
+    for key in step["Phases"]:
+        phase = phase_for(key)
+        spec = phase.spec(ctx)
+        merged[key] = Summary.merge_payloads((p["phases"][key] for _, p in stored), spec)
+        measurements[key] = phase.measure(merged[key], ctx)
+        if measurements[key].ok and state.strategy != "legacy":
+            measurements[key] = dataclasses.replace(
+                measurements[key], solution=phase.solve(state.constants, merged[key], ctx)
+            )
+    newState, outcome = advance(state, measurements, ctx)
+    outcomeDict = outcome.to_dict()
+    outcomeDict["workers"] = [worker for worker, _ in stored]
+    outcomeDict["uncertainties"] = (
+        step_uncertainties(step["Phases"], state.constants, newState.constants, merged, ctx, step["Step"])
+        if newState.status != FAILED else {}
+    )
+    return _step_close(calibration, newState, outcomeDict, outcome.artifacts)
+
+
+def failed_close(calibration: Mapping[str, Any], step: Mapping[str, Any], reason: str) -> StepClose:
+    """The close of a step that cannot be computed: the calibration fails with the reason."""
+    newState = ProcedureState.from_dict(calibration["State"])
+    newState.status, newState.active, newState.reason = FAILED, [], reason
+    return _step_close(calibration, newState, {"step": step["Step"], "error": reason}, {})
+
+
+def _step_close(calibration: Mapping[str, Any], newState: ProcedureState, outcome: dict[str, Any],
+                artifacts: Mapping[str, str]) -> StepClose:
     running = newState.status == RUNNING
     current = newState.current if running else None
     stage, nextPhase = split_key(current) if current is not None else (calibration["Stage"], calibration["Phase"])
     return StepClose(
-        outcome=outcomeDict,
+        outcome=outcome,
         state=newState.to_dict(),
         status=newState.status,
         reason=newState.reason,

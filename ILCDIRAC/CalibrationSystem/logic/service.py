@@ -22,6 +22,8 @@ from DIRAC import S_ERROR, S_OK, gLogger
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic import supervision
+from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
+from ILCDIRAC.CalibrationSystem.logic.polling import DEFAULT_POLLING, PollPolicy
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits
 from ILCDIRAC.CalibrationSystem.Utilities.validation import NO_LIMITS, CalibrationError, Caller, new_error_id
 
@@ -80,10 +82,16 @@ class CalibrationService:
         polling: Mapping[str, float] | None = None,
         adminProperties: frozenset[str] = frozenset(),
         localBackendUsers: frozenset[str] = frozenset(),
+        pollPolicy: PollPolicy = DEFAULT_POLLING,
+        closer: StepCloser | None = None,
     ):
+        """``closer``: the service's step-closer thread; without one (the in-process driver) a
+        step is closed right after the answer to the report that completed it is made."""
         self.db = db
         self.limits = limits
         self.polling = dict(polling or {})
+        self.pollPolicy = pollPolicy
+        self.closer = closer
         self.adminProperties = frozenset(adminProperties)
         self.localBackendUsers = frozenset(localBackendUsers)
 
@@ -131,11 +139,17 @@ class CalibrationService:
 
     @_rpc(int, int, int)
     def getStepParameters(self, caller: Caller, calibrationID: int, workerID: int, lastStep: int) -> dict[str, Any]:
-        return logic.step_parameters(self.db, caller, calibrationID, workerID, lastStep)
+        return logic.step_parameters(self.db, caller, calibrationID, workerID, lastStep, self.pollPolicy)
 
     @_rpc(int, int, int, dict)
     def submitResult(self, caller: Caller, calibrationID: int, step: int, workerID: int, report: Any) -> dict[str, Any]:
-        return logic.submit_result(self.db, caller, calibrationID, step, workerID, report, self.limits)
+        answer = logic.submit_result(self.db, caller, calibrationID, step, workerID, report, self.limits)
+        if answer["ready"]:
+            if self.closer is not None:
+                self.closer.wake()
+            else:
+                logic.close_step(self.db, calibrationID, step)
+        return answer
 
     @_rpc(int, str)
     def getCalibrationFile(self, caller: Caller, calibrationID: int, name: str) -> dict[str, str]:
@@ -148,7 +162,7 @@ class CalibrationService:
     # ------------------------------------------------------------------ agent (TrustedHost)
     @_rpc(agent=True)
     def closeReadySteps(self, caller: Caller) -> list[dict[str, Any]]:
-        return logic.close_ready_steps(self.db)
+        return self.closer.close_ready() if self.closer is not None else logic.close_ready_steps(self.db)
 
     @_rpc(agent=True)
     def getAgentWork(self, caller: Caller) -> list[dict[str, Any]]:

@@ -131,3 +131,122 @@ def test_results_for_an_ended_calibration_are_not_stored(url):
     assert db.addResult(cid, 1, 1, {"v": 1})[0] == "ended"
     assert [w for w, _ in db.getResults(cid, 1)] == [0]
     assert db.getStep(cid, 1)["NResults"] == 1
+
+
+# ------------------------------------------------------------------------------------ claims
+def test_claims_race_exactly_one_closer_of_many_replicas_commits(url):
+    """Eight closers on two engines (two service replicas) claim the same ready step at once:
+    one claim succeeds, the rest get None, and only the claimer can commit."""
+    first, second = CalibrationDB(url), CalibrationDB(url)
+    cid = new_calibration(first, workers=4, needed=2)
+    first.addResult(cid, 1, 0, {"v": 0})
+    first.addResult(cid, 1, 1, {"v": 1})
+    barrier, claims, errors = threading.Barrier(8), [], []
+
+    def claimer(db, n):
+        try:
+            barrier.wait()
+            claims.append((db, db.claimStep(cid, 1, f"replica-{n}")))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(db, n)) for n, db in enumerate((first, second) * 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    won = [(db, token) for db, token in claims if token is not None]
+    assert len(won) == 1 and len(claims) == 8
+    step = second.getStep(cid, 1)
+    assert (step["Status"], step["ClaimedBy"], step["CloseAttempts"]) == ("closing", won[0][1], 1)
+    assert not first.commitClose(cid, 1, "replica-9:not-a-claim", decision([]))
+    assert won[0][0].commitClose(cid, 1, won[0][1], decision([(0, None), (1, None)]))
+    assert [s["Status"] for s in first.getSteps(cid)] == ["closed", "open"]
+    assert not won[0][0].commitClose(cid, 1, won[0][1], decision([])), "a claim commits once"
+
+
+def test_the_close_computes_without_holding_a_lock(url):
+    """While the closer computes, a late report gets its 'closed' answer and a poll its
+    progress at once (they would wait for the lock if the close held one)."""
+    db, other = CalibrationDB(url), CalibrationDB(url)
+    cid = new_calibration(db, workers=4, needed=2)
+    db.addResult(cid, 1, 0, {"v": 0})
+    db.addResult(cid, 1, 1, {"v": 1})
+    computing, answered, verdicts = threading.Event(), threading.Event(), []
+
+    def slow_decide(calibration, step, stored):
+        computing.set()
+        assert answered.wait(30), "the late report waited for the close"
+        return decision(stored)
+
+    closer = threading.Thread(target=lambda: verdicts.append(db.closeStep(cid, 1, slow_decide)))
+    closer.start()
+    assert computing.wait(30)
+    verdicts.append(other.addResult(cid, 1, 2, {"v": 2})[0])
+    verdicts.append(other.getStepProgress(cid, 1)["Status"])
+    answered.set()
+    closer.join(60)
+    assert verdicts[:2] == ["closed", "closing"]
+    assert verdicts[2].outcome == {"workers": [0, 1]}
+    assert [w for w, _ in db.getResults(cid, 1)] == [0, 1], "the late report was not stored"
+
+
+def test_a_dead_closers_claim_is_taken_over_after_the_timeout(url):
+    db, replica = CalibrationDB(url), CalibrationDB(url)
+    cid = new_calibration(db, workers=4, needed=1)
+    db.addResult(cid, 1, 0, {"v": 0})
+    dead = db.claimStep(cid, 1, "host:1:1")
+    assert dead is not None
+    assert replica.readySteps(claimTimeout=300) == [], "a fresh claim is not ready for anyone else"
+    assert replica.claimStep(cid, 1, "host:2:1", claimTimeout=300) is None
+    # a negative timeout makes every claim stale at once (as the clock would after the timeout)
+    assert replica.readySteps(claimTimeout=-1) == [(cid, 1)]
+    result = replica.closeStep(cid, 1, lambda c, s, stored: decision(stored), claimTimeout=-1)
+    assert result is not None and db.getStep(cid, 1)["CloseAttempts"] == 2
+    assert not db.commitClose(cid, 1, dead, decision([])), "the dead closer's late commit changes nothing"
+    assert [s["Step"] for s in db.getSteps(cid)] == [1, 2]
+    assert db.getCalibration(cid)["Step"] == 2
+
+
+def test_a_failed_close_hands_the_step_back_with_its_error_and_attempt_count(url):
+    db = CalibrationDB(url)
+    cid = new_calibration(db, workers=4, needed=1)
+    db.addResult(cid, 1, 0, {"v": 0})
+
+    def explode(calibration, step, stored):
+        raise ValueError("no K0L peak")
+
+    with pytest.raises(ValueError):
+        db.closeStep(cid, 1, explode)
+    step = db.getStep(cid, 1)
+    assert (step["Status"], step["ClaimedBy"], step["CloseAttempts"]) == ("open", None, 1)
+    assert step["CloseError"] == "ValueError: no K0L peak"
+    seen = []
+    assert db.closeStep(cid, 1, lambda c, s, stored: seen.append(s["CloseAttempts"]) or decision(stored))
+    assert seen == [2]
+
+
+def test_a_close_for_a_calibration_killed_meanwhile_commits_nothing(url):
+    db = CalibrationDB(url)
+    cid = new_calibration(db, workers=4, needed=1)
+    db.addResult(cid, 1, 0, {"v": 0})
+    token = db.claimStep(cid, 1, "host:1:1")
+    db.setCalibrationStatus(cid, "killed", "killed by alice")
+    assert not db.commitClose(cid, 1, token, decision([]))
+    assert db.getCalibration(cid)["Status"] == "killed"
+    assert [s["Step"] for s in db.getSteps(cid)] == [1]
+    assert db.readySteps(claimTimeout=-1) == []
+
+
+def test_a_database_made_before_claims_gets_the_claim_columns(url):
+    db = CalibrationDB(url)
+    cid = new_calibration(db, workers=4, needed=1)
+    db.addResult(cid, 1, 0, {"v": 0})
+    with db.engine.begin() as conn:
+        for column in ("ClaimedBy", "ClaimedAt", "CloseAttempts", "CloseError"):
+            conn.exec_driver_sql(f"ALTER TABLE Steps DROP COLUMN {column}")
+    upgraded = CalibrationDB(url)
+    assert upgraded.getStep(cid, 1)["CloseAttempts"] == 0
+    assert upgraded.closeStep(cid, 1, lambda c, s, stored: decision(stored)).outcome == {"workers": [0]}
+    assert upgraded.getStep(cid, 1)["CloseAttempts"] == 1

@@ -301,6 +301,27 @@ def test_waiting_sleeps_with_growing_jittered_delays_and_a_run_resets_them(tmp_p
     assert submitted[:3] == (cid, 1, 1) and set(submitted[3]["phases"]) == {"1.0"}
 
 
+def test_waiting_follows_the_services_retry_hint_within_the_polling_bounds(tmp_path, calibration):
+    """QUICK polling allows 5-30 s: hints inside are slept as given, outside they are clamped,
+    and an answer without a usable hint falls back to the jittered back-off."""
+    time_, reports = FakeTime(), []
+    cid = calibration.id
+
+    def hinted(hint):
+        answer = wait_answer(cid, 0)
+        answer["Value"]["retryAfter"] = hint
+        return answer
+
+    rpc = ScriptedRPC(
+        getWorkerSetup=[ok(worker_setup(calibration))],
+        getStepParameters=[hinted(7.25), hinted(0.01), hinted(500), hinted("soon"), hinted(float("nan")), hinted(True),
+                           ok({"action": "finished", "reason": ""})],
+    )
+    assert make_worker(rpc, calibration, tmp_path / "w", time_, reports, seed=4).run() == EXIT_ENDED
+    assert time_.delays[:3] == [7.25, 5.0, 30.0]
+    assert time_.delays[3:] == pytest.approx(expected_delays(4, geometric(5.0, 1.6, 30.0, 3), 30.0), rel=1e-12)
+
+
 @pytest.mark.parametrize("action", ["finished", "killed", "failed"])
 def test_an_ended_calibration_ends_the_worker_with_the_talks_wording(tmp_path, calibration, action):
     time_, reports = FakeTime(), []
