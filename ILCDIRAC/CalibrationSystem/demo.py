@@ -19,6 +19,7 @@ from ILCDIRAC.CalibrationSystem.test import mariadb
 from ILCDIRAC.CalibrationSystem.test.configurations import ACCURACY, CONFIGURATIONS, SAMPLES, true_starting_constants
 from ILCDIRAC.CalibrationSystem.test.scenario import Scenario, ScenarioError
 from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, StrategyName
 
 FAST_WORKERS = {"WorkerPollMinimum": 0.5, "WorkerPollMaximum": 3, "WorkerPatience": 300}
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", default="demo-run", help="where settings, samples and logs go (default demo-run)")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--strategy", default="fast", choices=("fast", "legacy"))
+    parser.add_argument("--strategy", default=StrategyName.FAST.value, choices=[s.value for s in StrategyName])
     args = parser.parse_args(argv)
 
     folder = Path(args.folder).resolve()
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             if line != last:
                 print(line, flush=True)
                 last = line
-            if status["status"] != "running":
+            if status["status"] != CalibrationStatus.RUNNING:
                 break
             if time.monotonic() - started > 900:
                 print("ERROR: the calibration did not end within 15 minutes", file=sys.stderr)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.monotonic() - started
         print(f"$ dirac-clic-calibration-status {calibrationID}")
         print(scenario.run_command("dirac-clic-calibration-status", str(calibrationID)).stdout.strip())
-        if status["status"] != "finished":
+        if status["status"] != CalibrationStatus.FINISHED:
             print(f"ERROR: calibration {status['status']}: {status['reason']}", file=sys.stderr)
             print(scenario.logs(calibrationID), file=sys.stderr)
             return 1

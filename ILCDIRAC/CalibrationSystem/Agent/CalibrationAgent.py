@@ -36,7 +36,7 @@ from DIRAC.Core.Utilities.Proxy import executeWithUserProxy
 from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
 from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import now
-from ILCDIRAC.CalibrationSystem.logic.health import ENDED_WORKER_STATES, Limits, review_workers
+from ILCDIRAC.CalibrationSystem.logic.health import Limits, review_workers
 from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
 from ILCDIRAC.CalibrationSystem.logic.supervision import older_than
 from ILCDIRAC.CalibrationSystem.Utilities.paths import (
@@ -47,6 +47,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     relative_path,
     user_home,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import ENDED_WORKER_STATES, CalibrationStatus, WorkerStatus
 
 
 class AgentError(RuntimeError):
@@ -96,9 +97,9 @@ class CalibrationAgent(AgentModule):
                             self.stallTimeout)
             review = review_workers(calibration, workers, states, now(), limits)
             self.act(calibration, backend, review)
-        if calibration["status"] == "finished" and calibration["deliveryTime"] is None:
+        if calibration["status"] == CalibrationStatus.FINISHED and calibration["deliveryTime"] is None:
             self.deliver(calibration)
-        if calibration["status"] != "running" and older_than(calibration["endTime"], self.deleteAfterDays, now()):
+        if calibration["status"] != CalibrationStatus.RUNNING and older_than(calibration["endTime"], self.deleteAfterDays, now()):
             self.call("removeCalibrationData", calibrationID)
             self.log.notice(f"calibration {calibrationID}: working data deleted after {self.deleteAfterDays} days")
 
@@ -110,8 +111,8 @@ class CalibrationAgent(AgentModule):
             self.on_backend(calibration, backend.kill, calibrationID, {byJob[j]["workerID"]: j for j in review.kill})
             for jobID in review.kill:
                 worker = byJob[jobID]
-                if calibration["status"] != "running" or review.fail:
-                    updates[str(worker["workerID"])] = {"Status": "killed"}
+                if calibration["status"] != CalibrationStatus.RUNNING or review.fail:
+                    updates[str(worker["workerID"])] = {"Status": WorkerStatus.KILLED}
             self.log.notice(f"calibration {calibrationID}: killed jobs", ", ".join(review.kill))
         if review.fail:
             self.call("failCalibration", calibrationID, review.fail)
@@ -122,13 +123,13 @@ class CalibrationAgent(AgentModule):
             for workerID, jobID in jobs.items():
                 updates[str(workerID)] = {
                     "JobID": jobID,
-                    "Status": "resubmitted",
+                    "Status": WorkerStatus.RESUBMITTED,
                     "Resubmissions": workers[workerID]["resubmissions"] + 1,
                     "LastSeen": None,
                 }
             self.log.notice(f"calibration {calibrationID}: resubmitted workers", str(sorted(jobs)))
         for workerID in review.dead:
-            updates[str(workerID)] = {"Status": "dead", "ApplicationStatus": "given up after repeated failures"}
+            updates[str(workerID)] = {"Status": WorkerStatus.DEAD, "ApplicationStatus": "given up after repeated failures"}
         if updates:
             self.call("setWorkerStates", calibrationID, updates)
 

@@ -21,8 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
-from ILCDIRAC.CalibrationSystem.logic.health import DONE_JOB, FAILED_JOB, RUNNING_JOB, UNKNOWN_JOB
+from DIRAC.WorkloadManagementSystem.Client import JobStatus
+
 from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, folder_below, open_below
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import JobState
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 WORKER_SCRIPT = "dirac-clic-calibration-worker"
@@ -97,12 +99,12 @@ class LocalBackend:
         for workerID, jobID in jobs.items():
             pid = _local_pid(jobID)
             if pid is None:
-                states[jobID] = UNKNOWN_JOB
+                states[jobID] = JobState.UNKNOWN
                 continue
             alive = _worker_process(pid, calibrationID, workerID) is not None
             if not alive:
                 _reap(pid)
-            states[jobID] = RUNNING_JOB if alive else DONE_JOB
+            states[jobID] = JobState.RUNNING if alive else JobState.DONE
         return states
 
     def kill(self, calibrationID: int, jobs: Mapping[int, str]) -> None:
@@ -164,10 +166,12 @@ def _reap(pid: int) -> None:
 #: DIRAC job states seen by the agent: still queued or running, ended, or ended badly.
 DIRAC_STATES = {
     **dict.fromkeys(
-        ("Received", "Checking", "Staging", "Waiting", "Matched", "Rescheduled", "Running", "Completing"), RUNNING_JOB
+        (JobStatus.RECEIVED, JobStatus.CHECKING, JobStatus.STAGING, JobStatus.WAITING, JobStatus.MATCHED,
+         JobStatus.RESCHEDULED, JobStatus.RUNNING, JobStatus.COMPLETING),
+        JobState.RUNNING,
     ),
-    **dict.fromkeys(("Done", "Completed"), DONE_JOB),
-    **dict.fromkeys(("Failed", "Killed", "Deleted", "Stalled"), FAILED_JOB),
+    **dict.fromkeys((JobStatus.DONE, JobStatus.COMPLETED), JobState.DONE),
+    **dict.fromkeys((JobStatus.FAILED, JobStatus.KILLED, JobStatus.DELETED, JobStatus.STALLED), JobState.FAILED),
 }
 BUNDLE_NAME = "ilcdirac-calibration.tar.gz"
 #: The bundle's top folder. DIRAC's JobWrapper unpacks every tarball of the input sandbox into
@@ -274,8 +278,8 @@ class DiracBackend:
         result = JobMonitoringClient().getJobsStatus(ids) if ids else {"OK": True, "Value": {}}
         if not result["OK"]:
             raise BackendError(f"cannot read job states: {result['Message']}")
-        seen = {str(jobID): DIRAC_STATES.get(info.get("Status"), UNKNOWN_JOB) for jobID, info in result["Value"].items()}
-        return {jobID: seen.get(str(jobID), UNKNOWN_JOB) for jobID in jobIDs}
+        seen = {str(jobID): DIRAC_STATES.get(info.get("Status"), JobState.UNKNOWN) for jobID, info in result["Value"].items()}
+        return {jobID: seen.get(str(jobID), JobState.UNKNOWN) for jobID in jobIDs}
 
     def kill(self, calibrationID: int, jobs: Mapping[int, str]) -> None:
         """Kill the jobs through the WMS, which lets the owner's proxy kill only the owner's jobs."""

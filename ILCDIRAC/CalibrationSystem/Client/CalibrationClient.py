@@ -8,6 +8,8 @@ import base64
 
 from DIRAC.Core.Base.Client import Client, createClient
 
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import plain
+
 
 @createClient("Calibration/Calibration")
 class CalibrationClient(Client):
@@ -16,6 +18,22 @@ class CalibrationClient(Client):
     def __init__(self, url=None, **kwargs):
         super().__init__(**kwargs)
         self.setServer(url or "Calibration/Calibration")
+
+    def _getRPC(self, rpc=None, url="", timeout=None):
+        """Every RPC goes through here: its arguments go out with plain strings for the
+        vocabulary's enum members (DEncode refuses them)."""
+        return _PlainArguments(super()._getRPC(rpc=rpc, url=url, timeout=timeout))
+
+
+class _PlainArguments:
+    """An RPC client whose calls send ``plain`` arguments."""
+
+    def __init__(self, rpc):
+        self._rpc = rpc
+
+    def __getattr__(self, name):
+        call = getattr(self._rpc, name)
+        return lambda *args: call(*plain(args))
 
 
 def decode_file(stored: dict[str, str]) -> bytes:

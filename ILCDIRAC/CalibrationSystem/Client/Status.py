@@ -11,6 +11,8 @@ import re
 import sys
 from typing import Any, Mapping, Sequence
 
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus
+
 COLUMNS = ("ID", "Owner", "Status", "Stage", "Phase", "Step", "Results", "Workers", "Last update")
 
 
@@ -132,7 +134,7 @@ def show_status(args: Sequence[str], *, asJson: bool) -> int:
     print(format_table(rows))
     if ids:
         for row in rows:
-            when = f"of step {row['step']}" if row["status"] == "running" else f"at its end ({row['status']})"
+            when = f"of step {row['step']}" if row["status"] == CalibrationStatus.RUNNING else f"at its end ({row['status']})"
             print(f"\nCalibration {row['calibrationID']}, constants {when}:")
             print(format_constants(row["constants"], row.get("uncertainties"), row.get("exceedingAccuracy")))
             print(f"\nWorkers of calibration {row['calibrationID']}:")

@@ -44,6 +44,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_L
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import Run, run_files, trained_likelihood_path
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import Slice
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE, SteeringError
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import WorkerAction
 
 log = logging.getLogger("CalibrationWorker")
 
@@ -51,7 +52,7 @@ EXIT_ENDED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_RECONSTRUCTION = 0, 2, 3, 4
 #: Where downloaded sample files go, below the work directory (mirroring their LFN folders).
 INPUT_DIR = "inputs"
 #: Answers of getStepParameters that end the worker: the service decided the calibration's fate.
-END_ACTIONS = ("finished", "killed", "failed")
+END_ACTIONS = (WorkerAction.FINISHED, WorkerAction.KILLED, WorkerAction.FAILED)
 #: DIRAC's job monitor stores ApplicationStatus in 255 characters.
 STATUS_LENGTH = 255
 
@@ -143,14 +144,14 @@ class Worker:
             while True:
                 params = self.call("getStepParameters", self.calibrationID, self.workerID, lastStep)
                 action = params["action"]
-                if action == "run":
+                if action == WorkerAction.RUN:
                     self.report(params["applicationStatus"])
                     report = self.reconstruct(params)
                     answer = self.call("submitResult", self.calibrationID, params["step"], self.workerID, report)
                     log.info("step %s submitted: %s", params["step"], answer["verdict"])
                     lastStep = params["step"]
                     waiting.reset()
-                elif action == "wait":
+                elif action == WorkerAction.WAIT:
                     self.report(params["applicationStatus"])
                     self.sleep(waiting.next())
                 elif action in END_ACTIONS:

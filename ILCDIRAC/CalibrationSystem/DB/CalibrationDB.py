@@ -47,6 +47,9 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import CALIBRATION, STEP, WORKER, Change, announce, transition
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, ReportVerdict, StepStatus, WorkerStatus
+
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
@@ -125,7 +128,8 @@ files = _table(
     Column("CreationTime", DateTime, nullable=False),
 )
 
-OPEN, CLOSED = "open", "closed"
+OPEN, CLOSED = StepStatus.OPEN, StepStatus.CLOSED
+RUNNING = CalibrationStatus.RUNNING
 
 
 class CalibrationDBError(Exception):
@@ -204,7 +208,7 @@ class CalibrationDB:
             if maxRunning is not None:
                 running = conn.execute(
                     select(calibrations.c.CalibrationID)
-                    .where(and_(calibrations.c.Owner == owner, calibrations.c.Status == "running"))
+                    .where(and_(calibrations.c.Owner == owner, calibrations.c.Status == RUNNING))
                     .with_for_update()
                 ).all()
                 if len(running) >= maxRunning:
@@ -214,7 +218,7 @@ class CalibrationDB:
                     OwnerDN=ownerDN,
                     Owner=owner,
                     OwnerGroup=ownerGroup,
-                    Status="running",
+                    Status=RUNNING,
                     Reason="",
                     Settings=dumps(settings),
                     State=dumps(state),
@@ -232,7 +236,7 @@ class CalibrationDB:
             conn.execute(
                 insert(workers),
                 [
-                    {"CalibrationID": calibrationID, "WorkerID": w, "Status": "created", "ApplicationStatus": "",
+                    {"CalibrationID": calibrationID, "WorkerID": w, "Status": WorkerStatus.CREATED, "ApplicationStatus": "",
                      "Resubmissions": 0}
                     for w in range(numberOfWorkers)
                 ],
@@ -298,17 +302,29 @@ class CalibrationDB:
         if changed != 1:
             raise CalibrationDBError(f"calibration {calibrationID} does not exist")
 
-    def setCalibrationStatus(self, calibrationID: int, status: str, reason: str, *, onlyIfRunning: bool = True) -> bool:
-        """End a calibration (killed/failed); True if this call changed it."""
-        condition = calibrations.c.CalibrationID == calibrationID
-        if onlyIfRunning:
-            condition = and_(condition, calibrations.c.Status == "running")
+    def setCalibrationStatus(self, calibrationID: int, status: CalibrationStatus, reason: str) -> bool:
+        """End a running calibration (killed/failed): the Status column and the stored state's
+        status and reason change in one transaction, so both always say the same. True if this
+        call changed it; False if it had ended already (or does not exist)."""
         stamp = now()
         with self.engine.begin() as conn:
-            changed = conn.execute(
-                update(calibrations).where(condition).values(Status=status, Reason=reason, LastUpdate=stamp, EndTime=stamp)
-            ).rowcount
-        return changed == 1
+            row = conn.execute(
+                select(calibrations.c.Status, calibrations.c.Step, calibrations.c.State)
+                .where(calibrations.c.CalibrationID == calibrationID)
+                .with_for_update()
+            ).first()
+            if row is None or row.Status != RUNNING:
+                return False
+            change = transition(CALIBRATION, row.Status, status, f"calibration {calibrationID} step {row.Step}")
+            state = json.loads(row.State)
+            state.update(status=str(status), reason=reason)
+            conn.execute(
+                update(calibrations)
+                .where(calibrations.c.CalibrationID == calibrationID)
+                .values(Status=status, Reason=reason, State=dumps(state), LastUpdate=stamp, EndTime=stamp)
+            )
+        announce([change])
+        return True
 
     # ---------------------------------------------------------------- steps
     def getStep(self, calibrationID: int, step: int) -> dict[str, Any]:
@@ -342,7 +358,7 @@ class CalibrationDB:
             .join(calibrations, calibrations.c.CalibrationID == steps.c.CalibrationID)
             .where(
                 and_(
-                    calibrations.c.Status == "running",
+                    calibrations.c.Status == RUNNING,
                     steps.c.Status == OPEN,
                     steps.c.NResults >= calibrations.c.ResultsNeeded,
                 )
@@ -352,7 +368,7 @@ class CalibrationDB:
             return [(int(c), int(s)) for c, s in conn.execute(query)]
 
     # ---------------------------------------------------------------- results
-    def addResult(self, calibrationID: int, step: int, workerID: int, payload: Any) -> tuple[str, int, int]:
+    def addResult(self, calibrationID: int, step: int, workerID: int, payload: Any) -> tuple[ReportVerdict, int, int]:
         """Store one worker's report for an open step.
 
         Returns (verdict, results so far, results needed) with verdict "accepted", "duplicate"
@@ -373,8 +389,8 @@ class CalibrationDB:
                             )
                         )
                 except IntegrityError:
-                    return ("duplicate",) + self._count(conn, calibrationID, step)
-                running = select(calibrations.c.CalibrationID).where(calibrations.c.Status == "running")
+                    return (ReportVerdict.DUPLICATE,) + self._count(conn, calibrationID, step)
+                running = select(calibrations.c.CalibrationID).where(calibrations.c.Status == RUNNING)
                 counted = conn.execute(
                     update(steps)
                     .where(
@@ -400,8 +416,8 @@ class CalibrationDB:
                 status = conn.execute(
                     select(calibrations.c.Status).where(calibrations.c.CalibrationID == calibrationID)
                 ).scalar()
-                return ("closed" if status == "running" else "ended",) + self._count(conn, calibrationID, step)
-        return ("accepted",) + counts
+                return (ReportVerdict.CLOSED if status == RUNNING else ReportVerdict.ENDED,) + self._count(conn, calibrationID, step)
+        return (ReportVerdict.ACCEPTED,) + counts
 
     def getResults(self, calibrationID: int, step: int) -> list[tuple[int, Any]]:
         with self.engine.connect() as conn:
@@ -448,7 +464,7 @@ class CalibrationDB:
             calibration = _calibration_dict(
                 conn.execute(select(calibrations).where(calibrations.c.CalibrationID == calibrationID)).mappings().one()
             )
-            if calibration["Status"] != "running":
+            if calibration["Status"] != RUNNING:
                 raise _Rollback()
             stepRow = _step_dict(
                 conn.execute(
@@ -464,6 +480,9 @@ class CalibrationDB:
                 )
             ]
             decision = decide(calibration, stepRow, stored)
+            changes = [transition(STEP, OPEN, CLOSED, f"step {step} of calibration {calibrationID}"),
+                       transition(CALIBRATION, calibration["Status"], decision.status,
+                                  f"calibration {calibrationID} step {step}")]
             conn.execute(
                 update(steps)
                 .where(and_(steps.c.CalibrationID == calibrationID, steps.c.Step == step))
@@ -481,11 +500,12 @@ class CalibrationDB:
                 _open_step(conn, calibrationID, decision.nextStep, decision.nextPhases, decision.nextConstants, stamp,
                            decision.nextInputs)
                 values["Step"] = decision.nextStep
-            if decision.status != "running":
+            if decision.status != RUNNING:
                 values["EndTime"] = stamp
             conn.execute(update(calibrations).where(calibrations.c.CalibrationID == calibrationID).values(**values))
             for name, content in decision.files.items():
                 _put_file(conn, calibrationID, name, content, stamp)
+        announce(changes)
         return decision
 
     # ---------------------------------------------------------------- workers
@@ -506,28 +526,20 @@ class CalibrationDB:
         return dict(row)
 
     def updateWorker(self, calibrationID: int, workerID: int, **values: Any) -> None:
-        allowed = {"JobID", "Status", "ApplicationStatus", "LastStep", "LastSeen", "Resubmissions"}
-        unknown = set(values) - allowed
-        if unknown:
-            raise ValueError(f"unknown worker fields {sorted(unknown)}")
-        with self.engine.begin() as conn:
-            changed = conn.execute(
-                update(workers)
-                .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
-                .values(**values)
-            ).rowcount
-        if changed != 1:
-            raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+        """Set a worker's fields; a new Status must follow the worker lifecycle (IllegalTransition
+        otherwise, and nothing changes)."""
+        self.updateWorkers(calibrationID, {workerID: values})
 
     def registerJobs(self, calibrationID: int, jobIDs: Mapping[int, str]) -> bool:
         """Record the job IDs of workers that have none yet, of a running calibration, in one
         transaction: all of them or (False) none. A worker that already contacted the service
         keeps its state."""
+        changes: list[Change | None] = []
         try:
             with self.engine.begin() as conn:
                 running = conn.execute(
-                    select(calibrations.c.CalibrationID)
-                    .where(and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status == "running"))
+                    select(calibrations.c.CalibrationID, calibrations.c.Step)
+                    .where(and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status == RUNNING))
                     .with_for_update()
                 ).first()
                 if running is None:
@@ -539,22 +551,31 @@ class CalibrationDB:
                     ).rowcount
                     if registered != 1:
                         raise _Rollback()
-                    conn.execute(
-                        update(workers).where(and_(worker, workers.c.Status == "created")).values(Status="submitted")
-                    )
+                    submitted = conn.execute(
+                        update(workers).where(and_(worker, workers.c.Status == WorkerStatus.CREATED))
+                        .values(Status=WorkerStatus.SUBMITTED)
+                    ).rowcount
+                    if submitted:
+                        changes.append(transition(WORKER, WorkerStatus.CREATED, WorkerStatus.SUBMITTED,
+                                                  f"worker {workerID} of calibration {calibrationID} (step {running.Step})"))
         except _Rollback:
             return False
+        announce(changes)
         return True
 
     def updateWorkers(self, calibrationID: int, updates: Mapping[int, Mapping[str, Any]]) -> None:
-        """Several workers' fields in one transaction (the agent's resubmissions and verdicts)."""
+        """Several workers' fields in one transaction (the agent's resubmissions and verdicts);
+        every new Status must follow the worker lifecycle, else none of the updates is stored."""
         allowed = {"JobID", "Status", "ApplicationStatus", "LastStep", "LastSeen", "Resubmissions"}
         for values in updates.values():
             unknown = set(values) - allowed
             if unknown:
                 raise ValueError(f"unknown worker fields {sorted(unknown)}")
+        changes = []
         with self.engine.begin() as conn:
             for workerID, values in updates.items():
+                if "Status" in values:
+                    changes.append(_worker_transition(conn, calibrationID, workerID, values["Status"]))
                 changed = conn.execute(
                     update(workers)
                     .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
@@ -562,11 +583,12 @@ class CalibrationDB:
                 ).rowcount
                 if changed != 1:
                     raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+        announce(changes)
 
     def attentionList(self) -> list[dict[str, Any]]:
         """Calibrations the agent looks after: running ones and ended ones not yet cleaned up."""
         query = select(calibrations).where(
-            or_(calibrations.c.Status == "running", calibrations.c.CleanupTime.is_(None))
+            or_(calibrations.c.Status == RUNNING, calibrations.c.CleanupTime.is_(None))
         ).order_by(calibrations.c.CalibrationID)
         with self.engine.connect() as conn:
             return [_calibration_dict(row) for row in conn.execute(query).mappings()]
@@ -633,6 +655,19 @@ def _open_step(
             OpenTime=stamp,
         )
     )
+
+
+def _worker_transition(conn: Connection, calibrationID: int, workerID: int, new: str) -> Change | None:
+    """Check a worker's status change against its stored status (locked until the commit)."""
+    old = conn.execute(
+        select(workers.c.Status)
+        .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
+        .with_for_update()
+    ).scalar()
+    if old is None:
+        raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+    step = conn.execute(select(calibrations.c.Step).where(calibrations.c.CalibrationID == calibrationID)).scalar()
+    return transition(WORKER, old, new, f"worker {workerID} of calibration {calibrationID} (step {step})")
 
 
 def _put_file(conn: Connection, calibrationID: int, name: str, content: bytes, stamp) -> None:

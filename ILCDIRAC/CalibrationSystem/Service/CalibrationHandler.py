@@ -24,8 +24,10 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic import supervision
 from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Caller, new_error_id
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import Change, observe
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits
 from ILCDIRAC.CalibrationSystem.Utilities.paths import user_home
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import plain
 
 
 def refusal(message: str) -> dict:
@@ -36,9 +38,15 @@ def refusal(message: str) -> dict:
     return result
 
 
+def log_transition(change: Change) -> None:
+    """Every stored status change of a calibration, step or worker, in the service log."""
+    gLogger.info("Calibration transition", f"{change.ids}: {change.old} -> {change.new}")
+
+
 def _delegate(method):
-    """Map the logic's outcome to DIRAC's return structure. DIRAC checks the types of the
-    arguments ``types_`` names, but lets more arguments through: they are refused here."""
+    """Map the logic's outcome to DIRAC's return structure, with plain strings for the
+    vocabulary's enum members (DEncode refuses them). DIRAC checks the types of the arguments
+    ``types_`` names, but lets more arguments through: they are refused here."""
     name = method.__name__.removeprefix("export_")
     expected = len(inspect.signature(method).parameters) - 1
 
@@ -47,7 +55,7 @@ def _delegate(method):
         if len(args) != expected:
             return refusal(f"{name} takes {expected} arguments, not {len(args)}")
         try:
-            return S_OK(method(self, *args))
+            return S_OK(plain(method(self, *args)))
         except CalibrationError as exc:
             return refusal(str(exc))
         except Exception as exc:  # noqa: BLE001 - the details (SQL, paths) are for the log only
@@ -69,6 +77,7 @@ class CalibrationHandler(RequestHandler):
 
     @classmethod
     def initializeHandler(cls, serviceInfoDict):
+        observe(log_transition)
         if cls.db is None:
             try:
                 cls.db = CalibrationDB()

@@ -29,12 +29,13 @@ from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
 from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
 from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, normal_lfn, sample_file
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import PhaseKey, StrategyName
 from ILCDIRAC.CalibrationSystem.Utilities.carriers import CONSTANTS, SOFT_COMP
 
 DEFAULT_PHASE_SEQUENCE = ("1.0", "1.1", "1.2", "1.3", "1.4", "2.5", "3.0", "3.1", "3.2", "3.3", "3.4")
 SAMPLES = ("gamma", "kaon", "muon", "zuds")
 BACKENDS = ("dirac", "local")
-STRATEGIES = ("fast", "legacy")
+STRATEGIES = tuple(StrategyName)
 #: Keys computed from ``detectorModel``; accepted on input only when they agree with it.
 DERIVED_KEYS = ("detectorModelName", "geometryTarball")
 _PHASE_KEY = re.compile(r"^(\d{1,3})\.(\d{1,3})$")
@@ -161,7 +162,7 @@ KEYS: dict[str, _Key] = {
     "marlinExecutable": _Key("str", "Marlin"),
     "steeringConstants": _Key("strmap", None),
     "backend": _Key("choice", "dirac", choices=BACKENDS),
-    "strategy": _Key("choice", "fast", choices=STRATEGIES),
+    "strategy": _Key("choice", StrategyName.FAST.value, choices=STRATEGIES),
     "pandoraSettingsFile": _Key("optstr", None),
     "pandoraSettingsTrainingFile": _Key("optstr", None),
     "cpuTime": _Key("int", 172800, _at_least(1)),
@@ -245,7 +246,7 @@ class Settings:
 
     def phases(self) -> list[tuple[int, int]]:
         """The resolved phase sequence as (stage, phase) pairs."""
-        return [_split_phase(key) for key in self.phaseSequence]
+        return [PhaseKey.parse(key) for key in self.phaseSequence]
 
     def samples(self) -> list[str]:
         """The samples the phase sequence reconstructs."""
@@ -274,11 +275,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def _split_phase(key: str) -> tuple[int, int]:
-    stage, phase = key.split(".")
-    return int(stage), int(phase)
 
 
 # ------------------------------------------------------------------------------------ public API
@@ -783,7 +779,7 @@ def _phase_sequence(values: Mapping[str, Any], problems: _Problems) -> list[str]
     if not all(isinstance(b, int) for b in bounds):
         return sequence
     start, stop = (bounds[0], bounds[1]), (bounds[2], bounds[3])
-    kept = [key for key in sequence if start <= _split_phase(key) <= stop]
+    kept = [key for key in sequence if start <= PhaseKey.parse(key) <= stop]
     if not kept:
         problems.add("startStage/startPhase/stopStage/stopPhase",
                      f"from {start[0]}.{start[1]} to {stop[0]}.{stop[1]} leaves nothing of the phase sequence "
@@ -793,7 +789,7 @@ def _phase_sequence(values: Mapping[str, Any], problems: _Problems) -> list[str]
 
 def _check_samples(sequence: list[str], values: Mapping[str, Any], problems: _Problems) -> None:
     for sample in SAMPLES:
-        users = [k for k in sequence if sample in PHASES[_split_phase(k)[1]].samples]
+        users = [k for k in sequence if sample in PHASES[PhaseKey.parse(k)[1]].samples]
         key = f"{sample}Files"
         if users and key in values and not values[key]:
             problems.add(key, f"required: phases {', '.join(users)} reconstruct the {sample} sample")

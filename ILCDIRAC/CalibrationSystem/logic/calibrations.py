@@ -33,13 +33,26 @@ from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimit
 from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, lfn_within, path_problem, relative_path
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
-from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
+from ILCDIRAC.CalibrationSystem.Utilities.procedure import ProcedureState, advance, start
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, Settings, SettingsError, settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import slice_problems, worker_slice
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE
+from ILCDIRAC.CalibrationSystem.Utilities.strategies import strategy_named
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummaryError
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import (
+    END_ACTION,
+    STOPPED_WORKER,
+    CalibrationStatus,
+    PhaseKey,
+    ReportVerdict,
+    StepStatus,
+    WorkerAction,
+    WorkerStatus,
+)
 
-RUNNING, KILLED, FAILED = "running", "killed", "failed"
+RUNNING, FINISHED, KILLED, FAILED = (
+    CalibrationStatus.RUNNING, CalibrationStatus.FINISHED, CalibrationStatus.KILLED, CalibrationStatus.FAILED)
 #: Job IDs as each backend makes them: ``local:<pid>`` (a Linux PID) and DIRAC's job IDs.
 JOB_ID_FORMATS = {"local": re.compile(r"local:[1-9][0-9]{0,6}"), "dirac": re.compile(r"[1-9][0-9]{0,9}")}
 #: Longest stored file name (the Files table's Name column).
@@ -85,7 +98,7 @@ def create_calibration(
     settings, resolved, files = validate_calibration(settingsDict, inputFiles, limits, caller)
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
-    stage, phase = split_key(state.current)
+    stage, phase = PhaseKey.parse(state.current)
     nWorkers = resolved["numberOfJobs"]
     try:
         return db.insertCalibration(
@@ -418,14 +431,14 @@ def is_input_file(name: str) -> bool:
     return not (name.startswith(RESULT_PREFIX) or re.match(r"step\d+_", name) or name in RESULT_NAMES)
 
 
-def application_status(calibrationID: int, action: str, step: int | None = None, key: str | None = None) -> str:
+def application_status(calibrationID: int, action: WorkerAction, step: int | None = None, key: str | None = None) -> str:
     """The ApplicationStatus wording of the original talk, shown on the DIRAC job monitor."""
-    if action == "run":
-        stage, phase = split_key(key)
+    if action == WorkerAction.RUN:
+        stage, phase = PhaseKey.parse(key)
         return f"Running: stage: {stage}; phase: {phase}; step: {step}"
-    if action == "wait":
+    if action == WorkerAction.WAIT:
         return f"PandoraCalib_{calibrationID}: step {step} is finished. Waiting for other jobs"
-    if action == "finished":
+    if action == WorkerAction.FINISHED:
         return f"PandoraCalib_{calibrationID}: Calibration is finished."
     return f"PandoraCalib_{calibrationID}: Calibration is {action}."
 
@@ -444,23 +457,22 @@ def step_parameters(
                                f"{calibration['Step']}")
     status = calibration["Status"]
     if status != RUNNING:
-        action = {FINISHED: "finished", KILLED: "killed", FAILED: "failed"}[status]
-        db.updateWorker(calibrationID, workerID, Status=action, ApplicationStatus=application_status(calibrationID, action),
-                        LastSeen=now())
+        action = END_ACTION[status]
+        _poll(db, calibrationID, workerID, STOPPED_WORKER[action], application_status(calibrationID, action))
         return {"action": action, "reason": calibration["Reason"]}
     current = calibration["Step"]
     stored = db.getWorker(calibrationID, workerID)["LastStep"]
     done = max(s for s in (lastStep, stored, 0) if s is not None)
     if done >= current:
-        message = application_status(calibrationID, "wait", done)
-        db.updateWorker(calibrationID, workerID, Status="waiting", ApplicationStatus=message, LastSeen=now())
-        return {"action": "wait", "step": current, "applicationStatus": message}
+        message = application_status(calibrationID, WorkerAction.WAIT, done)
+        _poll(db, calibrationID, workerID, WorkerStatus.WAITING, message)
+        return {"action": WorkerAction.WAIT, "step": current, "applicationStatus": message}
     step = db.getStep(calibrationID, current)
-    message = application_status(calibrationID, "run", current, step["Phases"][0])
-    db.updateWorker(calibrationID, workerID, Status="running", ApplicationStatus=message, LastSeen=now())
-    stage, phase = split_key(step["Phases"][0])
+    message = application_status(calibrationID, WorkerAction.RUN, current, step["Phases"][0])
+    _poll(db, calibrationID, workerID, WorkerStatus.RUNNING, message)
+    stage, phase = PhaseKey.parse(step["Phases"][0])
     return {
-        "action": "run",
+        "action": WorkerAction.RUN,
         "step": current,
         "stage": stage,
         "phase": phase,
@@ -469,6 +481,14 @@ def step_parameters(
         "inputs": step["Inputs"],
         "applicationStatus": message,
     }
+
+
+def _poll(db: CalibrationDB, calibrationID: int, workerID: int, status: WorkerStatus, message: str) -> None:
+    """Record what a polling worker was told; a worker the agent gave up on (dead) gets no more work."""
+    try:
+        db.updateWorker(calibrationID, workerID, Status=status, ApplicationStatus=message, LastSeen=now())
+    except IllegalTransition as exc:
+        raise CalibrationError(f"{exc}: a worker that was given up gets no more work") from None
 
 
 def submit_result(
@@ -491,11 +511,11 @@ def submit_result(
     if size > limits.maxReportSize:
         raise CalibrationError(f"the report has {size} bytes, more than {limits.name('maxReportSize')}")
     stepRow = db.getStep(calibrationID, step)
-    if stepRow["Status"] == "open":
+    if stepRow["Status"] == StepStatus.OPEN:
         _validate_report(payload, stepRow["Phases"], PhaseContext.from_settings(calibration["Settings"]))
     verdict, have, needed = db.addResult(calibrationID, step, workerID, payload)
     closed = False
-    if verdict == "accepted" and have >= needed:
+    if verdict == ReportVerdict.ACCEPTED and have >= needed:
         closed = close_step(db, calibrationID, step) is not None
     return {"verdict": verdict, "results": have, "needed": needed, "closedStep": closed}
 
@@ -583,7 +603,7 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
             spec = phase.spec(ctx)
             merged[key] = Summary.merge_payloads((p["phases"][key] for _, p in stored), spec)
             measurements[key] = phase.measure(merged[key], ctx)
-            if measurements[key].ok and state.strategy != "legacy":
+            if measurements[key].ok and strategy_named(state.strategy).replaysOffline:
                 measurements[key] = dataclasses.replace(measurements[key], solution=phase.solve(state.constants, merged[key], ctx))
         newState, outcome = advance(state, measurements, ctx)
         artifacts = outcome.artifacts
@@ -603,7 +623,7 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
         artifacts = {}
         outcomeDict = {"step": step["Step"], "error": newState.reason}
     running = newState.status == RUNNING
-    stage, phase = split_key(newState.current) if running else (calibration["Stage"], calibration["Phase"])
+    stage, phase = PhaseKey.parse(newState.current) if running else (calibration["Stage"], calibration["Phase"])
     return StepClose(
         outcome=outcomeDict,
         state=newState.to_dict(),

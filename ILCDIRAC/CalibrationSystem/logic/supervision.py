@@ -15,7 +15,9 @@ from ILCDIRAC.CalibrationSystem.logic.calibrations import (
     CalibrationError,
     checked_id,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits, shown
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import WorkerStatus
 
 #: The settings the agent needs to look after a calibration's workers and deliver its results.
 AGENT_SETTINGS = (
@@ -29,7 +31,6 @@ AGENT_SETTINGS = (
     "geometryTarball",
     "numberOfJobs",
 )
-WORKER_STATES = frozenset({"created", "submitted", "resubmitted", "running", "waiting", "finished", "killed", "failed", "dead"})
 
 
 def agent_work(db: CalibrationDB) -> list[dict[str, Any]]:
@@ -83,8 +84,8 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limit
         for name, value in fields.items():
             if name == "JobID" and isinstance(value, str) and JOB_ID_FORMATS[backend].fullmatch(value):
                 values[name] = value
-            elif name == "Status" and value in WORKER_STATES:
-                values[name] = value
+            elif name == "Status" and isinstance(value, str) and value in tuple(WorkerStatus):
+                values[name] = WorkerStatus(value)
             elif name == "ApplicationStatus" and isinstance(value, str):
                 values[name] = value[:255]
             elif name == "Resubmissions" and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
@@ -96,7 +97,7 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limit
         checked[workerID] = values
     try:
         db.updateWorkers(calibrationID, checked)
-    except CalibrationDBError as exc:
+    except (CalibrationDBError, IllegalTransition) as exc:
         raise CalibrationError(str(exc)) from None
     return len(checked)
 

@@ -66,6 +66,7 @@ class HadronicScale(Phase):
     }
     fits = ("HCalToHadGeVCalibration", "ECalToHadGeVCalibrationBarrel", "ECalToHadGeVCalibrationEndCap")
     replays = True
+    companions = ("PhotonTraining",)
     accuracySetting = "pandoraPFAAccuracy"
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
