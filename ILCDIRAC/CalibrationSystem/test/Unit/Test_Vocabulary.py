@@ -71,7 +71,7 @@ def state_literals(tree: ast.AST) -> list[tuple[int, str]]:
         elif isinstance(node, ast.keyword) and node.arg in STATE_FIELDS:
             literals = _literals(node.value)
         elif isinstance(node, ast.Dict):
-            literals = [c for key, value in zip(node.keys, node.values)
+            literals = [c for key, value in zip(node.keys, node.values, strict=True)
                         if isinstance(key, ast.Constant) and key.value in STATE_FIELDS for c in _literals(value)]
         elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
             literals = _literals(node.value) if isinstance(node.value, ast.Constant) else []
@@ -134,7 +134,7 @@ def test_dencode_round_trips_plain_answers_and_refuses_members():
 
     answer = {"action": WorkerAction.RUN, "verdict": ReportVerdict.DUPLICATE, "phases": ["1.0"]}
     assert decode(encode(plain(answer)))[0] == {"action": "run", "verdict": "duplicate", "phases": ["1.0"]}
-    with pytest.raises(Exception):
+    with pytest.raises(KeyError):
         encode(answer)
 
 
