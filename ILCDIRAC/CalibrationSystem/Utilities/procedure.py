@@ -108,9 +108,9 @@ def start(sequence: list[str], constants: Mapping[str, Any], strategy: str, maxI
         raise ValueError(f"the phase sequence {sequence} names a phase twice")
     for key in sequence:
         phase_for(key)
-    strategy_named(strategy)
-    state = ProcedureState(list(sequence), copy.deepcopy(dict(constants)), StrategyName(strategy), maxIterationsPerPhase)
-    state.active = strategy_named(strategy).plan(state)
+    chosen = strategy_named(strategy)
+    state = ProcedureState(list(sequence), copy.deepcopy(dict(constants)), chosen.name, maxIterationsPerPhase)
+    state.active = chosen.plan(state)
     return state
 
 
