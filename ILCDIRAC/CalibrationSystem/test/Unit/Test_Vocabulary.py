@@ -154,3 +154,12 @@ def test_strategy_names_are_the_strategies():
 
     assert set(STRATEGIES) == set(StrategyName)
     assert all(STRATEGIES[name].name == name for name in StrategyName)
+
+
+def test_phases_couple_by_names_of_phases_that_exist_and_come_later():
+    from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES
+
+    names = [phase.name for _, phase in sorted(PHASES.items())]
+    for number, phase in PHASES.items():
+        assert set(phase.companions) <= set(names[number + 1:]), phase.name
+    assert [p.name for p in PHASES.values() if p.trainsLikelihood] == ["PhotonTraining"]
