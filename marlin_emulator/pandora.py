@@ -12,7 +12,7 @@ Hellinger distance over variables and signal/background, divided by the truth's
 ``referenceDistance``, clipped to [0, 1]): 0 for a perfect likelihood, 1 for one trained on
 another detector or not trained at that energy. The reconstruction turns the value at a
 cluster's energy into fragment / mis-ID probabilities and a small loss of cluster energy
-(docs/calibration_physics.md 4.2, last paragraph).
+(docs/PHYSICS.md section 8).
 """
 from __future__ import annotations
 

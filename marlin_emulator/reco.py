@@ -2,7 +2,7 @@
 
 DDCaloDigi digitises (``digitisation``), DDMarlinPandora clusters and builds PFOs, PfoAnalysis
 fills its tree and histograms (``pfo_tree``); one module per kind of sample: ``showers`` (photons,
-K0L), ``muons``, ``jets`` (Z -> uds). docs/calibration_physics.md section 4.2.
+K0L), ``muons``, ``jets`` (Z -> uds). docs/PHYSICS.md section 8.
 """
 from __future__ import annotations
 

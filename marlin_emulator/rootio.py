@@ -5,7 +5,7 @@ counts + flat values) and its TH1F histograms; tables of several input files con
 ``write_pfoanalysis`` writes the TTree ``PfoAnalysisTree`` with PfoAnalysis' branch names and types
 (vectors as jagged ``var * float32`` / ``var * int32`` branches, i.e. C arrays with a counter
 ``n<branch>``)
-and the histograms as TH1F (docs/calibration_physics.md section 6).
+and the histograms as TH1F (the binnings of ``Utilities/pfoanalysis.CALIBRATION_HISTOGRAMS``).
 """
 from __future__ import annotations
 

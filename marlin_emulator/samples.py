@@ -9,11 +9,11 @@ slice of it a run reads, and the files stay a few kB.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int, is_number
 from marlin_emulator.rng import file_key
 from marlin_emulator.truth import DetectorTruth, TruthError, load_truth, truth_from_mapping
 
@@ -90,14 +90,14 @@ def make_sample_files(
 def _check_request(particle: str, energy: float, n_files: int, events_per_file: int, seed: int) -> None:
     if particle not in PARTICLES:
         raise SampleFileError(f"unknown particle {particle!r}; choose one of {', '.join(PARTICLES)}")
-    if not (isinstance(energy, (int, float)) and not isinstance(energy, bool) and math.isfinite(energy) and energy > 0):
+    if not (is_number(energy) and energy > 0):
         raise SampleFileError(f"the sample energy must be a positive number of GeV, not {energy!r}")
     if particle == "kaon0L" and energy <= K0L_MASS:
         raise SampleFileError(f"a K0L of {energy} GeV has no kinetic energy (mass {K0L_MASS} GeV)")
     for name, value in (("number of files", n_files), ("events per file", events_per_file)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not is_int(value) or value <= 0:
             raise SampleFileError(f"the {name} must be a positive integer, not {value!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise SampleFileError(f"the seed must be a non-negative integer, not {seed!r}")
 
 
@@ -128,7 +128,7 @@ def read_sample_file(path: "str | Path") -> SampleFile:
     if data.get("pdg", PARTICLES[data["particle"]]) != PARTICLES[data["particle"]]:
         raise SampleFileError(f"input file {path}: pdg {data['pdg']} does not match particle {data['particle']}")
     index = data["fileIndex"]
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+    if not is_int(index) or index < 0:
         raise SampleFileError(f"input file {path}: fileIndex must be a non-negative integer, not {index!r}")
     try:
         truth = truth_from_mapping(data["truth"], where=f"in input file {path}")

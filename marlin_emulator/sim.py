@@ -4,7 +4,7 @@
 simulated (visible) energies per ECAL layer and HCAL region, the geometry and truth flags, and the
 uniform draws the reconstruction compares with probabilities. Energies are already above the
 digitiser's raw sim-energy thresholds, so digitisation is exactly proportional to its constants.
-Physics: docs/calibration_physics.md section 4.2; parameters: the sample's DetectorTruth.
+Physics: docs/PHYSICS.md section 8; parameters: the sample's DetectorTruth.
 
 Visible energies are normalised so that the *true* constants give back the deposited energy:
 ECAL ``sum_l c*_l S_l (w_B + (1 - w_B) k*_EC) = E_deposited``, HCAL ``sum_r c*_r S_r = E_deposited``.

@@ -1,7 +1,7 @@
 """Estimators of the PandoraPFA calibration, in numpy/scipy.
 
 Each function re-implements what one LCPandoraAnalysis calibration executable does to its merged
-histogram or event list (docs/calibration_physics.md, sections 2.1-2.3), so the service can run
+histogram or event list (docs/PHYSICS.md, sections 3-4), so the service can run
 the original estimator on the sum of the workers' reports without ROOT:
 
 - ``digitisation_histogram`` / ``rebin_to_accuracy``: the original binning rule
@@ -325,8 +325,8 @@ def histogram_mean(counts, edges) -> float:
 # --------------------------------------------------------------------------------------------
 # Chi-square method (CSM) of the hadronic scale: ECalToHad and HCalToHad from K0L events
 # --------------------------------------------------------------------------------------------
-# Re-implements ``PandoraPFACalibrate_HadronicScale_ChiSquareMethod`` (docs/calibration_physics.md,
-# section 2.1 "1.4" and 2.2).  Each selected event is a point (E_H, E_E) = (pfoHCalToHadEnergy,
+# Re-implements ``PandoraPFACalibrate_HadronicScale_ChiSquareMethod`` (docs/PHYSICS.md, phase 4
+# and section 4).  Each selected event is a point (E_H, E_E) = (pfoHCalToHadEnergy,
 # pfoECalToHadEnergy).  A calibrated detector puts the points on the line E_H/I_H + E_E/I_E = 1 with
 # both intercepts I_H = I_E = T (the K0L kinetic energy).  The estimator finds the intercepts that
 # minimise ``chi2 = sum (d / sigma_d)**2`` with d the perpendicular distance of a point from the line

@@ -26,6 +26,7 @@ import boost_histogram as bh
 import numpy as np
 
 from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int, is_number
 
 SUMMARY_VERSION = 2
 #: Largest count or value a report may carry (integers are exact in float64 up to here): sums of
@@ -205,7 +206,7 @@ def _validated(payload: Any, spec: SummarySpec) -> tuple[int, dict[str, tuple[np
     if unknown:
         raise SummaryError(f"summary has unknown fields {sorted(unknown)}")
     nEvents = payload.get("nEvents")
-    if not isinstance(nEvents, int) or isinstance(nEvents, bool) or not 0 <= nEvents <= MAX_VALUE:
+    if not is_int(nEvents) or not 0 <= nEvents <= MAX_VALUE:
         raise SummaryError(f"summary nEvents must be a non-negative integer up to 2^53, not {shown(nEvents)}")
     return nEvents, _hists_from_payload(payload.get("hists"), spec), _files_from_payload(payload.get("files", {}), spec)
 
@@ -310,6 +311,4 @@ def _numbers(raw: Any, what: str, *, maxLength: int) -> np.ndarray:
 
 
 def _close(value: Any, expected: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value - expected) <= 1e-9 * max(
-        1.0, abs(expected)
-    )
+    return is_number(value) and abs(value - expected) <= 1e-9 * max(1.0, abs(expected))

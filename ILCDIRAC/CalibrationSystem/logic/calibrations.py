@@ -35,6 +35,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
 from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import ProcedureState, advance, start
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, Settings, SettingsError, settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import slice_problems, worker_slice
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE
@@ -238,7 +239,7 @@ def _owned(db: CalibrationDB, caller: Caller, calibrationID: int, *, full: bool 
 
 def checked_id(calibrationID: Any) -> int:
     """A calibration ID as the database stores them (a positive 32-bit integer), or CalibrationError."""
-    if not isinstance(calibrationID, int) or isinstance(calibrationID, bool) or not 0 < calibrationID < 2**31:
+    if not is_int(calibrationID) or not 0 < calibrationID < 2**31:
         raise CalibrationError(f"calibration IDs are integers from 1 to {2**31 - 1}, not {shown(calibrationID)}")
     return calibrationID
 
@@ -339,7 +340,7 @@ def kill_calibration(db: CalibrationDB, caller: Caller, calibrationID: int) -> b
 
 # ------------------------------------------------------------------------------------ workers
 def _worker(calibration: Mapping[str, Any], workerID: Any) -> int:
-    if not isinstance(workerID, int) or isinstance(workerID, bool) or not 0 <= workerID < calibration["NumberOfWorkers"]:
+    if not is_int(workerID) or not 0 <= workerID < calibration["NumberOfWorkers"]:
         raise CalibrationError(
             f"worker ID {shown(workerID)} is not one of the {calibration['NumberOfWorkers']} workers of "
             f"calibration {calibration['CalibrationID']}"
@@ -450,7 +451,7 @@ def step_parameters(
     the last step it reported, 0 or None before its first)."""
     calibration = _owned(db, caller, calibrationID, admin=False)
     workerID = _worker(calibration, workerID)
-    if lastStep is not None and (not isinstance(lastStep, int) or isinstance(lastStep, bool) or lastStep < 0):
+    if lastStep is not None and (not is_int(lastStep) or lastStep < 0):
         raise CalibrationError(f"last step must be a non-negative integer or None, not {shown(lastStep)}")
     if lastStep is not None and lastStep > calibration["Step"]:
         raise CalibrationError(f"last step {shown(lastStep)} is beyond calibration {calibrationID}'s current step "
@@ -499,7 +500,7 @@ def submit_result(
     when enough workers reported."""
     calibration = _owned(db, caller, calibrationID, full=True, admin=False)
     workerID = _worker(calibration, workerID)
-    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+    if not is_int(step) or step < 1:
         raise CalibrationError(f"step must be a positive integer, not {shown(step)}")
     if step > calibration["Step"]:
         raise CalibrationError(f"calibration {calibrationID} has not reached step {shown(step)} "

@@ -17,6 +17,7 @@ from ILCDIRAC.CalibrationSystem.logic.calibrations import (
 )
 from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits, shown
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
 from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import WorkerStatus
 
 #: The settings the agent needs to look after a calibration's workers and deliver its results.
@@ -88,7 +89,7 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limit
                 values[name] = WorkerStatus(value)
             elif name == "ApplicationStatus" and isinstance(value, str):
                 values[name] = value[:255]
-            elif name == "Resubmissions" and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+            elif name == "Resubmissions" and is_int(value) and 0 <= value < 2**31:
                 values[name] = value
             elif name == "LastSeen" and value is None:
                 values[name] = None

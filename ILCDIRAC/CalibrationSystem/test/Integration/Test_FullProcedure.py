@@ -4,7 +4,7 @@ For CLD and each FCC-ee ECAL layout (true constants 10-20 % away from the starti
 default ``fast`` strategy must end with every constant within the requested accuracy of the
 value the original estimators settle on for that detector: the ``legacy`` procedure started from
 the true constants, on the same events. (The generator truth itself is not the reference: the
-estimators have their own fixed points, docs/calibration_physics.md section 4.3.)
+estimators have their own fixed points, docs/PHYSICS.md section 8.)
 """
 import pytest
 

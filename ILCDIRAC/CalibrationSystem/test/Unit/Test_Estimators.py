@@ -1,5 +1,5 @@
 """Calibration estimators against distributions with known answers, against literal
-(loop-by-loop) re-statements of the original algorithms from docs/calibration_physics.md, and
+(loop-by-loop) re-statements of the original algorithms (docs/PHYSICS.md section 4), and
 (chi-square method) against today's per-event computation it replaces."""
 import math
 
@@ -340,7 +340,9 @@ def cells_of(eEcal, eHcal, beam=BEAM):
     n = len(eEcal)
     ctx = PhaseContext(energies={"kaon": beam}, digitisationAccuracy=0.02, pandoraPFAAccuracy=0.005,
                        ecalBarrelCosThetaRange=(0, 0.6), ecalEndcapCosThetaRange=(0.8, 0.9),
-                       hcalBarrelCosThetaRange=(0, 0.6), hcalEndcapCosThetaRange=(0.8, 0.9))
+                       hcalBarrelCosThetaRange=(0, 0.6), hcalEndcapCosThetaRange=(0.8, 0.9), nHcalLayers=44,
+                       nEcalThinLayers=40, nEcalThickLayers=0, ecalResponseCorrectionForThickLayers=1.0,
+                       hcalThicknessRatio=1.0)
     tree = {name: np.ones(n) for name in ("nPfoTargetsTotal", "nPfoTargetsNeutralHadrons", "nPfosTotal", "nPfosNeutralHadrons")}
     tree.update(pfoMinHCalLayerToEdge=np.full(n, 10), pfoECalToHadEnergy=np.asarray(eEcal), pfoHCalToHadEnergy=np.asarray(eHcal))
     return kaon_cells(phase_for("1.4").reduce({"kaon": tree}, ctx))
