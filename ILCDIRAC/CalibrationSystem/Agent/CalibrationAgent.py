@@ -99,7 +99,8 @@ class CalibrationAgent(AgentModule):
             self.act(calibration, backend, review)
         if calibration["status"] == CalibrationStatus.FINISHED and calibration["deliveryTime"] is None:
             self.deliver(calibration)
-        if calibration["status"] != CalibrationStatus.RUNNING and older_than(calibration["endTime"], self.deleteAfterDays, now()):
+        ended = calibration["status"] != CalibrationStatus.RUNNING
+        if ended and older_than(calibration["endTime"], self.deleteAfterDays, now()):
             self.call("removeCalibrationData", calibrationID)
             self.log.notice(f"calibration {calibrationID}: working data deleted after {self.deleteAfterDays} days")
 
@@ -129,7 +130,8 @@ class CalibrationAgent(AgentModule):
                 }
             self.log.notice(f"calibration {calibrationID}: resubmitted workers", str(sorted(jobs)))
         for workerID in review.dead:
-            updates[str(workerID)] = {"Status": WorkerStatus.DEAD, "ApplicationStatus": "given up after repeated failures"}
+            updates[str(workerID)] = {"Status": WorkerStatus.DEAD,
+                                      "ApplicationStatus": "given up after repeated failures"}
         if updates:
             self.call("setWorkerStates", calibrationID, updates)
 

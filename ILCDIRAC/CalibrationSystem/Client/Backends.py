@@ -278,7 +278,8 @@ class DiracBackend:
         result = JobMonitoringClient().getJobsStatus(ids) if ids else {"OK": True, "Value": {}}
         if not result["OK"]:
             raise BackendError(f"cannot read job states: {result['Message']}")
-        seen = {str(jobID): DIRAC_STATES.get(info.get("Status"), JobState.UNKNOWN) for jobID, info in result["Value"].items()}
+        seen = {str(jobID): DIRAC_STATES.get(info.get("Status"), JobState.UNKNOWN)
+                for jobID, info in result["Value"].items()}
         return {jobID: seen.get(str(jobID), JobState.UNKNOWN) for jobID in jobIDs}
 
     def kill(self, calibrationID: int, jobs: Mapping[int, str]) -> None:

@@ -236,8 +236,8 @@ class CalibrationDB:
             conn.execute(
                 insert(workers),
                 [
-                    {"CalibrationID": calibrationID, "WorkerID": w, "Status": WorkerStatus.CREATED, "ApplicationStatus": "",
-                     "Resubmissions": 0}
+                    {"CalibrationID": calibrationID, "WorkerID": w, "Status": WorkerStatus.CREATED,
+                     "ApplicationStatus": "", "Resubmissions": 0}
                     for w in range(numberOfWorkers)
                 ],
             )
@@ -416,7 +416,8 @@ class CalibrationDB:
                 status = conn.execute(
                     select(calibrations.c.Status).where(calibrations.c.CalibrationID == calibrationID)
                 ).scalar()
-                return (ReportVerdict.CLOSED if status == RUNNING else ReportVerdict.ENDED,) + self._count(conn, calibrationID, step)
+                verdict = ReportVerdict.CLOSED if status == RUNNING else ReportVerdict.ENDED
+                return (verdict,) + self._count(conn, calibrationID, step)
         return (ReportVerdict.ACCEPTED,) + counts
 
     def getResults(self, calibrationID: int, step: int) -> list[tuple[int, Any]]:
@@ -556,8 +557,8 @@ class CalibrationDB:
                         .values(Status=WorkerStatus.SUBMITTED)
                     ).rowcount
                     if submitted:
-                        changes.append(transition(WORKER, WorkerStatus.CREATED, WorkerStatus.SUBMITTED,
-                                                  f"worker {workerID} of calibration {calibrationID} (step {running.Step})"))
+                        ids = f"worker {workerID} of calibration {calibrationID} (step {running.Step})"
+                        changes.append(transition(WORKER, WorkerStatus.CREATED, WorkerStatus.SUBMITTED, ids))
         except _Rollback:
             return False
         announce(changes)

@@ -432,7 +432,8 @@ def is_input_file(name: str) -> bool:
     return not (name.startswith(RESULT_PREFIX) or re.match(r"step\d+_", name) or name in RESULT_NAMES)
 
 
-def application_status(calibrationID: int, action: WorkerAction, step: int | None = None, key: str | None = None) -> str:
+def application_status(calibrationID: int, action: WorkerAction, step: int | None = None,
+                       key: str | None = None) -> str:
     """The ApplicationStatus wording of the original talk, shown on the DIRAC job monitor."""
     if action == WorkerAction.RUN:
         stage, phase = PhaseKey.parse(key)

@@ -21,7 +21,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import ENDED_WORKER_STATES, CalibrationStatus, JobState, WorkerStatus
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import (
+    ENDED_WORKER_STATES,
+    CalibrationStatus,
+    JobState,
+    WorkerStatus,
+)
 
 
 @dataclass(frozen=True)
