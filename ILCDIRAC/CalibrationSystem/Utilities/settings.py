@@ -49,7 +49,6 @@ from ILCDIRAC.CalibrationSystem.Utilities.settings_schema import (
 )
 
 SAMPLES = ("gamma", "kaon", "muon", "zuds")
-_PHASE_KEY = re.compile(r"^(\d{1,3})\.(\d{1,3})$")
 #: A settings file and a sample list file are read only up to these sizes (bytes): a settings
 #: file is a page of text, a list file thousands of LFNs.
 MAX_SETTINGS_BYTES = 1024 * 1024
@@ -549,12 +548,14 @@ def _phase_list(value: Any) -> tuple[Any, str | None]:
         return None, f"must be a non-empty list of \"stage.phase\" strings such as \"1.0\", got {shown(value)}"
     keys, bad = [], []
     for item in value:
-        text = repr(item) if isinstance(item, float) else item
-        match = _PHASE_KEY.match(text) if isinstance(text, str) else None
-        if match is None or int(match.group(2)) not in PHASES or not 1 <= int(match.group(1)) <= MAX_STAGE:
+        try:
+            key = PhaseKey.parse(repr(item) if isinstance(item, float) else item)
+        except ValueError:
+            key = None
+        if key is None or key.phase not in PHASES or not 1 <= key.stage <= MAX_STAGE:
             bad.append(item)
         else:
-            keys.append(f"{int(match.group(1))}.{int(match.group(2))}")
+            keys.append(str(key))
     if bad:
         known = ", ".join(f"{n} {phase.name}" for n, phase in PHASES.items())
         return None, f"unknown phases {shown(bad)}: use \"stage.phase\" with stage 1-{MAX_STAGE} and phase one of {known}"
