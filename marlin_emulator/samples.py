@@ -9,9 +9,10 @@ slice of it a run reads, and the files stay a few kB.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int, is_number
 from marlin_emulator.rng import file_key
@@ -58,9 +59,9 @@ def make_sample_files(
     energy: float,
     n_files: int,
     events_per_file: int,
-    truth: "str | Path | Mapping[str, Any] | DetectorTruth",
+    truth: str | Path | Mapping[str, Any] | DetectorTruth,
     seed: int,
-    outdir: "str | Path",
+    outdir: str | Path,
 ) -> list[Path]:
     """Write ``n_files`` sample files and ``<outdir>/<particle>_files.txt`` listing them."""
     _check_request(particle, energy, n_files, events_per_file, seed)
@@ -101,7 +102,7 @@ def _check_request(particle: str, energy: float, n_files: int, events_per_file: 
         raise SampleFileError(f"the seed must be a non-negative integer, not {seed!r}")
 
 
-def read_sample_file(path: "str | Path") -> SampleFile:
+def read_sample_file(path: str | Path) -> SampleFile:
     """Read and check one sample file (errors name the file and the problem)."""
     path = Path(path)
     try:
@@ -117,7 +118,9 @@ def read_sample_file(path: "str | Path") -> SampleFile:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SampleFileError(f"input file {path} is not an emulator sample file (format is not {FORMAT!r})")
     if data.get("version") != VERSION:
-        raise SampleFileError(f"input file {path} has format version {data.get('version')!r}, this emulator reads {VERSION}")
+        raise SampleFileError(
+            f"input file {path} has format version {data.get('version')!r}, this emulator reads {VERSION}"
+        )
     missing = [k for k in ("particle", "energy", "seed", "fileIndex", "nEvents", "truth") if k not in data]
     if missing:
         raise SampleFileError(f"input file {path} lacks {', '.join(missing)}")

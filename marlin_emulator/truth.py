@@ -25,9 +25,10 @@ import copy
 import dataclasses
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -86,7 +87,8 @@ class HcalTruth:
     eOverH: float = bounded(low=1)
     emResponse: float  # response to EM showers relative to the hadron calibration
     hitsPerGeV: float
-    endcapDirectionFactorMean: float = bounded(low=0, openLow=True, high=1, openHigh=True)  # mean PfoAnalysis direction factor of HCAL endcap sim hits
+    #: mean PfoAnalysis direction factor of HCAL endcap sim hits
+    endcapDirectionFactorMean: float = bounded(low=0, openLow=True, high=1, openHigh=True)
     directionFactorSpread: float = bounded(low=0, high=0.3, openHigh=True)
 
 
@@ -100,7 +102,8 @@ class MuonSystemTruth:
 @dataclass(frozen=True)
 class RegionsTruth:
     ecalTransition: tuple[float, float]  # |cos| range where ECAL barrel and endcap share the energy
-    transitionResponseDip: float = bounded(low=0, high=1, openHigh=True)  # relative response loss at the centre of the ECAL transition
+    #: relative response loss at the centre of the ECAL transition
+    transitionResponseDip: float = bounded(low=0, high=1, openHigh=True)
     hcalRing: tuple[float, float]  # |cos| range where the HCAL ring takes part of the energy
     ringPeakFraction: float = bounded(low=0, high=1)
     forwardEdge: float  # beyond: energy starts going to the LumiCal
@@ -138,11 +141,13 @@ class HadronTruth:
     profileShape: float  # longitudinal Gamma profile in lambda
     profileScale: float
     profileShapeSpread: float
-    maxDepthQuantile: float = bounded(low=0, high=1)  # profile quantile taken as the deepest hit (pfoMinHCalLayerToEdge)
+    #: profile quantile taken as the deepest hit (pfoMinHCalLayerToEdge)
+    maxDepthQuantile: float = bounded(low=0, high=1)
     fragmentProbability: float = bounded(low=0, high=1)
     fragmentEnergyFraction: tuple[float, float]
     misIdProbability: float = bounded(low=0, high=1)
-    hitEnergyMeans: tuple[float, float] = bounded(low=0, openLow=True)  # HCAL hit hadronic-energy spectrum: two exponentials (GeV)
+    #: HCAL hit hadronic-energy spectrum: two exponentials (GeV)
+    hitEnergyMeans: tuple[float, float] = bounded(low=0, openLow=True)
     hitEnergyWeights: tuple[float, float] = bounded(low=0)  # their hit-count weights
     softCompensationStrength: float
 
@@ -173,7 +178,8 @@ class JetsTruth:
 class PandoraTruth:
     ecalMipThreshold: float = bounded(low=0, openLow=True)  # the thresholds the truth constants assume
     hcalMipThreshold: float = bounded(low=0, openLow=True)
-    ecalSubThresholdLoss: float = bounded(low=0, high=1)  # cluster energy lost below the threshold at the nominal MIP scale
+    #: cluster energy lost below the threshold at the nominal MIP scale
+    ecalSubThresholdLoss: float = bounded(low=0, high=1)
     hcalSubThresholdLoss: float = bounded(low=0, high=1)
 
 
@@ -289,7 +295,7 @@ def available_truths() -> list[str]:
     return sorted(p.stem for p in DATA_DIR.glob("*.yaml"))
 
 
-def load_truth(source: "str | Path | Mapping[str, Any] | DetectorTruth") -> DetectorTruth:
+def load_truth(source: str | Path | Mapping[str, Any] | DetectorTruth) -> DetectorTruth:
     """A truth from a shipped name or alias, a YAML file path, a mapping, or a DetectorTruth."""
     if isinstance(source, DetectorTruth):
         return source
@@ -320,13 +326,13 @@ def _shipped(name: str) -> DetectorTruth:
     return _load_shipped(canonical)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_shipped(canonical: str) -> DetectorTruth:
     path = DATA_DIR / f"{canonical}.yaml"
     return truth_from_mapping(_resolve_file(path, ()), where=str(path))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _name_index() -> dict[str, str]:
     index: dict[str, str] = {}
     for path in sorted(DATA_DIR.glob("*.yaml")):
@@ -418,6 +424,7 @@ def _build(data: dict[str, Any], where: str) -> DetectorTruth:
         problems += _physics_problems(sections)
     if problems:
         raise TruthError(f"detector truth {where}: " + "; ".join(problems))
+    assert isinstance(name, str), "a missing or bad name is one of the problems"
     return DetectorTruth(
         name=name, aliases=tuple(aliases), description=str(data.get("description", "")).strip(), **sections
     )
@@ -479,7 +486,10 @@ def _physics_problems(s: Mapping[str, Any]) -> list[str]:
         "trueConstants.HCalToHadGeVCalibration must be at least 1 / (1 - pandora.hcalSubThresholdLoss)",
     )
     jets = s["jets"]
-    need(abs(sum(jets.energyFractions) - 1) < 1e-6 and min(jets.energyFractions) >= 0, "jets.energyFractions must sum to 1")
+    need(
+        abs(sum(jets.energyFractions) - 1) < 1e-6 and min(jets.energyFractions) >= 0,
+        "jets.energyFractions must sum to 1",
+    )
     need(sum(s["hadron"].hitEnergyWeights) > 0, "hadron.hitEnergyWeights must not all be 0")
     return problems
 

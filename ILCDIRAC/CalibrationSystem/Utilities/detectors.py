@@ -13,10 +13,11 @@ same value would be valid in a settings file.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -140,7 +141,7 @@ def _all_names() -> set[str]:
     return {n for model in _models().values() for n in (model.name, *model.aliases)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _name_index() -> dict[str, str]:
     """Name or alias (exact, and lower-cased when that is unambiguous) -> canonical name."""
     index: dict[str, str] = {}
@@ -155,7 +156,7 @@ def _name_index() -> dict[str, str]:
     return index
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _models() -> dict[str, DetectorModel]:
     raw = {}
     for path in sorted(DATA_DIR.glob("*.yaml")):
@@ -226,7 +227,9 @@ def _build(name: str, data: dict[str, Any]) -> DetectorModel:
     if carriers:
         problems += [f"constantCarriers: no carrier for {c!r}" for c in CALIBRATED_CONSTANTS if c not in carried]
     collections = data.get("pfoAnalysisCollections", {})
-    if not (isinstance(collections, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in collections.items())):
+    if not (
+        isinstance(collections, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in collections.items())
+    ):
         problems.append("pfoAnalysisCollections must map PfoAnalysis parameter names to collection names")
         collections = {}
     if problems:

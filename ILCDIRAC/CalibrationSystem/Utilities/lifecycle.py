@@ -10,8 +10,8 @@ in step.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, StepStatus, WorkerStatus
 

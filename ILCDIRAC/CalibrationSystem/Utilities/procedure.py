@@ -8,8 +8,9 @@ measurements back through ``advance``; nothing here knows about workers, DIRAC o
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.phases import Measurement, PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.strategies import Strategy, strategy_named
@@ -33,7 +34,7 @@ class Memory:
     inputs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Memory":
+    def from_dict(cls, data: Mapping[str, Any]) -> Memory:
         """From the stored JSON; states stored before a field existed lack its key."""
         return cls(**{f.name: copy.deepcopy(data[f.name]) for f in fields(cls) if f.name in data})
 
@@ -59,7 +60,7 @@ class ProcedureState:
         return plain(copy.deepcopy(asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ProcedureState":
+    def from_dict(cls, data: Mapping[str, Any]) -> ProcedureState:
         values = copy.deepcopy(dict(data))
         values["strategy"] = StrategyName(values["strategy"])
         values["status"] = CalibrationStatus(values.get("status", RUNNING))
@@ -100,7 +101,9 @@ class StepOutcome:
         return data
 
 
-def start(sequence: list[str], constants: Mapping[str, Any], strategy: str, maxIterationsPerPhase: int) -> ProcedureState:
+def start(
+    sequence: list[str], constants: Mapping[str, Any], strategy: str, maxIterationsPerPhase: int
+) -> ProcedureState:
     """The state before the first step (ValueError for an unknown strategy)."""
     if not sequence:
         raise ValueError("the phase sequence is empty: nothing to calibrate")
@@ -128,7 +131,9 @@ def advance(
     for key in state.active:
         new.iterations[key] = new.iterations.get(key, 0) + 1
 
-    failed = [f"{key} {phase_for(key).name}: {measurements[key].reason}" for key in state.active if not measurements[key].ok]
+    failed = [
+        f"{key} {phase_for(key).name}: {measurements[key].reason}" for key in state.active if not measurements[key].ok
+    ]
     completed: list[str] = []
     if failed:
         new.status, new.reason = FAILED, "estimator failed in " + "; ".join(failed)

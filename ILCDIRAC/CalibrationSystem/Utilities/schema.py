@@ -18,7 +18,7 @@ import re
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
 
@@ -71,7 +71,7 @@ class Field:
     defaultDoc: str = ""
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     """An integer, and not a bool (``True`` is an ``int`` in Python, never a count in a file)."""
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import ast
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
+from ILCDIRAC.CalibrationSystem.Utilities.carriers import CONSTANTS, SOFT_COMP
 from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
     DetectorModel,
     DetectorModelError,
@@ -28,8 +30,6 @@ from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
 from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
 from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, normal_lfn, sample_file
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES
-from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import PhaseKey
-from ILCDIRAC.CalibrationSystem.Utilities.carriers import CONSTANTS, SOFT_COMP
 from ILCDIRAC.CalibrationSystem.Utilities.schema import (
     MODEL,
     REQUIRED,
@@ -47,6 +47,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.settings_schema import (
     INPUT_KEYS,
     MAX_STAGE,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import PhaseKey
 
 SAMPLES = ("gamma", "kaon", "muon", "zuds")
 #: A settings file and a sample list file are read only up to these sizes (bytes): a settings
@@ -293,15 +294,16 @@ class _Loader(yaml.SafeLoader):
     def _count(self, values: int, event: yaml.Event) -> None:
         self._values += values
         if self._values > MAX_YAML_VALUES:
+            # the stubs give an event the C loader's Mark too; this pure-Python loader makes yaml.error.Mark
             raise _OverLimit(problem=f"holds more than {MAX_YAML_VALUES} values once its aliases are expanded",
-                             problem_mark=event.start_mark)
+                             problem_mark=event.start_mark)  # type: ignore[arg-type]
 
 
 class _Dumper(yaml.SafeDumper):
     """SafeDumper that quotes strings such as "1e-3" (``_Loader`` reads them as floats) and writes
     short lists on one line, long ones (file lists) one item per line."""
 
-    def represent_list(self, data: list) -> yaml.Node:
+    def represent_list(self, data: Iterable[Any]) -> yaml.SequenceNode:
         flow = len(repr(data)) <= 80
         return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
@@ -429,10 +431,12 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
             values["steeringFile"] = str(steering)
     if problems:
         raise SettingsError(problems)
+    assert modelName is not None, "a model that does not load is one of the problems"
     values.pop("phaseSequence", None)
     steeringConstants = values.pop("steeringConstants", None) or {}
+    checked: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in values.items()}
     return Settings(
-        **{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()},
+        **checked,
         phaseSequence=tuple(sequence),
         detectorModel=raw["detectorModel"].strip(),
         detectorModelName=modelName,
@@ -558,7 +562,7 @@ def _phase_list(value: Any) -> tuple[Any, str | None]:
             keys.append(str(key))
     if bad:
         known = ", ".join(f"{n} {phase.name}" for n, phase in PHASES.items())
-        return None, f"unknown phases {shown(bad)}: use \"stage.phase\" with stage 1-{MAX_STAGE} and phase one of {known}"
+        return None, f'unknown phases {shown(bad)}: use "stage.phase" with stage 1-{MAX_STAGE} and phase one of {known}'
     twice = sorted(key for key, n in Counter(keys).items() if n > 1)
     if twice:
         return None, f"names phases {shown(twice)} more than once"
@@ -619,7 +623,9 @@ def _starting_constants(given: Any, model: DetectorModel | None, values: Mapping
                   and all(is_number(x) and x > 0 for x in value)):
                 constants[name] = (float(value[0]), float(value[1]))
             else:
-                problems.add(where, f"must be [thin, thick] positive numbers (or one number for both), got {shown(value)}")
+                problems.add(
+                    where, f"must be [thin, thick] positive numbers (or one number for both), got {shown(value)}"
+                )
         elif is_number(value) and value > 0:
             constants[name] = float(value)
         else:

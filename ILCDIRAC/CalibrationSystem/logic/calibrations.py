@@ -14,8 +14,9 @@ import logging
 import math
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
 from ILCDIRAC.CalibrationSystem.logic.results import (
@@ -29,11 +30,11 @@ from ILCDIRAC.CalibrationSystem.logic.results import (
 )
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits, check_argument, payload_size, shown
 from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, lfn_within, path_problem, relative_path
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
-from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import ProcedureState, advance, start
 from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, Settings, SettingsError, settings_from_dict
@@ -99,6 +100,7 @@ def create_calibration(
     settings, resolved, files = validate_calibration(settingsDict, inputFiles, limits, caller)
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
+    assert state.current is not None, "a valid sequence has a first phase"
     stage, phase = PhaseKey.parse(state.current)
     nWorkers = resolved["numberOfJobs"]
     try:
@@ -181,7 +183,9 @@ def results_needed(fraction: float, numberOfWorkers: int) -> int:
     return max(1, math.ceil(round(fraction * numberOfWorkers, 9)))
 
 
-def check_input_files(inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS) -> dict[str, str]:
+def check_input_files(
+    inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS
+) -> dict[str, str]:
     """The user's reconstruction files if the calibration can run with them (names, number and
     sizes within the limits, then the steering, included and Pandora files checked as Marlin and
     Pandora will read them); otherwise CalibrationError with the problems."""
@@ -320,7 +324,9 @@ def calibration_status(
 def _precision(db: CalibrationDB, calibrationID: int, constants: Mapping[str, Any]) -> tuple[dict, dict]:
     """The uncertainties of the constants shown (from the steps that set them), and which of them
     exceed the accuracy asked of their phase."""
-    uncertainties = {name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants}
+    uncertainties = {
+        name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants
+    }
     return uncertainties, exceeding_accuracy(constants, uncertainties, db.getCalibration(calibrationID)["Settings"])
 
 
@@ -435,7 +441,7 @@ def is_input_file(name: str) -> bool:
 def application_status(calibrationID: int, action: WorkerAction, step: int | None = None,
                        key: str | None = None) -> str:
     """The ApplicationStatus wording of the original talk, shown on the DIRAC job monitor."""
-    if action == WorkerAction.RUN:
+    if action == WorkerAction.RUN and key is not None:
         stage, phase = PhaseKey.parse(key)
         return f"Running: stage: {stage}; phase: {phase}; step: {step}"
     if action == WorkerAction.WAIT:
@@ -572,7 +578,8 @@ def calibration_results(db: CalibrationDB, caller: Caller, calibrationID: int) -
     calibration = _owned(db, caller, calibrationID)
     if calibration["Status"] != FINISHED:
         raise CalibrationError(
-            f"calibration {calibrationID} is {calibration['Status']}" + (f" ({calibration['Reason']})" if calibration["Reason"] else "")
+            f"calibration {calibrationID} is {calibration['Status']}"
+            + (f" ({calibration['Reason']})" if calibration["Reason"] else "")
             + ": results exist once it finished"
         )
     finalize_calibration(db, calibrationID)
@@ -606,7 +613,9 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
             merged[key] = Summary.merge_payloads((p["phases"][key] for _, p in stored), spec)
             measurements[key] = phase.measure(merged[key], ctx)
             if measurements[key].ok and strategy_named(state.strategy).replaysOffline:
-                measurements[key] = dataclasses.replace(measurements[key], solution=phase.solve(state.constants, merged[key], ctx))
+                measurements[key] = dataclasses.replace(
+                    measurements[key], solution=phase.solve(state.constants, merged[key], ctx)
+                )
         newState, outcome = advance(state, measurements, ctx)
         artifacts = outcome.artifacts
         outcomeDict = outcome.to_dict()
@@ -625,14 +634,17 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
         artifacts = {}
         outcomeDict = {"step": step["Step"], "error": newState.reason}
     running = newState.status == RUNNING
-    stage, phase = PhaseKey.parse(newState.current) if running else (calibration["Stage"], calibration["Phase"])
+    current = newState.current if running else None
+    stage, nextPhase = (
+        PhaseKey.parse(current) if current is not None else (calibration["Stage"], calibration["Phase"])
+    )
     return StepClose(
         outcome=outcomeDict,
         state=newState.to_dict(),
         status=newState.status,
         reason=newState.reason,
         stage=stage,
-        phase=phase,
+        phase=nextPhase,
         nextStep=newState.step if running else None,
         nextPhases=newState.active,
         nextConstants=newState.constants if running else None,

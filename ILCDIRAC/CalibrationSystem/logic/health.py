@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import (
     ENDED_WORKER_STATES,

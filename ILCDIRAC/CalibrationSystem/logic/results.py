@@ -14,7 +14,8 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES, PhaseContext
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import result_files as reconstruction_files

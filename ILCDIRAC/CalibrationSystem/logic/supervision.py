@@ -3,7 +3,8 @@ after, and the agent's verdicts about workers and calibrations, stored atomicall
 from __future__ import annotations
 
 import datetime
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, now
 from ILCDIRAC.CalibrationSystem.logic.calibrations import (

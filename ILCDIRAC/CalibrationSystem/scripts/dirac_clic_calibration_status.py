@@ -15,7 +15,7 @@ from DIRAC import S_OK
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
 
-from ILCDIRAC.CalibrationSystem.Client.Status import show_status, quiet_dirac_log
+from ILCDIRAC.CalibrationSystem.Client.Status import quiet_dirac_log, show_status
 
 
 @Script()

@@ -31,7 +31,9 @@ def main():
     Script.registerSwitch("", "calibration=", "calibration ID", setter("calibration", int))
     Script.registerSwitch("", "worker=", "worker ID", setter("worker", int))
     Script.registerSwitch("", "workdir=", "work directory (default: current)", setter("workdir", str))
-    Script.registerSwitch("", "owner-dn=", "act for this owner with the host certificate (agent only)", setter("dn", str))
+    Script.registerSwitch(
+        "", "owner-dn=", "act for this owner with the host certificate (agent only)", setter("dn", str)
+    )
     Script.registerSwitch("", "owner-group=", "the owner's group (with --owner-dn)", setter("group", str))
     Script.parseCommandLine(ignoreErrors=False)
     missing = [key for key in ("calibration", "worker") if key not in options]

@@ -8,8 +8,9 @@ the phase counts as converged. Everything here is pure: no DIRAC, no database, n
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class PhaseContext:
     hcalThicknessRatio: float
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> "PhaseContext":
+    def from_settings(cls, settings: Mapping[str, Any]) -> PhaseContext:
         """Build from a resolved settings dict (``Settings.to_dict()``)."""
         return cls(
             energies={sample: float(settings[f"{sample}Energy"]) for sample in ("gamma", "kaon", "muon", "zuds")},
@@ -188,7 +189,9 @@ class Phase:
         where the phase has no such estimate."""
         return {}
 
-    def predict(self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants | None:
+    def predict(
+        self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext
+    ) -> Constants | None:
         """The update as if the measurement had been made with ``current`` instead of
         ``measuredWith`` constants (phases run in the same pass as their dependencies), or None."""
         return None

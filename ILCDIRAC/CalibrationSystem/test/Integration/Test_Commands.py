@@ -243,7 +243,7 @@ def test_every_error_is_one_readable_line(testbed, down, idle, tmp_path):
          f"calibration not created: {refused}"),
     ]
     processes = [command(bed.env(user), *args, cwd=tmp_path) for bed, user, args, _ in cases]
-    for process, (_, _, _, expected) in zip(processes, cases):
+    for process, (_, _, _, expected) in zip(processes, cases, strict=True):
         assert_one_line_error(finish(process), expected)
     assert not (tmp_path / "work").exists()  # no worker was started for the refused submission
 

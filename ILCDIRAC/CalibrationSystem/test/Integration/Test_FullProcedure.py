@@ -50,7 +50,7 @@ def test_every_constant_ends_where_the_estimators_settle(calibrated, group, tole
     configuration, fast, settled = calibrated
     start = fast.steps[0]["Constants"]
     for name in group:
-        for got, reference, initial in zip(values(fast.constants[name]), values(settled.constants[name]), values(start[name])):
+        for got, reference, initial in zip(values(fast.constants[name]), values(settled.constants[name]), values(start[name]), strict=True):
             assert got == pytest.approx(reference, rel=tolerance), f"{configuration.name} {name}"
             if name in DIGITISATION[:4] + PANDORA:
                 # the calibration really moved it: the start was 10-20 % away

@@ -75,7 +75,7 @@ def literal_peak(counts, distance=10):
 
 def literal_csm_chi2(eEcal, eHcal, iE, iH, c=0.55):
     chi2 = 0.0
-    for eE, eH in zip(eEcal, eHcal):
+    for eE, eH in zip(eEcal, eHcal, strict=True):
         d = abs(eH * iE + eE * iH - iH * iE) / math.sqrt(iH ** 2 + iE ** 2)
         sigma = math.sqrt(((c * math.sqrt(eH) * iE) ** 2 + (c * math.sqrt(eE) * iH) ** 2) / (iH ** 2 + iE ** 2))
         chi2 += (d / sigma) ** 2
@@ -161,9 +161,9 @@ def test_rms90_window_of_a_gaussian_is_the_central_1p645_sigma():
     expected = 1e6 * np.diff(stats.norm.cdf(edges))
     samples = np.random.default_rng(7).normal(3.0, 2.0, 200_000)
     sampled, sampledEdges = np.histogram(samples, bins=400, range=(-7.0, 13.0))
-    for counts, edges, mu, sigma in ((expected, edges, 0.0, 1.0), (sampled, sampledEdges, 3.0, 2.0)):
-        low, high, mean, rms = rms90_window(counts, edges)
-        centre = 0.5 * (edges[:-1] + edges[1:])
+    for counts, binEdges, mu, sigma in ((expected, edges, 0.0, 1.0), (sampled, sampledEdges, 3.0, 2.0)):
+        low, high, mean, rms = rms90_window(counts, binEdges)
+        centre = 0.5 * (binEdges[:-1] + binEdges[1:])
         assert (centre[low] - mu) / sigma == pytest.approx(-z, abs=0.1)
         assert (centre[high] - mu) / sigma == pytest.approx(z, abs=0.1)
         assert (mean - mu) / sigma == pytest.approx(0.0, abs=0.05)

@@ -7,6 +7,7 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, Calibrati
 from ILCDIRAC.CalibrationSystem.logic.calibrations import Caller, kill_calibration
 from ILCDIRAC.CalibrationSystem.logic.supervision import fail_calibration
 from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
 from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import ProcedureState, start
 from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, WorkerStatus
@@ -17,6 +18,7 @@ def url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite+pysqlite:///{tmp_path / 'calibration.sqlite'}"
         return
+    require_mariadb()
     name = mariadb.create_database("CalibDBUnit")
     try:
         yield mysql_url(mariadb.HOST, mariadb.PORT, mariadb.USER, mariadb.PASSWORD, name)
@@ -111,7 +113,7 @@ def test_two_service_processes_close_a_step_exactly_once_while_reports_race(url)
             errors.append(exc)
 
     threads = [threading.Thread(target=closer, args=(db,)) for db in (first, second, first, second)]
-    threads += [threading.Thread(target=reporter, args=(db, w)) for db, w in zip((first, second) * 2, range(6, 10))]
+    threads += [threading.Thread(target=reporter, args=(db, w)) for db, w in zip((first, second) * 2, range(6, 10), strict=True)]
     for t in threads:
         t.start()
     for t in threads:
