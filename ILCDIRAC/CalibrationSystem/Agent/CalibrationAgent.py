@@ -33,13 +33,12 @@ from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
 from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getVOForGroup
 from DIRAC.Core.Base.AgentModule import AgentModule
 from DIRAC.Core.Utilities.Proxy import executeWithUserProxy
+from DIRAC.Core.Utilities.ReturnValues import convertToReturnValue
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
-from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
-from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import now
+from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 from ILCDIRAC.CalibrationSystem.logic.health import Limits, review_workers
-from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
-from ILCDIRAC.CalibrationSystem.logic.supervision import older_than
+from ILCDIRAC.CalibrationSystem.Utilities.clock import now, older_than
 from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     PathError,
     lfn_within,
@@ -48,6 +47,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     relative_path,
     user_home,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX, decode_file
 from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import ENDED_WORKER_STATES, CalibrationStatus, WorkerStatus
 
 
@@ -69,12 +69,13 @@ class CalibrationAgent(AgentModule):
     def execute(self):
         closed = self.call("closeReadySteps")
         for item in closed:
-            self.log.notice("closed a step the service left open", str(item))
+            self.log.notice("Closed a step the service left open", str(item))
         for calibration in self.call("getAgentWork"):
             try:
                 self.look_after(calibration)
             except Exception as exc:  # noqa: BLE001 - one calibration must not block the others
-                self.log.error(f"calibration {calibration['calibrationID']}", f"{type(exc).__name__}: {exc}")
+                self.log.error("Cannot look after calibration",
+                               f"{calibration['calibrationID']}: {type(exc).__name__}: {exc}")
         return S_OK()
 
     def call(self, method: str, *args: Any) -> Any:
@@ -103,7 +104,7 @@ class CalibrationAgent(AgentModule):
         ended = calibration["status"] != CalibrationStatus.RUNNING
         if ended and older_than(calibration["endTime"], self.deleteAfterDays, now()):
             self.call("removeCalibrationData", calibrationID)
-            self.log.notice(f"calibration {calibrationID}: working data deleted after {self.deleteAfterDays} days")
+            self.log.notice("Working data deleted", f"calibration {calibrationID}, after {self.deleteAfterDays} days")
 
     def act(self, calibration: dict[str, Any], backend, review) -> None:
         calibrationID = calibration["calibrationID"]
@@ -115,10 +116,10 @@ class CalibrationAgent(AgentModule):
                 worker = byJob[jobID]
                 if calibration["status"] != CalibrationStatus.RUNNING or review.fail:
                     updates[str(worker["workerID"])] = {"Status": WorkerStatus.KILLED}
-            self.log.notice(f"calibration {calibrationID}: killed jobs", ", ".join(review.kill))
+            self.log.notice("Killed jobs", f"calibration {calibrationID}: {', '.join(review.kill)}")
         if review.fail:
             self.call("failCalibration", calibrationID, review.fail)
-            self.log.warn(f"calibration {calibrationID} failed", review.fail)
+            self.log.warn("Calibration failed", f"{calibrationID}: {review.fail}")
         if review.resubmit:
             jobs = self.on_backend(calibration, backend.submit, calibrationID, review.resubmit)
             workers = {w["workerID"]: w for w in calibration["workers"]}
@@ -129,7 +130,7 @@ class CalibrationAgent(AgentModule):
                     "Resubmissions": workers[workerID]["resubmissions"] + 1,
                     "LastSeen": None,
                 }
-            self.log.notice(f"calibration {calibrationID}: resubmitted workers", str(sorted(jobs)))
+            self.log.notice("Resubmitted workers", f"calibration {calibrationID}: {sorted(jobs)}")
         for workerID in review.dead:
             updates[str(workerID)] = {"Status": WorkerStatus.DEAD,
                                       "ApplicationStatus": "given up after repeated failures"}
@@ -144,13 +145,10 @@ class CalibrationAgent(AgentModule):
         return self.as_owner(calibration, function, *args)
 
     def as_owner(self, calibration: dict[str, Any], function: Callable, *args: Any) -> Any:
-        """Run a grid operation with the owner's proxy."""
-
-        def wrapped():
-            return S_OK(function(*args))
-
-        result = executeWithUserProxy(wrapped)(
-            proxyUserDN=calibration["ownerDN"], proxyUserGroup=calibration["ownerGroup"]
+        """Run a grid operation with the owner's proxy (DIRAC's convertToReturnValue turns its
+        value or exception into the S_OK/S_ERROR executeWithUserProxy passes on)."""
+        result = executeWithUserProxy(convertToReturnValue(function))(
+            *args, proxyUserDN=calibration["ownerDN"], proxyUserGroup=calibration["ownerGroup"]
         )
         if not result["OK"]:
             raise AgentError(f"as {calibration['owner']}: {result['Message']}")
@@ -189,7 +187,7 @@ class CalibrationAgent(AgentModule):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.call("markDelivered", calibrationID, report)
-        self.log.notice(f"calibration {calibrationID}: results delivered", report)
+        self.log.notice("Results delivered", f"calibration {calibrationID}: {report}")
 
     @staticmethod
     def output_problem(calibration: dict[str, Any], outputPath: str) -> str | None:

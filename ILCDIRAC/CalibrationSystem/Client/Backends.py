@@ -191,14 +191,14 @@ def job_group(calibrationID: int) -> str:
 
 
 def make_worker_bundle(folder: Path) -> Path:
-    """This project's package (without tests) as the tarball the launcher puts first on
+    """This project's package (without its tests and local-run tools) as the tarball the launcher puts first on
     ``ILCDIRAC.__path__`` in the job: ``calibration_code/ILCDIRAC/CalibrationSystem/...``, with no
     ``ILCDIRAC/__init__.py`` of its own (the pilot's iLCDirac stays the package)."""
     bundle = folder / BUNDLE_NAME
 
     def keep(info: tarfile.TarInfo):
         parts = Path(info.name).parts
-        return None if "__pycache__" in parts or "test" in parts[3:4] else info
+        return None if "__pycache__" in parts or {"test", "localdirac"} & set(parts[3:4]) else info
 
     with tarfile.open(bundle, "w:gz") as tar:
         tar.add(PACKAGE_DIR, arcname=f"{BUNDLE_ROOT}/ILCDIRAC/CalibrationSystem", filter=keep)

@@ -184,9 +184,9 @@ def kill(text: str) -> int:
 def fetch_results(text: str, folder: str | None) -> int:
     from pathlib import Path
 
-    from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
-    from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
+    from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
     from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
+    from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX, decode_file
 
     ids = calibration_ids([text])
     if ids is None:

@@ -20,13 +20,7 @@ from typing import Any
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES, PhaseContext
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import result_files as reconstruction_files
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import trained_likelihood_path
-
-RESULT_PREFIX = "result_"
-CONSTANTS_FILE = RESULT_PREFIX + "constants.json"
-HISTORY_FILE = RESULT_PREFIX + "history.json"
-PLOT_FILE = RESULT_PREFIX + "convergence.png"
-#: Names the user's own files cannot have: in the result folder they would meet these files.
-RESULT_NAMES = tuple(name.removeprefix(RESULT_PREFIX) for name in (CONSTANTS_FILE, HISTORY_FILE, PLOT_FILE))
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import CONSTANTS_FILE, HISTORY_FILE, PLOT_FILE, RESULT_PREFIX
 
 
 def final_uncertainties(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:

@@ -4,12 +4,13 @@ import threading
 import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, mysql_url
-from ILCDIRAC.CalibrationSystem.logic.calibrations import Caller, kill_calibration
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
+from ILCDIRAC.CalibrationSystem.logic.calibrations import kill_calibration
 from ILCDIRAC.CalibrationSystem.logic.supervision import fail_calibration
-from ILCDIRAC.CalibrationSystem.test import mariadb
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
 from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import ProcedureState, start
+from ILCDIRAC.CalibrationSystem.Utilities.validation import Caller
 from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, WorkerStatus
 
 
