@@ -24,6 +24,7 @@ from ILCDIRAC.CalibrationSystem.localdirac.configurations import (
 )
 from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario, ScenarioError
 from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, StrategyName
 
 FAST_WORKERS = {"WorkerPollMinimum": 0.5, "WorkerPollMaximum": 3, "WorkerPatience": 300}
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", default="demo-run", help="where settings, samples and logs go (default demo-run)")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--strategy", default="fast", choices=("fast", "legacy"))
+    parser.add_argument("--strategy", default=StrategyName.FAST.value, choices=[s.value for s in StrategyName])
     args = parser.parse_args(argv)
 
     folder = Path(args.folder).resolve()
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             if line != last:
                 print(line, flush=True)
                 last = line
-            if status["status"] != "running":
+            if status["status"] != CalibrationStatus.RUNNING:
                 break
             if time.monotonic() - started > 900:
                 print("ERROR: the calibration did not end within 15 minutes", file=sys.stderr)
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.monotonic() - started
         print(f"$ dirac-clic-calibration-status {calibrationID}")
         print(scenario.run_command("dirac-clic-calibration-status", str(calibrationID)).stdout.strip())
-        if status["status"] != "finished":
+        if status["status"] != CalibrationStatus.FINISHED:
             print(f"ERROR: calibration {status['status']}: {status['reason']}", file=sys.stderr)
             print(scenario.logs(calibrationID), file=sys.stderr)
             return 1

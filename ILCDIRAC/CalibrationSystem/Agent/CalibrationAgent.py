@@ -37,7 +37,7 @@ from DIRAC.Core.Utilities.ReturnValues import convertToReturnValue
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
 from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
-from ILCDIRAC.CalibrationSystem.logic.health import ENDED_WORKER_STATES, Limits, review_workers
+from ILCDIRAC.CalibrationSystem.logic.health import Limits, review_workers
 from ILCDIRAC.CalibrationSystem.Utilities.clock import now, older_than
 from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     PathError,
@@ -48,6 +48,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     user_home,
 )
 from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX, decode_file
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import ENDED_WORKER_STATES, CalibrationStatus, WorkerStatus
 
 
 class AgentError(RuntimeError):
@@ -98,9 +99,10 @@ class CalibrationAgent(AgentModule):
                             self.stallTimeout)
             review = review_workers(calibration, workers, states, now(), limits)
             self.act(calibration, backend, review)
-        if calibration["status"] == "finished" and calibration["deliveryTime"] is None:
+        if calibration["status"] == CalibrationStatus.FINISHED and calibration["deliveryTime"] is None:
             self.deliver(calibration)
-        if calibration["status"] != "running" and older_than(calibration["endTime"], self.deleteAfterDays, now()):
+        ended = calibration["status"] != CalibrationStatus.RUNNING
+        if ended and older_than(calibration["endTime"], self.deleteAfterDays, now()):
             self.call("removeCalibrationData", calibrationID)
             self.log.notice("Working data deleted", f"calibration {calibrationID}, after {self.deleteAfterDays} days")
 
@@ -112,8 +114,8 @@ class CalibrationAgent(AgentModule):
             self.on_backend(calibration, backend.kill, calibrationID, {byJob[j]["workerID"]: j for j in review.kill})
             for jobID in review.kill:
                 worker = byJob[jobID]
-                if calibration["status"] != "running" or review.fail:
-                    updates[str(worker["workerID"])] = {"Status": "killed"}
+                if calibration["status"] != CalibrationStatus.RUNNING or review.fail:
+                    updates[str(worker["workerID"])] = {"Status": WorkerStatus.KILLED}
             self.log.notice("Killed jobs", f"calibration {calibrationID}: {', '.join(review.kill)}")
         if review.fail:
             self.call("failCalibration", calibrationID, review.fail)
@@ -124,13 +126,14 @@ class CalibrationAgent(AgentModule):
             for workerID, jobID in jobs.items():
                 updates[str(workerID)] = {
                     "JobID": jobID,
-                    "Status": "resubmitted",
+                    "Status": WorkerStatus.RESUBMITTED,
                     "Resubmissions": workers[workerID]["resubmissions"] + 1,
                     "LastSeen": None,
                 }
             self.log.notice("Resubmitted workers", f"calibration {calibrationID}: {sorted(jobs)}")
         for workerID in review.dead:
-            updates[str(workerID)] = {"Status": "dead", "ApplicationStatus": "given up after repeated failures"}
+            updates[str(workerID)] = {"Status": WorkerStatus.DEAD,
+                                      "ApplicationStatus": "given up after repeated failures"}
         if updates:
             self.call("setWorkerStates", calibrationID, updates)
 

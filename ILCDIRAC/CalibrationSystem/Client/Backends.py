@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from DIRAC.WorkloadManagementSystem.Client import JobStatus
 
-from ILCDIRAC.CalibrationSystem.Utilities.jobstates import DONE_JOB, FAILED_JOB, RUNNING_JOB, UNKNOWN_JOB
 from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, folder_below, open_below
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import JobState
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 WORKER_SCRIPT = "dirac-clic-calibration-worker"
@@ -100,12 +100,12 @@ class LocalBackend:
         for workerID, jobID in jobs.items():
             pid = _local_pid(jobID)
             if pid is None:
-                states[jobID] = UNKNOWN_JOB
+                states[jobID] = JobState.UNKNOWN
                 continue
             alive = _worker_process(pid, calibrationID, workerID) is not None
             if not alive:
                 _reap(pid)
-            states[jobID] = RUNNING_JOB if alive else DONE_JOB
+            states[jobID] = JobState.RUNNING if alive else JobState.DONE
         return states
 
     def kill(self, calibrationID: int, jobs: Mapping[int, str]) -> None:
@@ -169,10 +169,10 @@ DIRAC_STATES = {
     **dict.fromkeys(
         (JobStatus.RECEIVED, JobStatus.CHECKING, JobStatus.STAGING, JobStatus.WAITING, JobStatus.MATCHED,
          JobStatus.RESCHEDULED, JobStatus.RUNNING, JobStatus.COMPLETING),
-        RUNNING_JOB,
+        JobState.RUNNING,
     ),
-    **dict.fromkeys((JobStatus.DONE, JobStatus.COMPLETED), DONE_JOB),
-    **dict.fromkeys((JobStatus.FAILED, JobStatus.KILLED, JobStatus.DELETED, JobStatus.STALLED), FAILED_JOB),
+    **dict.fromkeys((JobStatus.DONE, JobStatus.COMPLETED), JobState.DONE),
+    **dict.fromkeys((JobStatus.FAILED, JobStatus.KILLED, JobStatus.DELETED, JobStatus.STALLED), JobState.FAILED),
 }
 BUNDLE_NAME = "ilcdirac-calibration.tar.gz"
 #: The bundle's top folder. DIRAC's JobWrapper unpacks every tarball of the input sandbox into
@@ -284,9 +284,10 @@ class DiracBackend:
         if not result["OK"]:
             raise BackendError(f"cannot read job states: {result['Message']}")
         seen = {
-            str(jobID): DIRAC_STATES.get(info.get("Status"), UNKNOWN_JOB) for jobID, info in result["Value"].items()
+            str(jobID): DIRAC_STATES.get(info.get("Status"), JobState.UNKNOWN)
+            for jobID, info in result["Value"].items()
         }
-        return {jobID: seen.get(str(jobID), UNKNOWN_JOB) for jobID in jobIDs}
+        return {jobID: seen.get(str(jobID), JobState.UNKNOWN) for jobID in jobIDs}
 
     def kill(self, calibrationID: int, jobs: Mapping[int, str]) -> None:
         """Kill the jobs through the WMS, which lets the owner's proxy kill only the owner's jobs."""

@@ -6,6 +6,8 @@ from the handler's ``export_`` methods; keyword arguments such as ``proxyLocatio
 """
 from DIRAC.Core.Base.Client import Client, createClient
 
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import plain
+
 
 @createClient("Calibration/Calibration")
 class CalibrationClient(Client):
@@ -15,3 +17,18 @@ class CalibrationClient(Client):
         super().__init__(**kwargs)
         self.setServer(url or "Calibration/Calibration")
 
+    def _getRPC(self, rpc=None, url="", timeout=None):
+        """Every RPC goes through here: its arguments go out with plain strings for the
+        vocabulary's enum members (DEncode refuses them)."""
+        return _PlainArguments(super()._getRPC(rpc=rpc, url=url, timeout=timeout))
+
+
+class _PlainArguments:
+    """An RPC client whose calls send ``plain`` arguments."""
+
+    def __init__(self, rpc):
+        self._rpc = rpc
+
+    def __getattr__(self, name):
+        call = getattr(self._rpc, name)
+        return lambda *args: call(*plain(args))

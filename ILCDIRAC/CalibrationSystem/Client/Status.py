@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus
+
 COLUMNS = ("ID", "Owner", "Status", "Stage", "Phase", "Step", "Results", "Workers", "Last update")
 
 
@@ -136,7 +138,8 @@ def show_status(args: Sequence[str], *, asJson: bool) -> int:
     print(format_table(rows))
     if ids:
         for row in rows:
-            when = f"of step {row['step']}" if row["status"] == "running" else f"at its end ({row['status']})"
+            running = row["status"] == CalibrationStatus.RUNNING
+            when = f"of step {row['step']}" if running else f"at its end ({row['status']})"
             print(f"\nCalibration {row['calibrationID']}, constants {when}:")
             print(format_constants(row["constants"], row.get("uncertainties"), row.get("exceedingAccuracy")))
             print(f"\nWorkers of calibration {row['calibrationID']}:")

@@ -48,6 +48,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import Run, run_files, 
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import Slice
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE, SteeringError
 from ILCDIRAC.CalibrationSystem.Utilities.stored_files import decode_file
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import WorkerAction
 
 #: The worker's log (shared with StatusReport): quiet below NOTICE where a Worker runs inside
 #: another program (the in-process driver, benchmarks); the worker program shows INFO.
@@ -58,7 +59,7 @@ EXIT_ENDED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_RECONSTRUCTION = 0, 2, 3, 4
 #: Where downloaded sample files go, below the work directory (mirroring their LFN folders).
 INPUT_DIR = "inputs"
 #: Answers of getStepParameters that end the worker: the service decided the calibration's fate.
-END_ACTIONS = ("finished", "killed", "failed")
+END_ACTIONS = (WorkerAction.FINISHED, WorkerAction.KILLED, WorkerAction.FAILED)
 #: DIRAC's job monitor stores ApplicationStatus in 255 characters.
 STATUS_LENGTH = 255
 
@@ -150,14 +151,14 @@ class Worker:
             while True:
                 params = self.call("getStepParameters", self.calibrationID, self.workerID, lastStep)
                 action = params["action"]
-                if action == "run":
+                if action == WorkerAction.RUN:
                     self.report(params["applicationStatus"])
                     report = self.reconstruct(params)
                     answer = self.call("submitResult", self.calibrationID, params["step"], self.workerID, report)
                     log.info("step", f"{params['step']} submitted: {answer['verdict']}")
                     lastStep = params["step"]
                     waiting.reset()
-                elif action == "wait":
+                elif action == WorkerAction.WAIT:
                     self.report(params["applicationStatus"])
                     self.sleep(self.wait_time(params, waiting))
                 elif action in END_ACTIONS:

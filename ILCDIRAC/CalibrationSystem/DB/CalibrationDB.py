@@ -60,6 +60,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from ILCDIRAC.CalibrationSystem.Utilities.clock import now
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import CALIBRATION, STEP, WORKER, Change, announce, transition
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, ReportVerdict, StepStatus, WorkerStatus
 
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
@@ -143,7 +145,8 @@ files = _table(
     Column("CreationTime", DateTime, nullable=False),
 )
 
-OPEN, CLOSING, CLOSED = "open", "closing", "closed"
+OPEN, CLOSING, CLOSED = StepStatus.OPEN, StepStatus.CLOSING, StepStatus.CLOSED
+RUNNING = CalibrationStatus.RUNNING
 #: Seconds after which a closer's claim on a step counts as abandoned (its process died) by default.
 CLAIM_TIMEOUT = 300.0
 #: Longest stored close error (the reason a failed close attempt left).
@@ -223,7 +226,7 @@ class CalibrationDB:
             if maxRunning is not None:
                 running = conn.execute(
                     select(calibrations.c.CalibrationID)
-                    .where(and_(calibrations.c.Owner == owner, calibrations.c.Status == "running"))
+                    .where(and_(calibrations.c.Owner == owner, calibrations.c.Status == RUNNING))
                     .with_for_update()
                 ).all()
                 if len(running) >= maxRunning:
@@ -233,7 +236,7 @@ class CalibrationDB:
                     OwnerDN=ownerDN,
                     Owner=owner,
                     OwnerGroup=ownerGroup,
-                    Status="running",
+                    Status=RUNNING,
                     Reason="",
                     Settings=dumps(settings),
                     State=dumps(state),
@@ -251,8 +254,8 @@ class CalibrationDB:
             conn.execute(
                 insert(workers),
                 [
-                    {"CalibrationID": calibrationID, "WorkerID": w, "Status": "created", "ApplicationStatus": "",
-                     "Resubmissions": 0}
+                    {"CalibrationID": calibrationID, "WorkerID": w, "Status": WorkerStatus.CREATED,
+                     "ApplicationStatus": "", "Resubmissions": 0}
                     for w in range(numberOfWorkers)
                 ],
             )
@@ -317,19 +320,29 @@ class CalibrationDB:
         if changed != 1:
             raise CalibrationDBError(f"calibration {calibrationID} does not exist")
 
-    def setCalibrationStatus(self, calibrationID: int, status: str, reason: str, *, onlyIfRunning: bool = True) -> bool:
-        """End a calibration (killed/failed); True if this call changed it."""
-        condition = calibrations.c.CalibrationID == calibrationID
-        if onlyIfRunning:
-            condition = and_(condition, calibrations.c.Status == "running")
+    def setCalibrationStatus(self, calibrationID: int, status: CalibrationStatus, reason: str) -> bool:
+        """End a running calibration (killed/failed): the Status column and the stored state's
+        status and reason change in one transaction, so both always say the same. True if this
+        call changed it; False if it had ended already (or does not exist)."""
         stamp = now()
         with self.engine.begin() as conn:
-            changed = conn.execute(
+            row = conn.execute(
+                select(calibrations.c.Status, calibrations.c.Step, calibrations.c.State)
+                .where(calibrations.c.CalibrationID == calibrationID)
+                .with_for_update()
+            ).first()
+            if row is None or row.Status != RUNNING:
+                return False
+            change = transition(CALIBRATION, row.Status, status, f"calibration {calibrationID} step {row.Step}")
+            state = json.loads(row.State)
+            state.update(status=str(status), reason=reason)
+            conn.execute(
                 update(calibrations)
-                .where(condition)
-                .values(Status=status, Reason=reason, LastUpdate=stamp, EndTime=stamp)
-            ).rowcount
-        return changed == 1
+                .where(calibrations.c.CalibrationID == calibrationID)
+                .values(Status=status, Reason=reason, State=dumps(state), LastUpdate=stamp, EndTime=stamp)
+            )
+        announce([change])
+        return True
 
     # ---------------------------------------------------------------- steps
     def getStep(self, calibrationID: int, step: int) -> dict[str, Any]:
@@ -376,7 +389,7 @@ class CalibrationDB:
         return dict(row)
 
     # ---------------------------------------------------------------- results
-    def addResult(self, calibrationID: int, step: int, workerID: int, payload: Any) -> tuple[str, int, int]:
+    def addResult(self, calibrationID: int, step: int, workerID: int, payload: Any) -> tuple[ReportVerdict, int, int]:
         """Store one worker's report for an open step.
 
         Returns (verdict, results so far, results needed) with verdict "accepted", "duplicate"
@@ -397,8 +410,8 @@ class CalibrationDB:
                             )
                         )
                 except IntegrityError:
-                    return ("duplicate",) + self._count(conn, calibrationID, step)
-                running = select(calibrations.c.CalibrationID).where(calibrations.c.Status == "running")
+                    return (ReportVerdict.DUPLICATE,) + self._count(conn, calibrationID, step)
+                running = select(calibrations.c.CalibrationID).where(calibrations.c.Status == RUNNING)
                 counted = conn.execute(
                     update(steps)
                     .where(
@@ -424,8 +437,9 @@ class CalibrationDB:
                 status = conn.execute(
                     select(calibrations.c.Status).where(calibrations.c.CalibrationID == calibrationID)
                 ).scalar()
-                return ("closed" if status == "running" else "ended",) + self._count(conn, calibrationID, step)
-        return ("accepted",) + counts
+                verdict = ReportVerdict.CLOSED if status == RUNNING else ReportVerdict.ENDED
+                return (verdict,) + self._count(conn, calibrationID, step)
+        return (ReportVerdict.ACCEPTED,) + counts
 
     def getResults(self, calibrationID: int, step: int) -> list[tuple[int, Any]]:
         with self.engine.connect() as conn:
@@ -485,7 +499,10 @@ class CalibrationDB:
                             _claimable(claimTimeout, ready=False)))
                 .values(Status=CLOSING, ClaimedBy=token, ClaimedAt=now(), CloseAttempts=steps.c.CloseAttempts + 1)
             ).rowcount
-        return token if claimed == 1 else None
+        if claimed != 1:
+            return None
+        announce([transition(STEP, OPEN, CLOSING, f"step {step} of calibration {calibrationID}")])
+        return token
 
     def stepSnapshot(
         self, calibrationID: int, step: int
@@ -520,12 +537,19 @@ class CalibrationDB:
                 .where(_claimed(calibrationID, step, claim))
                 .values(Status=OPEN, ClaimedBy=None, ClaimedAt=None, CloseError=error[:MAX_CLOSE_ERROR])
             ).rowcount
-        return released == 1
+        if released != 1:
+            return False
+        announce([transition(STEP, CLOSING, OPEN, f"step {step} of calibration {calibrationID}")])
+        return True
 
     def commitClose(self, calibrationID: int, step: int, claim: str, decision: StepClose) -> bool:
         """Write a close (outcome, state, next step, files) in one short transaction, if the
         claim is still ours and the calibration still runs; False (nothing written) otherwise."""
         stamp = now()
+        changes = [
+            transition(STEP, CLOSING, CLOSED, f"step {step} of calibration {calibrationID}"),
+            transition(CALIBRATION, RUNNING, decision.status, f"calibration {calibrationID} step {step}"),
+        ]
         try:
             with self.engine.begin() as conn:
                 flipped = conn.execute(
@@ -545,11 +569,11 @@ class CalibrationDB:
                 )
                 if decision.nextStep is not None:
                     values["Step"] = decision.nextStep
-                if decision.status != "running":
+                if decision.status != RUNNING:
                     values["EndTime"] = stamp
                 changed = conn.execute(
                     update(calibrations)
-                    .where(and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status == "running"))
+                    .where(and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status == RUNNING))
                     .values(**values)
                 ).rowcount
                 if changed != 1:
@@ -561,6 +585,7 @@ class CalibrationDB:
                     _put_file(conn, calibrationID, name, content, stamp)
         except _Rollback:
             return False
+        announce(changes)
         return True
 
     # ---------------------------------------------------------------- workers
@@ -581,28 +606,20 @@ class CalibrationDB:
         return dict(row)
 
     def updateWorker(self, calibrationID: int, workerID: int, **values: Any) -> None:
-        allowed = {"JobID", "Status", "ApplicationStatus", "LastStep", "LastSeen", "Resubmissions"}
-        unknown = set(values) - allowed
-        if unknown:
-            raise ValueError(f"unknown worker fields {sorted(unknown)}")
-        with self.engine.begin() as conn:
-            changed = conn.execute(
-                update(workers)
-                .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
-                .values(**values)
-            ).rowcount
-        if changed != 1:
-            raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+        """Set a worker's fields; a new Status must follow the worker lifecycle (IllegalTransition
+        otherwise, and nothing changes)."""
+        self.updateWorkers(calibrationID, {workerID: values})
 
     def registerJobs(self, calibrationID: int, jobIDs: Mapping[int, str]) -> bool:
         """Record the job IDs of workers that have none yet, of a running calibration, in one
         transaction: all of them or (False) none. A worker that already contacted the service
         keeps its state."""
+        changes: list[Change | None] = []
         try:
             with self.engine.begin() as conn:
                 running = conn.execute(
-                    select(calibrations.c.CalibrationID)
-                    .where(and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status == "running"))
+                    select(calibrations.c.CalibrationID, calibrations.c.Step)
+                    .where(and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status == RUNNING))
                     .with_for_update()
                 ).first()
                 if running is None:
@@ -614,22 +631,31 @@ class CalibrationDB:
                     ).rowcount
                     if registered != 1:
                         raise _Rollback()
-                    conn.execute(
-                        update(workers).where(and_(worker, workers.c.Status == "created")).values(Status="submitted")
-                    )
+                    submitted = conn.execute(
+                        update(workers).where(and_(worker, workers.c.Status == WorkerStatus.CREATED))
+                        .values(Status=WorkerStatus.SUBMITTED)
+                    ).rowcount
+                    if submitted:
+                        ids = f"worker {workerID} of calibration {calibrationID} (step {running.Step})"
+                        changes.append(transition(WORKER, WorkerStatus.CREATED, WorkerStatus.SUBMITTED, ids))
         except _Rollback:
             return False
+        announce(changes)
         return True
 
     def updateWorkers(self, calibrationID: int, updates: Mapping[int, Mapping[str, Any]]) -> None:
-        """Several workers' fields in one transaction (the agent's resubmissions and verdicts)."""
+        """Several workers' fields in one transaction (the agent's resubmissions and verdicts);
+        every new Status must follow the worker lifecycle, else none of the updates is stored."""
         allowed = {"JobID", "Status", "ApplicationStatus", "LastStep", "LastSeen", "Resubmissions"}
         for values in updates.values():
             unknown = set(values) - allowed
             if unknown:
                 raise ValueError(f"unknown worker fields {sorted(unknown)}")
+        changes = []
         with self.engine.begin() as conn:
             for workerID, values in updates.items():
+                if "Status" in values:
+                    changes.append(_worker_transition(conn, calibrationID, workerID, values["Status"]))
                 changed = conn.execute(
                     update(workers)
                     .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
@@ -637,11 +663,12 @@ class CalibrationDB:
                 ).rowcount
                 if changed != 1:
                     raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+        announce(changes)
 
     def attentionList(self) -> list[dict[str, Any]]:
         """Calibrations the agent looks after: running ones and ended ones not yet cleaned up."""
         query = select(calibrations).where(
-            or_(calibrations.c.Status == "running", calibrations.c.CleanupTime.is_(None))
+            or_(calibrations.c.Status == RUNNING, calibrations.c.CleanupTime.is_(None))
         ).order_by(calibrations.c.CalibrationID)
         with self.engine.connect() as conn:
             return [_calibration_dict(row) for row in conn.execute(query).mappings()]
@@ -723,7 +750,7 @@ def _claimable(claimTimeout: float, *, ready: bool):
         isOpen = and_(isOpen, calibrations.c.ResultsNeeded <= steps.c.NResults)
     return exists().where(and_(
         calibrations.c.CalibrationID == steps.c.CalibrationID,
-        calibrations.c.Status == "running",
+        calibrations.c.Status == RUNNING,
         or_(isOpen, and_(steps.c.Status == CLOSING, steps.c.ClaimedAt < stale)),
     )).correlate(steps)
 
@@ -749,6 +776,19 @@ def _open_step(
             OpenTime=stamp,
         )
     )
+
+
+def _worker_transition(conn: Connection, calibrationID: int, workerID: int, new: str) -> Change | None:
+    """Check a worker's status change against its stored status (locked until the commit)."""
+    old = conn.execute(
+        select(workers.c.Status)
+        .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
+        .with_for_update()
+    ).scalar()
+    if old is None:
+        raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+    step = conn.execute(select(calibrations.c.Step).where(calibrations.c.CalibrationID == calibrationID)).scalar()
+    return transition(WORKER, old, new, f"worker {workerID} of calibration {calibrationID} (step {step})")
 
 
 def _put_file(conn: Connection, calibrationID: int, name: str, content: bytes, stamp) -> None:

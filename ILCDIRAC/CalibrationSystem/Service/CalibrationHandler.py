@@ -22,6 +22,7 @@ from ILCDIRAC.CalibrationSystem.logic.calibrations import ClosePolicy
 from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
 from ILCDIRAC.CalibrationSystem.logic.polling import PollPolicy
 from ILCDIRAC.CalibrationSystem.logic.service import RPC_TYPES, CalibrationService
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import Change, observe
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits
 from ILCDIRAC.CalibrationSystem.Utilities.paths import user_home
 from ILCDIRAC.CalibrationSystem.Utilities.validation import Caller
@@ -33,6 +34,11 @@ USER_AUTH = ["authenticated"]
 AGENT_AUTH = ["TrustedHost"]
 
 
+def log_transition(change: Change) -> None:
+    """Every stored status change of a calibration, step or worker, in the service log."""
+    gLogger.info("Calibration transition", f"{change.ids}: {change.old} -> {change.new}")
+
+
 class CalibrationHandler(RequestHandler):
     """Calibration service: calibrations for users, step parameters and results for workers."""
 
@@ -40,6 +46,7 @@ class CalibrationHandler(RequestHandler):
 
     @classmethod
     def initializeHandler(cls, serviceInfoDict):
+        observe(log_transition)
         try:
             db = CalibrationDB()
         except Exception as exc:  # noqa: BLE001 - the service must not start without its DB

@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.phases import Measurement, PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.strategies import Strategy, strategy_named
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, StrategyName, plain
 
-RUNNING = "running"
-FINISHED = "finished"
-FAILED = "failed"
+RUNNING, FINISHED, FAILED = CalibrationStatus.RUNNING, CalibrationStatus.FINISHED, CalibrationStatus.FAILED
+
+
+@dataclass
+class Memory:
+    """What the procedure and its strategy remember about the phases between steps."""
+
+    #: Phases done for good (measured to convergence or skipped), in key order.
+    completed: list[str] = field(default_factory=list)
+    #: Phases updated from a solution or prediction that a later pass must confirm (fast strategy).
+    provisional: list[str] = field(default_factory=list)
+    #: Per completed phase, the values of the constants it fits when it completed (fast strategy:
+    #: a later stage's twin with unchanged constants needs no pass).
+    settled: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Files produced by earlier steps that the reconstruction now uses (artifact -> stored name).
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Memory:
+        """From the stored JSON; states stored before a field existed lack its key."""
+        return cls(**{f.name: copy.deepcopy(data[f.name]) for f in fields(cls) if f.name in data})
 
 
 @dataclass
@@ -26,27 +45,32 @@ class ProcedureState:
 
     sequence: list[str]
     constants: dict[str, Any]
-    strategy: str
+    strategy: StrategyName
     maxIterationsPerPhase: int
     position: int = 0
     active: list[str] = field(default_factory=list)
     iterations: dict[str, int] = field(default_factory=dict)
     step: int = 1
-    status: str = RUNNING
+    #: Mirrors the Calibrations.Status column: the database changes both in one transaction.
+    status: CalibrationStatus = RUNNING
     reason: str = ""
-    memory: dict[str, Any] = field(default_factory=dict)
+    memory: Memory = field(default_factory=Memory)
 
     def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(asdict(self))
+        return plain(copy.deepcopy(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProcedureState:
-        return cls(**copy.deepcopy(dict(data)))
+        values = copy.deepcopy(dict(data))
+        values["strategy"] = StrategyName(values["strategy"])
+        values["status"] = CalibrationStatus(values.get("status", RUNNING))
+        values["memory"] = Memory.from_dict(values.get("memory") or {})
+        return cls(**values)
 
     @property
     def inputs(self) -> dict[str, str]:
         """Files produced by earlier steps that the reconstruction now uses (artifact -> stored name)."""
-        return dict(self.memory.get("inputs", {}))
+        return dict(self.memory.inputs)
 
     @property
     def current(self) -> str | None:
@@ -66,34 +90,30 @@ class StepOutcome:
     completed: list[str]
     #: Phases completed without a pass of their own (their inputs are unchanged).
     skipped: list[str]
-    status: str
+    status: CalibrationStatus
     reason: str
     #: Files produced for later steps: stored name -> text (kept out of the JSON history).
     artifacts: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = copy.deepcopy(asdict(self))
+        data = plain(copy.deepcopy(asdict(self)))
         data["artifacts"] = sorted(self.artifacts)
         return data
-
-
-def split_key(key: str) -> tuple[int, int]:
-    stage, phase = key.split(".")
-    return int(stage), int(phase)
 
 
 def start(
     sequence: list[str], constants: Mapping[str, Any], strategy: str, maxIterationsPerPhase: int
 ) -> ProcedureState:
-    """The state before the first step."""
+    """The state before the first step (ValueError for an unknown strategy)."""
     if not sequence:
         raise ValueError("the phase sequence is empty: nothing to calibrate")
     if len(set(sequence)) != len(sequence):
         raise ValueError(f"the phase sequence {sequence} names a phase twice")
     for key in sequence:
         phase_for(key)
-    state = ProcedureState(list(sequence), copy.deepcopy(dict(constants)), strategy, maxIterationsPerPhase)
-    state.active = strategy_named(strategy).plan(state)
+    chosen = strategy_named(strategy)
+    state = ProcedureState(list(sequence), copy.deepcopy(dict(constants)), chosen.name, maxIterationsPerPhase)
+    state.active = chosen.plan(state)
     return state
 
 
@@ -136,13 +156,13 @@ def advance(
             for name, text in measurements[key].artifacts.items():
                 stored = f"step{state.step}_{name}"
                 artifacts[stored] = text
-                new.memory.setdefault("inputs", {})[name] = stored
+                new.memory.inputs[name] = stored
     skipped: list[str] = []
     if new.status == RUNNING:
-        new.memory["completed"] = sorted(set(completed) | set(new.memory.get("completed", [])))
+        new.memory.completed = sorted(set(completed) | set(new.memory.completed))
         skipped = strategy.skip(new)
-        new.memory["completed"] = sorted(set(new.memory["completed"]) | set(skipped))
-        done = set(new.memory["completed"])
+        new.memory.completed = sorted(set(new.memory.completed) | set(skipped))
+        done = set(new.memory.completed)
         while new.position < len(new.sequence) and new.sequence[new.position] in done:
             new.position += 1
         if new.position == len(new.sequence):

@@ -41,6 +41,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.steering import (
     read_steering,
 )
 from ILCDIRAC.CalibrationSystem.Utilities.steering_editor import SteeringEditor
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import PhaseKey
 
 #: The phase whose reconstruction runs the photon-training Pandora settings.
 TRAINING_PHASE = next(number for number, phase in PHASES.items() if phase.pandoraSettings == "training")
@@ -76,12 +77,12 @@ class Plan:
 
 
 def trains(settings: Mapping[str, Any]) -> bool:
-    return any(int(key.split(".")[1]) == TRAINING_PHASE for key in settings["phaseSequence"])
+    return any(PhaseKey.parse(key).phase == TRAINING_PHASE for key in settings["phaseSequence"])
 
 
 def retrains_for_later_phases(settings: Mapping[str, Any]) -> bool:
     """Whether phases run after photon training (they then use the trained likelihood)."""
-    keys = [int(key.split(".")[1]) for key in settings["phaseSequence"]]
+    keys = [PhaseKey.parse(key).phase for key in settings["phaseSequence"]]
     return TRAINING_PHASE in keys and keys.index(TRAINING_PHASE) < len(keys) - 1
 
 

@@ -47,9 +47,9 @@ from ILCDIRAC.CalibrationSystem.Utilities.settings_schema import (
     INPUT_KEYS,
     MAX_STAGE,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import PhaseKey
 
 SAMPLES = ("gamma", "kaon", "muon", "zuds")
-_PHASE_KEY = re.compile(r"^(\d{1,3})\.(\d{1,3})$")
 #: A settings file and a sample list file are read only up to these sizes (bytes): a settings
 #: file is a page of text, a list file thousands of LFNs.
 MAX_SETTINGS_BYTES = 1024 * 1024
@@ -154,7 +154,7 @@ class Settings:
 
     def phases(self) -> list[tuple[int, int]]:
         """The resolved phase sequence as (stage, phase) pairs."""
-        return [_split_phase(key) for key in self.phaseSequence]
+        return [PhaseKey.parse(key) for key in self.phaseSequence]
 
     def samples(self) -> list[str]:
         """The samples the phase sequence reconstructs."""
@@ -183,11 +183,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def _split_phase(key: str) -> tuple[int, int]:
-    stage, phase = key.split(".")
-    return int(stage), int(phase)
 
 
 # ------------------------------------------------------------------------------------ public API
@@ -557,12 +552,14 @@ def _phase_list(value: Any) -> tuple[Any, str | None]:
         return None, f"must be a non-empty list of \"stage.phase\" strings such as \"1.0\", got {shown(value)}"
     keys, bad = [], []
     for item in value:
-        text = repr(item) if isinstance(item, float) else item
-        match = _PHASE_KEY.match(text) if isinstance(text, str) else None
-        if match is None or int(match.group(2)) not in PHASES or not 1 <= int(match.group(1)) <= MAX_STAGE:
+        try:
+            key = PhaseKey.parse(repr(item) if isinstance(item, float) else item)
+        except ValueError:
+            key = None
+        if key is None or key.phase not in PHASES or not 1 <= key.stage <= MAX_STAGE:
             bad.append(item)
         else:
-            keys.append(f"{int(match.group(1))}.{int(match.group(2))}")
+            keys.append(str(key))
     if bad:
         known = ", ".join(f"{n} {phase.name}" for n, phase in PHASES.items())
         return None, f'unknown phases {shown(bad)}: use "stage.phase" with stage 1-{MAX_STAGE} and phase one of {known}'
@@ -642,7 +639,7 @@ def _phase_sequence(values: Mapping[str, Any], problems: _Problems) -> list[str]
     if not all(isinstance(b, int) for b in bounds):
         return sequence
     start, stop = (bounds[0], bounds[1]), (bounds[2], bounds[3])
-    kept = [key for key in sequence if start <= _split_phase(key) <= stop]
+    kept = [key for key in sequence if start <= PhaseKey.parse(key) <= stop]
     if not kept:
         problems.add("startStage/startPhase/stopStage/stopPhase",
                      f"from {start[0]}.{start[1]} to {stop[0]}.{stop[1]} leaves nothing of the phase sequence "
@@ -652,7 +649,7 @@ def _phase_sequence(values: Mapping[str, Any], problems: _Problems) -> list[str]
 
 def _check_samples(sequence: list[str], values: Mapping[str, Any], problems: _Problems) -> None:
     for sample in SAMPLES:
-        users = [k for k in sequence if sample in PHASES[_split_phase(k)[1]].samples]
+        users = [k for k in sequence if sample in PHASES[PhaseKey.parse(k)[1]].samples]
         key = f"{sample}Files"
         if users and key in values and not values[key]:
             problems.add(key, f"required: phases {', '.join(users)} reconstruct the {sample} sample")

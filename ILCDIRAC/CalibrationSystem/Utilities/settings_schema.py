@@ -10,10 +10,11 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from ILCDIRAC.CalibrationSystem.Utilities.schema import DERIVED, MODEL, REQUIRED, Field
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import StrategyName
 
 DEFAULT_PHASE_SEQUENCE = ("1.0", "1.1", "1.2", "1.3", "1.4", "2.5", "3.0", "3.1", "3.2", "3.3", "3.4")
 BACKENDS = ("dirac", "local")
-STRATEGIES = ("fast", "legacy")
+STRATEGIES = tuple(name.value for name in StrategyName)
 #: Stages are numbered 1..MAX_STAGE (stopStage's default, 99, means "to the end").
 MAX_STAGE = 99
 
@@ -122,7 +123,7 @@ FIELDS: tuple[Field, ...] = (
           doc="Marlin constant name -> value, as `Marlin --constant.NAME=VALUE` sets them (e.g. ILDConfig's `DetectorModel: ILD_l5_o1_v02`). Each must be a `<constant>` the steering file (or an include) defines; the workers' and the delivered steering files carry the value in that `<constant>`. At most 100, each name and value at most 1000 characters."),
     Field("backend", "choice", "dirac", choices=BACKENDS,
           doc="Where workers run: grid jobs, or local processes on the service machine. `local` exists only on single-user installations, for the users the administrator lists (docs/SECURITY.md); a grid calibration's geometry tarball must then be an LFN."),
-    Field("strategy", "choice", "fast", choices=STRATEGIES,
+    Field("strategy", "choice", StrategyName.FAST.value, choices=STRATEGIES,
           doc="`legacy` reproduces the original one-phase-per-step procedure; `fast` skips confirming passes of phases whose observable is proportional to their constant."),
     Field("pandoraSettingsFile", "optstr", None, defaultDoc="the steering's",
           doc="Pandora settings used by the reconstruction, relative to the steering file's folder. By default the file the Pandora processor's `PandoraSettingsXmlFile` names; set it to use another (the workers then set `PandoraSettingsXmlFile` to it). From stage 3 on, a copy whose `<HistogramFile>` names the retrained photon likelihood."),

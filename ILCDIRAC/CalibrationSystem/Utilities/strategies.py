@@ -20,8 +20,10 @@ applied on that step too (so a phase that starts outside tolerance needs at leas
 - *no redundant stage-3 passes*: stage 3 repeats only the phases the photon likelihood can
   change (EM and hadronic scales): digitisation and MIP scales depend on calorimeter hits only,
   and are skipped when their constants are unchanged since stage 1 settled them.
-Which phase may join which is data (``COMPANIONS``); everything else follows from the phases'
-own declarations (proportional, dependsOn, solve, predict).
+Which phase may join which, which phases read calorimeter hits only and which one trains the
+photon likelihood, the phases declare themselves (``companions``, ``hitsOnly``,
+``trainsLikelihood``); everything else follows from their other declarations (proportional,
+dependsOn, replays, solve, predict).
 """
 from __future__ import annotations
 
@@ -30,27 +32,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ILCDIRAC.CalibrationSystem.Utilities.phases import Measurement, PhaseContext, phase_for
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import PhaseKey, StrategyName
 
 if TYPE_CHECKING:
     from ILCDIRAC.CalibrationSystem.Utilities.procedure import ProcedureState
 
-PHOTON_TRAINING = 5
-#: Phase number -> phase numbers that may share a pass with it when it is the first pending phase.
-COMPANIONS: dict[int, tuple[int, ...]] = {0: (1, 2), 1: (2,), 2: (3, 4), 3: (4, PHOTON_TRAINING), 4: (PHOTON_TRAINING,)}
-#: Phases whose observables come from calorimeter hits only, not from the photon likelihood.
-LIKELIHOOD_INDEPENDENT = (0, 1, 2)
-
-
-def _number(key: str) -> int:
-    return int(key.split(".")[1])
-
-
-def _stage(key: str) -> int:
-    return int(key.split(".")[0])
-
 
 class Strategy(Protocol):
-    name: str
+    name: StrategyName
+    #: Whether the service computes each replaying phase's offline solution (``Phase.solve``)
+    #: when it closes a step: only strategies that use ``Measurement.solution`` need it.
+    replaysOffline: bool
 
     def skip(self, state: ProcedureState) -> list[str]:
         """Pending phases that need no pass at all (recorded as completed without measuring)."""
@@ -63,7 +55,8 @@ class Strategy(Protocol):
 
 
 class Legacy:
-    name = "legacy"
+    name = StrategyName.LEGACY
+    replaysOffline = False
 
     def skip(self, state: ProcedureState) -> list[str]:
         return []
@@ -82,16 +75,18 @@ class Legacy:
 
 
 class Fast:
-    name = "fast"
+    name = StrategyName.FAST
+    replaysOffline = True
 
     def skip(self, state: ProcedureState) -> list[str]:
-        done = set(state.memory.get("completed", []))
-        settled = state.memory.get("settled", {})
+        done = set(state.memory.completed)
+        settled = state.memory.settled
         skipped = []
         for key in state.sequence[state.position:]:
-            number = _number(key)
-            twin = next((k for k in settled if _number(k) == number and _stage(k) < _stage(key)), None)
-            if key in done or number not in LIKELIHOOD_INDEPENDENT or twin is None:
+            this = PhaseKey.parse(key)
+            twin = next((k for k in settled if PhaseKey.parse(k).phase == this.phase
+                         and PhaseKey.parse(k).stage < this.stage), None)
+            if key in done or not phase_for(key).hitsOnly or twin is None:
                 continue
             fits = phase_for(key).fits
             if all(state.constants.get(name) == settled[twin].get(name) for name in fits):
@@ -99,29 +94,30 @@ class Fast:
         return skipped
 
     def plan(self, state: ProcedureState) -> list[str]:
-        done = set(state.memory.get("completed", []))
-        provisional = set(state.memory.get("provisional", []))
+        done = set(state.memory.completed)
+        provisional = set(state.memory.provisional)
         pending = [key for key in state.sequence[state.position:] if key not in done]
         first = pending[0]
         batch = [first]
         for key in pending[1:]:
-            number = _number(key)
-            if number not in COMPANIONS.get(_number(first), ()):
+            phase = phase_for(key)
+            if phase.name not in phase_for(first).companions:
                 continue
-            if number == PHOTON_TRAINING:
-                solved = [k for k in batch if _number(k) in (3, 4)]
+            if phase.trainsLikelihood:
+                # trained speculatively, while the replayed scales it depends on are confirmed
+                solved = [k for k in batch if phase_for(k).replays]
                 if not solved or not all(k in provisional for k in solved):
                     continue
-            elif _stage(key) != _stage(first):
+            elif PhaseKey.parse(key).stage != PhaseKey.parse(first).stage:
                 continue
             batch.append(key)
         return batch
 
     def conclude(self, state: ProcedureState, measurements: Mapping[str, Measurement], ctx: PhaseContext) -> list[str]:
         measuredWith = copy.deepcopy(state.constants)
-        provisional = set(state.memory.get("provisional", []))
+        provisional = set(state.memory.provisional)
         completed, changed = [], set()
-        training = [key for key in state.active if _number(key) == PHOTON_TRAINING]
+        training = [key for key in state.active if phase_for(key).trainsLikelihood]
         for key in (k for k in state.active if k not in training):
             phase, measurement = phase_for(key), measurements[key]
             final = True
@@ -150,18 +146,18 @@ class Fast:
                 provisional.add(key)
         if training and all(key in completed for key in state.active if key not in training):
             completed.extend(training)
-        state.memory["provisional"] = sorted(provisional)
-        settled = state.memory.setdefault("settled", {})
+        state.memory.provisional = sorted(provisional)
+        settled = state.memory.settled
         for key in completed:
             settled[key] = {name: copy.deepcopy(state.constants.get(name)) for name in phase_for(key).fits}
         return completed
 
 
-STRATEGIES = {strategy.name: strategy for strategy in (Legacy(), Fast())}
+STRATEGIES: dict[StrategyName, Strategy] = {strategy.name: strategy for strategy in (Legacy(), Fast())}
 
 
 def strategy_named(name: str) -> Strategy:
     try:
-        return STRATEGIES[name]
-    except KeyError:
+        return STRATEGIES[StrategyName(name)]
+    except ValueError:
         raise ValueError(f"unknown strategy {name!r}; known: {sorted(STRATEGIES)}") from None

@@ -24,6 +24,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles
 from ILCDIRAC.CalibrationSystem.Utilities.validation import Caller
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, WorkerAction
 from marlin_emulator import STEERING
 from marlin_emulator.run import RUN_ERRORS, run
 from marlin_emulator.samples import make_sample_files
@@ -92,7 +93,7 @@ class Outcome:
 
     @property
     def converged(self) -> bool:
-        return self.status == "finished"
+        return self.status == CalibrationStatus.FINISHED
 
 
 def make_samples(truth: DetectorTruth, folder: Path, samples: Mapping[str, tuple[int, int]], seed: int = 1) -> dict:
@@ -139,7 +140,7 @@ def run_calibration(
         ran = False
         for workerID in order:
             params = workers[workerID].call("getStepParameters", calibrationID, workerID, lastStep[workerID])
-            if params["action"] != "run":
+            if params["action"] != WorkerAction.RUN:
                 continue
             report = workers[workerID].reconstruct(params)
             workers[workerID].call("submitResult", calibrationID, params["step"], workerID, report)

@@ -19,6 +19,7 @@ import yaml
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.localdirac.inprocess import STEERING, make_samples
 from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus
 from marlin_emulator.truth import DetectorTruth, load_truth
 
 BIN = Path(sys.executable).parent
@@ -79,7 +80,10 @@ class Scenario:
         return result["Value"][0]
 
     def wait(
-        self, calibrationID: int, timeout: float = 600, until: tuple[str, ...] = ("finished", "failed", "killed")
+        self,
+        calibrationID: int,
+        timeout: float = 600,
+        until: tuple[str, ...] = (CalibrationStatus.FINISHED, CalibrationStatus.FAILED, CalibrationStatus.KILLED),
     ) -> dict:
         """Poll the service until the calibration reaches one of ``until``; raise with the logs otherwise."""
         deadline = time.monotonic() + timeout

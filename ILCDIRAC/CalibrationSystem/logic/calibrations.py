@@ -20,10 +20,11 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CLAIM_TIMEOUT, Calibrati
 from ILCDIRAC.CalibrationSystem.logic.polling import DEFAULT_POLLING, PollPolicy, StepProgress, retry_after
 from ILCDIRAC.CalibrationSystem.logic.results import exceeding_accuracy, final_uncertainties, history, result_files
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits, check_argument, payload_size, shown
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
-from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
+from ILCDIRAC.CalibrationSystem.Utilities.procedure import ProcedureState, advance, start
 from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import worker_slice
@@ -34,6 +35,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.stored_files import (
     encode_file,
     is_input_file,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.strategies import strategy_named
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary, SummaryError
 from ILCDIRAC.CalibrationSystem.Utilities.validation import (
     NO_LIMITS,
@@ -43,8 +45,19 @@ from ILCDIRAC.CalibrationSystem.Utilities.validation import (
     results_needed,
     validate_calibration,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import (
+    END_ACTION,
+    STOPPED_WORKER,
+    CalibrationStatus,
+    PhaseKey,
+    ReportVerdict,
+    StepStatus,
+    WorkerAction,
+    WorkerStatus,
+)
 
-RUNNING, KILLED, FAILED = "running", "killed", "failed"
+RUNNING, FINISHED, KILLED, FAILED = (
+    CalibrationStatus.RUNNING, CalibrationStatus.FINISHED, CalibrationStatus.KILLED, CalibrationStatus.FAILED)
 #: Job IDs as each backend makes them: ``local:<pid>`` (a Linux PID) and DIRAC's job IDs.
 JOB_ID_FORMATS = {"local": re.compile(r"local:[1-9][0-9]{0,6}"), "dirac": re.compile(r"[1-9][0-9]{0,9}")}
 
@@ -60,7 +73,7 @@ def create_calibration(
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
     assert state.current is not None, "a valid sequence has a first phase"
-    stage, phase = split_key(state.current)
+    stage, phase = PhaseKey.parse(state.current)
     nWorkers = resolved["numberOfJobs"]
     try:
         return db.insertCalibration(
@@ -293,14 +306,16 @@ def register_workers(
     return len(parsed)
 
 
-def application_status(calibrationID: int, action: str, step: int | None = None, key: str | None = None) -> str:
+def application_status(
+    calibrationID: int, action: WorkerAction, step: int | None = None, key: str | None = None
+) -> str:
     """The ApplicationStatus wording of the original talk, shown on the DIRAC job monitor."""
-    if action == "run" and key is not None:
-        stage, phase = split_key(key)
+    if action == WorkerAction.RUN and key is not None:
+        stage, phase = PhaseKey.parse(key)
         return f"Running: stage: {stage}; phase: {phase}; step: {step}"
-    if action == "wait":
+    if action == WorkerAction.WAIT:
         return f"PandoraCalib_{calibrationID}: step {step} is finished. Waiting for other jobs"
-    if action == "finished":
+    if action == WorkerAction.FINISHED:
         return f"PandoraCalib_{calibrationID}: Calibration is finished."
     return f"PandoraCalib_{calibrationID}: Calibration is {action}."
 
@@ -321,33 +336,27 @@ def step_parameters(
                                f"{calibration['Step']}")
     status = calibration["Status"]
     if status != RUNNING:
-        action = {FINISHED: "finished", KILLED: "killed", FAILED: "failed"}[status]
-        db.updateWorker(
-            calibrationID,
-            workerID,
-            Status=action,
-            ApplicationStatus=application_status(calibrationID, action),
-            LastSeen=now(),
-        )
+        action = END_ACTION[status]
+        _poll(db, calibrationID, workerID, STOPPED_WORKER[action], application_status(calibrationID, action))
         return {"action": action, "reason": calibration["Reason"]}
     current = calibration["Step"]
     worker = db.getWorker(calibrationID, workerID)
     done = max(s for s in (lastStep, worker["LastStep"], 0) if s is not None)
     if done >= current:
-        message = application_status(calibrationID, "wait", done)
-        stamp = now()
-        db.updateWorker(calibrationID, workerID, Status="waiting", ApplicationStatus=message, LastSeen=stamp)
+        message = application_status(calibrationID, WorkerAction.WAIT, done)
+        wasWaiting = worker["Status"] == WorkerStatus.WAITING
+        _poll(db, calibrationID, workerID, WorkerStatus.WAITING, message)
         row = db.getStepProgress(calibrationID, current)
         progress = StepProgress(row["NResults"], calibration["ResultsNeeded"],
-                                (stamp - row["OpenTime"]).total_seconds())
-        return {"action": "wait", "step": current, "applicationStatus": message,
-                "retryAfter": retry_after(progress, polling, workerID, worker["Status"] == "waiting")}
+                                (now() - row["OpenTime"]).total_seconds())
+        return {"action": WorkerAction.WAIT, "step": current, "applicationStatus": message,
+                "retryAfter": retry_after(progress, polling, workerID, wasWaiting)}
     step = db.getStep(calibrationID, current)
-    message = application_status(calibrationID, "run", current, step["Phases"][0])
-    db.updateWorker(calibrationID, workerID, Status="running", ApplicationStatus=message, LastSeen=now())
-    stage, phase = split_key(step["Phases"][0])
+    message = application_status(calibrationID, WorkerAction.RUN, current, step["Phases"][0])
+    _poll(db, calibrationID, workerID, WorkerStatus.RUNNING, message)
+    stage, phase = PhaseKey.parse(step["Phases"][0])
     return {
-        "action": "run",
+        "action": WorkerAction.RUN,
         "step": current,
         "stage": stage,
         "phase": phase,
@@ -356,6 +365,14 @@ def step_parameters(
         "inputs": step["Inputs"],
         "applicationStatus": message,
     }
+
+
+def _poll(db: CalibrationDB, calibrationID: int, workerID: int, status: WorkerStatus, message: str) -> None:
+    """Record what a polling worker was told; a worker the agent gave up on (dead) gets no more work."""
+    try:
+        db.updateWorker(calibrationID, workerID, Status=status, ApplicationStatus=message, LastSeen=now())
+    except IllegalTransition as exc:
+        raise CalibrationError(f"{exc}: a worker that was given up gets no more work") from None
 
 
 def submit_result(
@@ -379,10 +396,11 @@ def submit_result(
     if size > limits.maxReportSize:
         raise CalibrationError(f"the report has {size} bytes, more than {limits.name('maxReportSize')}")
     stepRow = db.getStep(calibrationID, step)
-    if stepRow["Status"] == "open":
+    if stepRow["Status"] == StepStatus.OPEN:
         _validate_report(payload, stepRow["Phases"], PhaseContext.from_settings(calibration["Settings"]))
     verdict, have, needed = db.addResult(calibrationID, step, workerID, payload)
-    return {"verdict": verdict, "results": have, "needed": needed, "ready": verdict == "accepted" and have >= needed}
+    ready = verdict == ReportVerdict.ACCEPTED and have >= needed
+    return {"verdict": verdict, "results": have, "needed": needed, "ready": ready}
 
 
 def _validate_report(payload: Any, phases: list[str], ctx: PhaseContext) -> None:
@@ -519,7 +537,7 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
         spec = phase.spec(ctx)
         merged[key] = Summary.merge_payloads((p["phases"][key] for _, p in stored), spec)
         measurements[key] = phase.measure(merged[key], ctx)
-        if measurements[key].ok and state.strategy != "legacy":
+        if measurements[key].ok and strategy_named(state.strategy).replaysOffline:
             measurements[key] = dataclasses.replace(
                 measurements[key], solution=phase.solve(state.constants, merged[key], ctx)
             )
@@ -544,7 +562,9 @@ def _step_close(calibration: Mapping[str, Any], newState: ProcedureState, outcom
                 artifacts: Mapping[str, str]) -> StepClose:
     running = newState.status == RUNNING
     current = newState.current if running else None
-    stage, nextPhase = split_key(current) if current is not None else (calibration["Stage"], calibration["Phase"])
+    stage, nextPhase = (
+        PhaseKey.parse(current) if current is not None else (calibration["Stage"], calibration["Phase"])
+    )
     return StepClose(
         outcome=outcome,
         state=newState.to_dict(),

@@ -22,10 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ILCDIRAC.CalibrationSystem.Utilities.jobstates import DONE_JOB, FAILED_JOB, RUNNING_JOB, UNKNOWN_JOB
-
-#: Worker states after which nothing more is expected of a worker.
-ENDED_WORKER_STATES = frozenset({"finished", "killed", "failed", "dead"})
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import (
+    ENDED_WORKER_STATES,
+    CalibrationStatus,
+    JobState,
+    WorkerStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -56,18 +58,18 @@ def review_workers(
     limits: Limits,
 ) -> Review:
     review = Review()
-    if calibration["status"] != "running":
+    if calibration["status"] != CalibrationStatus.RUNNING:
         review.kill = sorted(
-            w["jobID"] for w in workers if w.get("jobID") and jobStates.get(w["jobID"]) == RUNNING_JOB
+            w["jobID"] for w in workers if w.get("jobID") and jobStates.get(w["jobID"]) == JobState.RUNNING
         )
         return review
     current = calibration["step"]
     for worker in workers:
         if worker["status"] in ENDED_WORKER_STATES or not worker.get("jobID"):
             continue
-        state = jobStates.get(worker["jobID"], UNKNOWN_JOB)
-        lost = state in (DONE_JOB, FAILED_JOB)
-        if state == RUNNING_JOB and _stalled(worker, current, now, limits.stallTimeout):
+        state = jobStates.get(worker["jobID"], JobState.UNKNOWN)
+        lost = state in (JobState.DONE, JobState.FAILED)
+        if state == JobState.RUNNING and _stalled(worker, current, now, limits.stallTimeout):
             lost = True
             review.stalled.append(worker["workerID"])
             review.kill.append(worker["jobID"])
@@ -78,7 +80,7 @@ def review_workers(
         else:
             review.dead.append(worker["workerID"])
     total = len(workers)
-    given_up = sum(1 for w in workers if w["status"] == "dead") + len(review.dead)
+    given_up = sum(1 for w in workers if w["status"] == WorkerStatus.DEAD) + len(review.dead)
     alive = total - given_up
     needed = calibration["resultsNeeded"]
     if alive < needed:
@@ -93,7 +95,7 @@ def review_workers(
         )
     if review.fail:
         review.kill = sorted(
-            {w["jobID"] for w in workers if w.get("jobID") and jobStates.get(w["jobID"]) == RUNNING_JOB}
+            {w["jobID"] for w in workers if w.get("jobID") and jobStates.get(w["jobID"]) == JobState.RUNNING}
         )
         review.resubmit = []
     return review

@@ -26,6 +26,7 @@ from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
 from ILCDIRAC.CalibrationSystem.logic.polling import DEFAULT_POLLING, PollPolicy
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits
 from ILCDIRAC.CalibrationSystem.Utilities.validation import NO_LIMITS, CalibrationError, Caller, new_error_id
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import plain
 
 #: The argument types of every RPC, by name: the handler declares them to DIRAC as ``types_``.
 RPC_TYPES: dict[str, tuple[type, ...]] = {}
@@ -59,7 +60,7 @@ def _rpc(*types: type, agent: bool = False) -> Callable:
                     return refusal(f"{name}: argument {index} must be a {expected.__name__}, "
                                    f"not a {type(value).__name__}")
             try:
-                return S_OK(method(self, caller, *args))
+                return S_OK(plain(method(self, caller, *args)))
             except CalibrationError as exc:
                 return refusal(str(exc))
             except Exception as exc:  # noqa: BLE001 - the details (SQL, paths) are for the log only

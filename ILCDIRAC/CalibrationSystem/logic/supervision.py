@@ -7,10 +7,12 @@ from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, now
 from ILCDIRAC.CalibrationSystem.logic.calibrations import FAILED, JOB_ID_FORMATS, RUNNING, checked_id
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits, shown
 from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
 from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX
 from ILCDIRAC.CalibrationSystem.Utilities.validation import NO_LIMITS, CalibrationError
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import WorkerStatus
 
 #: The settings the agent needs to look after a calibration's workers and deliver its results.
 AGENT_SETTINGS = (
@@ -23,9 +25,6 @@ AGENT_SETTINGS = (
     "cpuTime",
     "geometryTarball",
     "numberOfJobs",
-)
-WORKER_STATES = frozenset(
-    {"created", "submitted", "resubmitted", "running", "waiting", "finished", "killed", "failed", "dead"}
 )
 
 
@@ -80,8 +79,8 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limit
         for name, value in fields.items():
             if name == "JobID" and isinstance(value, str) and JOB_ID_FORMATS[backend].fullmatch(value):
                 values[name] = value
-            elif name == "Status" and value in WORKER_STATES:
-                values[name] = value
+            elif name == "Status" and isinstance(value, str) and value in tuple(WorkerStatus):
+                values[name] = WorkerStatus(value)
             elif name == "ApplicationStatus" and isinstance(value, str):
                 values[name] = value[:255]
             elif name == "Resubmissions" and is_int(value) and 0 <= value < 2**31:
@@ -93,7 +92,7 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limit
         checked[workerID] = values
     try:
         db.updateWorkers(calibrationID, checked)
-    except CalibrationDBError as exc:
+    except (CalibrationDBError, IllegalTransition) as exc:
         raise CalibrationError(str(exc)) from None
     return len(checked)
 

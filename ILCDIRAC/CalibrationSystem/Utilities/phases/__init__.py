@@ -10,6 +10,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.hadronic_scale import HadronicS
 from ILCDIRAC.CalibrationSystem.Utilities.phases.hcal_digitisation import HcalDigitisation
 from ILCDIRAC.CalibrationSystem.Utilities.phases.mip_scale import MipScale
 from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import PhotonTraining
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import PhaseKey
 
 PHASES: dict[int, Phase] = {
     phase.number: phase
@@ -19,7 +20,7 @@ PHASES: dict[int, Phase] = {
 
 def phase_for(key: str) -> Phase:
     """The phase of a "stage.phase" key such as "1.0"."""
-    number = int(key.split(".")[1])
+    number = PhaseKey.parse(key).phase
     try:
         return PHASES[number]
     except KeyError:

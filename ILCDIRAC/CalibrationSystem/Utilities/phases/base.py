@@ -109,6 +109,14 @@ class Phase:
     dependsOn: tuple[int, ...] = ()
     #: ``solve`` replays the estimator on the step's events to its fixed point (offline replay).
     replays: bool = False
+    #: Names of the phases that may share a pass with this one when it is the first pending
+    #: phase (the fast strategy; ``dependsOn`` says how to treat their mutual influence).
+    companions: tuple[str, ...] = ()
+    #: The observables come from calorimeter hits only, never from the photon likelihood (so a
+    #: later stage need not measure the phase again while its constants are unchanged).
+    hitsOnly: bool = False
+    #: The phase trains the photon likelihood instead of fitting constants.
+    trainsLikelihood: bool = False
     #: The setting holding the relative accuracy this phase is asked for.
     accuracySetting: str = "digitisationAccuracy"
 

@@ -58,6 +58,8 @@ class EcalDigitisation(Phase):
     }
     fits = ("CalibrECAL", "ECALEndcapCorrectionFactor")
     proportional = True
+    companions = ("HCalDigitisation", "MuonAndHCalOtherDigitisation")
+    hitsOnly = True
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
         energy = ctx.energies["gamma"]

@@ -55,6 +55,7 @@ class EmScale(Phase):
     }
     fits = ("ECalToEMGeVCalibration", "HCalToEMGeVCalibration")
     replays = True
+    companions = ("HadronicEnergy", "PhotonTraining")
     accuracySetting = "pandoraPFAAccuracy"
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:

@@ -67,6 +67,7 @@ class HadronicScale(Phase):
     }
     fits = ("HCalToHadGeVCalibration", "ECalToHadGeVCalibrationBarrel", "ECalToHadGeVCalibrationEndCap")
     replays = True
+    companions = ("PhotonTraining",)
     accuracySetting = "pandoraPFAAccuracy"
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:

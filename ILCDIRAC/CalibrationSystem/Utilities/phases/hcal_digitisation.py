@@ -93,6 +93,8 @@ class HcalDigitisation(Phase):
     branches = {"kaon": BRANCHES}
     fits = ("CalibrHCALBarrel", "CalibrHCALEndcap")
     proportional = True
+    companions = ("MuonAndHCalOtherDigitisation",)
+    hitsOnly = True
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
         return SummarySpec(hists={"hcalBarrel": kaon_binning(ctx), "hcalEndcap": kaon_binning(ctx)})

@@ -65,6 +65,8 @@ class MipScale(Phase):
     rootHistograms = {"muon": MUON_HISTOGRAMS, "kaon": KAON_HISTOGRAMS}
     fits = tuple(TO_MIP) + ("CalibrHCALOther",)
     iterative = False
+    companions = ("ElectroMagneticEnergy", "HadronicEnergy")
+    hitsOnly = True
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
         hists = {name: HistSpec(*CALIBRATION_HISTOGRAMS[name]) for name in MUON_HISTOGRAMS + KAON_HISTOGRAMS}

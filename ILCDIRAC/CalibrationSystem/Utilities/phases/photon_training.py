@@ -32,6 +32,7 @@ class PhotonTraining(Phase):
     outputFiles = {"zuds": (TRAINING_OUTPUT,)}
     pandoraSettings = "training"
     iterative = False
+    trainsLikelihood = True
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
         return SummarySpec(files={"likelihood": read_likelihood})

@@ -5,7 +5,13 @@ import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, mysql_url
 from ILCDIRAC.CalibrationSystem.localdirac import mariadb
+from ILCDIRAC.CalibrationSystem.logic.calibrations import kill_calibration
+from ILCDIRAC.CalibrationSystem.logic.supervision import fail_calibration
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
+from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
+from ILCDIRAC.CalibrationSystem.Utilities.procedure import ProcedureState, start
+from ILCDIRAC.CalibrationSystem.Utilities.validation import Caller
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus, WorkerStatus
 
 
 @pytest.fixture(params=["mariadb", "sqlite"])
@@ -250,3 +256,44 @@ def test_a_database_made_before_claims_gets_the_claim_columns(url):
     assert upgraded.getStep(cid, 1)["CloseAttempts"] == 0
     assert upgraded.closeStep(cid, 1, lambda c, s, stored: decision(stored)).outcome == {"workers": [0]}
     assert upgraded.getStep(cid, 1)["CloseAttempts"] == 1
+
+
+def running_calibration(db):
+    """A calibration whose stored state is a real procedure state, as the service creates it."""
+    state = start(["1.0", "1.1"], {"CalibrECAL": [37.5, 37.5]}, "fast", 5)
+    return db.insertCalibration(
+        ownerDN="/CN=alice", owner="alice", ownerGroup="calibration_user", settings={"numberOfJobs": 2},
+        state=state.to_dict(), stage=1, phase=0, phases=state.active, constants=state.constants,
+        numberOfWorkers=2, resultsNeeded=2, backend="local", inputFiles={},
+    )
+
+
+@pytest.mark.parametrize("end", ["kill", "fail"])
+def test_a_killed_or_failed_calibration_says_so_in_its_stored_state_too(url, end):
+    db = CalibrationDB(url)
+    cid = running_calibration(db)
+    alice = Caller(dn="/CN=alice", username="alice", group="calibration_user", properties=frozenset())
+    if end == "kill":
+        assert kill_calibration(db, alice, cid)
+        expected = (CalibrationStatus.KILLED, "killed by alice")
+    else:
+        assert fail_calibration(db, cid, "only 1 of 2 workers are left")
+        expected = (CalibrationStatus.FAILED, "only 1 of 2 workers are left")
+    row = db.getCalibration(cid)
+    state = ProcedureState.from_dict(row["State"])
+    assert (row["Status"], row["Reason"]) == expected
+    assert (state.status, state.reason) == expected
+    assert not db.setCalibrationStatus(cid, CalibrationStatus.FAILED, "again")
+    assert (db.getCalibration(cid)["Status"], ProcedureState.from_dict(db.getCalibration(cid)["State"]).status) == (
+        expected[0], expected[0])
+
+
+def test_a_worker_status_change_its_lifecycle_forbids_stores_nothing(url):
+    db = CalibrationDB(url)
+    cid = running_calibration(db)
+    db.updateWorkers(cid, {0: {"Status": WorkerStatus.DEAD, "ApplicationStatus": "given up"}})
+    before = db.getWorkers(cid)
+    with pytest.raises(IllegalTransition, match="worker 0 of calibration .* cannot go from dead to running"):
+        db.updateWorkers(cid, {1: {"Status": WorkerStatus.RUNNING}, 0: {"Status": WorkerStatus.RUNNING}})
+    assert db.getWorkers(cid) == before
+    assert [w["Status"] for w in before] == [WorkerStatus.DEAD, WorkerStatus.CREATED]

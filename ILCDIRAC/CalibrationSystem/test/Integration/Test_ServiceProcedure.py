@@ -17,6 +17,7 @@ run as delivered, its photons come out at the requested EM scale.
 import difflib
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,33 @@ def _printed_constants(stdout: str) -> dict[str, tuple[list[float], str | None]]
             values = [float(v) for v in match.group(2).split(",")]
             printed[match.group(1)] = (values, match.group(3))
     return printed
+
+
+def transitions(testbed, calibrationID: int) -> list[str]:
+    """The service log's transitions of one calibration, its steps and workers, in order."""
+    logged = re.findall(r"Calibration transition (.+)", testbed.service_log.read_text())
+    return [line for line in logged if re.search(rf"\bcalibration {calibrationID}\b", line)]
+
+
+def worker_transitions(lines: list[str], worker: int) -> list[str]:
+    return [line.split(": ", 1)[1] for line in lines if line.startswith(f"worker {worker} of ")]
+
+
+def test_the_service_logged_every_transition_with_its_ids(both, testbed):
+    scenario, calibrationID, _, _, _ = both
+    # the workers learn the end at their next poll; the log line follows the commit
+    scenario.wait_for_workers(calibrationID, {"finished"}, timeout=120)
+    deadline = time.monotonic() + 30
+    while not all(worker_transitions(transitions(testbed, calibrationID), w)[-1].endswith("-> finished")
+                  for w in range(4)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    mine = transitions(testbed, calibrationID)
+    steps = len(scenario.history(calibrationID))
+    assert [line for line in mine if line.startswith("step ")] == [
+        f"step {n} of calibration {calibrationID}: open -> closed" for n in range(1, steps + 1)]
+    assert [line for line in mine if line.startswith("calibration ")] == [
+        f"calibration {calibrationID} step {steps}: running -> finished"]
+    for worker in range(4):
+        theirs = worker_transitions(mine, worker)
+        assert theirs[0].startswith("created -> ") and theirs[-1].endswith("-> finished"), theirs
+        assert {"running -> waiting", "waiting -> running"} <= set(theirs), theirs

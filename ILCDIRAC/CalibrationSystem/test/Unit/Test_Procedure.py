@@ -100,3 +100,18 @@ def test_bad_sequences_and_calls_are_refused():
     state = start(["1.0"], START, "legacy", 30)
     with pytest.raises(ValueError, match="no measurement"):
         advance(state, {}, CTX)
+
+
+def test_a_state_stored_before_the_memory_was_typed_still_loads():
+    stored = {"sequence": ["1.0", "1.1"], "constants": START, "strategy": "fast", "maxIterationsPerPhase": 30,
+              "position": 1, "active": ["1.1"], "iterations": {"1.0": 1}, "step": 2, "status": "running",
+              "reason": "", "memory": {"completed": ["1.0"], "settled": {"1.0": {"CalibrECAL": [40.0, 40.0]}},
+                                       "inputs": {"PandoraLikelihoodData.xml": "step1_PandoraLikelihoodData.xml"}}}
+    state = ProcedureState.from_dict(stored)
+    assert (state.status, state.strategy) == (RUNNING, "fast")
+    assert state.memory.completed == ["1.0"] and state.memory.provisional == []
+    assert state.memory.settled == {"1.0": {"CalibrECAL": [40.0, 40.0]}}
+    assert state.inputs == {"PandoraLikelihoodData.xml": "step1_PandoraLikelihoodData.xml"}
+    again = state.to_dict()
+    assert again == {**stored, "memory": {**stored["memory"], "provisional": []}}
+    assert type(again["status"]) is str and type(again["strategy"]) is str

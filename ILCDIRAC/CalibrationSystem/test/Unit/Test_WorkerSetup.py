@@ -5,6 +5,7 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.localdirac.inprocess import CALLER, STEERING, input_files
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import WorkerAction, WorkerStatus
 
 
 @pytest.fixture
@@ -35,3 +36,15 @@ def test_an_ended_calibration_gives_no_setup(calibration):
     db.setCalibrationStatus(calibrationID, "killed", "killed by physicist")
     with pytest.raises(logic.CalibrationError, match="is killed: no work for a worker"):
         logic.worker_setup(db, CALLER, calibrationID, 0, {})
+
+
+def test_a_worker_given_up_gets_no_more_work_but_learns_the_end(calibration):
+    db, calibrationID, _ = calibration
+    assert logic.step_parameters(db, CALLER, calibrationID, 0, 0)["action"] == WorkerAction.RUN
+    db.updateWorkers(calibrationID, {0: {"Status": WorkerStatus.DEAD}})
+    with pytest.raises(logic.CalibrationError, match="cannot go from dead to running: a worker that was given up"):
+        logic.step_parameters(db, CALLER, calibrationID, 0, 0)
+    assert db.getWorker(calibrationID, 0)["Status"] == WorkerStatus.DEAD
+    logic.kill_calibration(db, CALLER, calibrationID)
+    assert logic.step_parameters(db, CALLER, calibrationID, 0, 0)["action"] == WorkerAction.KILLED
+    assert db.getWorker(calibrationID, 0)["Status"] == WorkerStatus.KILLED
