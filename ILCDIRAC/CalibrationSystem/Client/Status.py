@@ -14,14 +14,6 @@ from typing import Any, Mapping, Sequence
 COLUMNS = ("ID", "Owner", "Status", "Stage", "Phase", "Step", "Results", "Workers", "Last update")
 
 
-def quiet_dirac_log() -> None:
-    """Show only DIRAC's errors (``-d`` still shows everything): its connection retries and
-    configuration notices would bury the one-line error and break ``--json`` output."""
-    from DIRAC import gLogger
-
-    gLogger.setLevel("ERROR")
-
-
 def failure(result: Mapping[str, Any]) -> str:
     """One readable line for a failed call to the Calibration service."""
     message = result["Message"]

@@ -14,7 +14,8 @@ from DIRAC import S_OK
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
 
-from ILCDIRAC.CalibrationSystem.Client.Status import fetch_results, quiet_dirac_log
+from ILCDIRAC.CalibrationSystem.Client.CommandLine import parse_command_line
+from ILCDIRAC.CalibrationSystem.Client.Status import fetch_results
 
 
 @Script()
@@ -27,9 +28,7 @@ def main():
 
     Script.registerSwitch("", "dir=", "folder for the result files (default ./calibration_<ID>)", setDir)
     Script.registerArgument("calibrationID: calibration ID")
-    quiet_dirac_log()
-    Script.parseCommandLine()
-    calibrationID = Script.getPositionalArgs(group=True)
+    (calibrationID,) = parse_command_line(maxArguments=1)
 
     DIRACExit(fetch_results(calibrationID, options["dir"]))
 

@@ -15,7 +15,8 @@ from DIRAC import S_OK
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
 
-from ILCDIRAC.CalibrationSystem.Client.Status import show_status, quiet_dirac_log
+from ILCDIRAC.CalibrationSystem.Client.CommandLine import parse_command_line
+from ILCDIRAC.CalibrationSystem.Client.Status import show_status
 
 
 @Script()
@@ -28,9 +29,7 @@ def main():
 
     Script.registerSwitch("j", "json", "print JSON", setJson)
     Script.registerArgument(["calibrationID: calibration ID(s)"], mandatory=False)
-    quiet_dirac_log()
-    Script.parseCommandLine()
-    args = Script.getPositionalArgs()
+    args = parse_command_line(maxArguments=None)
 
     DIRACExit(show_status(args, asJson=options["json"]))
 
