@@ -23,8 +23,8 @@ def usage_error(message: str) -> NoReturn:
 
 
 def _show_help_only_when_asked() -> None:
-    from DIRAC import gLogger
     from DIRAC import exit as DIRACExit
+    from DIRAC import gLogger
     from DIRAC.Core.Base.Script import Script
 
     showHelp = Script.localCfg.showHelp

@@ -62,7 +62,7 @@ def env(tmp_path_factory):
 def run_script(name: str, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     module, function = SCRIPTS[name].split(":")
     code = f"import sys; sys.argv[0] = {name!r}; from {module} import {function}; sys.exit({function}())"
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True, check=False,
                           timeout=120)
 
 
