@@ -152,6 +152,22 @@ def format_worker_table(workers: Sequence[dict[str, Any]]) -> str:
     return columns(lines, indent="  ")
 
 
+def watch_status(args: Sequence[str], interval: float) -> int:
+    """``--watch``: follow one calibration until it ends (see ``Client.Watch``)."""
+    from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
+    from ILCDIRAC.CalibrationSystem.Client.Watch import watch
+
+    ids = calibration_ids(args)
+    if ids is None:
+        return 1
+    client = CalibrationClient()
+    try:
+        return watch(ids[0], lambda calibrationID: client.getCalibrationStatus([calibrationID]), interval=interval)
+    except KeyboardInterrupt:
+        print(f"stopped watching calibration {ids[0]} (it goes on)", file=sys.stderr)
+        return 130
+
+
 def kill(text: str) -> int:
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 

@@ -27,6 +27,7 @@ from ILCDIRAC.CalibrationSystem.logic.results import (
     history,
     result_files,
 )
+from ILCDIRAC.CalibrationSystem.logic.progress import progress
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits, check_argument, payload_size, shown
@@ -299,6 +300,7 @@ def calibration_status(
                 for w in db.getWorkers(calibrationID)
             ]
             entry["uncertainties"], entry["exceedingAccuracy"] = _precision(db, calibrationID, constants)
+            entry["progress"] = _progress(db, calibrationID)
         report.append(entry)
     return report
 
@@ -308,6 +310,14 @@ def _precision(db: CalibrationDB, calibrationID: int, constants: Mapping[str, An
     exceed the accuracy asked of their phase."""
     uncertainties = {name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants}
     return uncertainties, exceeding_accuracy(constants, uncertainties, db.getCalibration(calibrationID)["Settings"])
+
+
+def _progress(db: CalibrationDB, calibrationID: int) -> dict[str, Any]:
+    """The live view's readings, step durations and time estimate, and the time since creation."""
+    calibration, moment = db.getCalibration(calibrationID), now()
+    report = progress(db.getSteps(calibrationID), calibration["Settings"], calibration["State"], moment)
+    report["elapsedSeconds"] = ((calibration["EndTime"] or moment) - calibration["CreationTime"]).total_seconds()
+    return report
 
 
 def calibration_history(db: CalibrationDB, caller: Caller, calibrationID: int) -> list[dict[str, Any]]:
