@@ -182,11 +182,12 @@ def kill(text: str) -> int:
     return 0
 
 
-def fetch_results(text: str, folder: str | None) -> int:
+def fetch_results(text: str, folder: str | None, onlyPlots: bool = False) -> int:
+    """Download the result files (only the plots with ``onlyPlots``) and print the constants."""
     from pathlib import Path
 
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
-    from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
+    from ILCDIRAC.CalibrationSystem.logic.results import PLOT_FILES, RESULT_PREFIX
     from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
 
     ids = calibration_ids([text])
@@ -199,7 +200,8 @@ def fetch_results(text: str, folder: str | None) -> int:
         return report_failure(result)
     summary = result["Value"]
     target = Path(folder or f"calibration_{calibrationID}")
-    for name in summary["files"]:
+    names = [name for name in summary["files"] if name in PLOT_FILES or not onlyPlots]
+    for name in names:
         stored = client.getCalibrationFile(calibrationID, name)
         if not stored["OK"]:
             print(f"ERROR: {name}: {failure(stored)}", file=sys.stderr)
@@ -217,5 +219,6 @@ def fetch_results(text: str, folder: str | None) -> int:
             return 1
     print(f"Calibration {calibrationID} ({summary['detectorModel']}, {summary['steps']} steps):")
     print(format_constants(summary["constants"], summary["uncertainties"], summary.get("exceedingAccuracy")))
-    print(f"Result files in {target}/: {', '.join(sorted(n.removeprefix(RESULT_PREFIX) for n in summary['files']))}")
+    what = "Plots" if onlyPlots else "Result files"
+    print(f"{what} in {target}/: {', '.join(sorted(n.removeprefix(RESULT_PREFIX) for n in names))}")
     return 0

@@ -412,6 +412,16 @@ class CalibrationDB:
             )
             return [(int(worker), unpack(blob)) for worker, blob in rows]
 
+    def getResultTimes(self, calibrationID: int) -> list[tuple[int, int, datetime.datetime]]:
+        """(step, worker, when its result was stored) of every result kept, for the workers plot."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(results.c.Step, results.c.WorkerID, results.c.ReceivedTime)
+                .where(results.c.CalibrationID == calibrationID)
+                .order_by(results.c.Step, results.c.WorkerID)
+            )
+            return [(int(step), int(worker), received) for step, worker, received in rows]
+
     def _count(self, conn: Connection, calibrationID: int, step: int) -> tuple[int, int]:
         row = conn.execute(
             select(steps.c.NResults, calibrations.c.ResultsNeeded)

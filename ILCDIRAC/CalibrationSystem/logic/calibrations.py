@@ -22,6 +22,7 @@ from ILCDIRAC.CalibrationSystem.logic.results import (
     CONSTANTS_FILE,
     RESULT_NAMES,
     RESULT_PREFIX,
+    Timing,
     exceeding_accuracy,
     final_uncertainties,
     history,
@@ -549,7 +550,8 @@ def finalize_calibration(db: CalibrationDB, calibrationID: int) -> list[str]:
     inputs = {name: db.getFile(calibrationID, name).decode() for name in present if is_input_file(name)}
     trained = ProcedureState.from_dict(calibration["State"]).inputs.get(MERGED_LIKELIHOOD)
     likelihood = db.getFile(calibrationID, trained).decode() if trained else None
-    files = result_files(calibration, db.getSteps(calibrationID), inputs, likelihood)
+    timing = Timing(db.getResultTimes(calibrationID), {w["WorkerID"]: w["Resubmissions"] for w in db.getWorkers(calibrationID)})
+    files = result_files(calibration, db.getSteps(calibrationID), inputs, likelihood, timing)
     for name, content in files.items():
         db.putFile(calibrationID, name, content)
     return sorted(files)
