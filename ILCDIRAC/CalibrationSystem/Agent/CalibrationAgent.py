@@ -9,6 +9,9 @@ Every cycle, for every calibration that needs looking after:
 - kills the jobs of killed, failed and finished calibrations;
 - delivers a finished calibration's results to its ``outputPath``: an LFN folder inside the
   owner's grid user folder, on ``outputSE``, through the DIRAC DataManager, as the owner;
+- mails the owner once when a calibration finished (after the delivery, saying where the
+  results are) or failed (with the reason), unless its settings say ``notifyByMail: false``
+  (``logic.notification``; sent as the host through DIRAC's NotificationClient, from ``MailFrom``);
 - deletes the working data of calibrations ended more than ``DeleteAfterDays`` ago.
 Grid operations run with the owner's proxy (``executeWithUserProxy``); a problem with one
 calibration is logged and never stops the others.
@@ -29,14 +32,16 @@ from typing import Any, Callable
 
 from DIRAC import S_OK
 from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
-from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getVOForGroup
+from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getUserOption, getVOForGroup
 from DIRAC.Core.Base.AgentModule import AgentModule
 from DIRAC.Core.Utilities.Proxy import executeWithUserProxy
+from DIRAC.FrameworkSystem.Client.NotificationClient import NotificationClient
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
 from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import now
 from ILCDIRAC.CalibrationSystem.logic.health import ENDED_WORKER_STATES, Limits, review_workers
+from ILCDIRAC.CalibrationSystem.logic.notification import compose, due
 from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
 from ILCDIRAC.CalibrationSystem.logic.supervision import older_than
 from ILCDIRAC.CalibrationSystem.Utilities.paths import (
@@ -62,6 +67,7 @@ class CalibrationAgent(AgentModule):
         self.deleteAfterDays = float(self.am_getOption("DeleteAfterDays", 30))
         localDir = self.am_getOption("LocalBackendDir", "")
         self.localDir = Path(localDir).resolve() if localDir else None
+        self.mailFrom = self.am_getOption("MailFrom", "")
         return S_OK()
 
     def execute(self):
@@ -98,6 +104,8 @@ class CalibrationAgent(AgentModule):
             self.act(calibration, backend, review)
         if calibration["status"] == "finished" and calibration["deliveryTime"] is None:
             self.deliver(calibration)
+        if due(calibration):
+            self.notify(calibration)
         if calibration["status"] != "running" and older_than(calibration["endTime"], self.deleteAfterDays, now()):
             self.call("removeCalibrationData", calibrationID)
             self.log.notice(f"calibration {calibrationID}: working data deleted after {self.deleteAfterDays} days")
@@ -186,6 +194,23 @@ class CalibrationAgent(AgentModule):
             shutil.rmtree(folder, ignore_errors=True)
         self.call("markDelivered", calibrationID, report)
         self.log.notice(f"calibration {calibrationID}: results delivered", report)
+
+    def notify(self, calibration: dict[str, Any]) -> None:
+        """Mail the owner that the calibration ended, once: the service records the mail before
+        it goes, and forgets it again if the transport refused it (tried next cycle)."""
+        calibrationID, owner = calibration["calibrationID"], calibration["owner"]
+        address = getUserOption(owner, "Email")
+        if not self.call("claimNotification", calibrationID):
+            return
+        if not address:
+            self.log.warn(f"calibration {calibrationID}: owner not notified", f"the Registry has no Email for {owner}")
+            return
+        mail = compose(calibration)
+        sent = NotificationClient().sendMail(address, mail.subject, mail.body, fromAddress=self.mailFrom)
+        if not sent["OK"]:
+            self.call("releaseNotification", calibrationID)
+            raise AgentError(f"mail to {address} not sent (tried again next cycle): {sent['Message']}")
+        self.log.notice(f"calibration {calibrationID}: owner notified", address)
 
     @staticmethod
     def output_problem(calibration: dict[str, Any], outputPath: str) -> str | None:

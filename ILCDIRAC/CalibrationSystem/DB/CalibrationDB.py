@@ -45,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
@@ -80,6 +80,8 @@ calibrations = _table(
     Column("DeliveryTime", DateTime, nullable=True),
     Column("DeliveryReport", Text, nullable=True),
     Column("CleanupTime", DateTime, nullable=True),
+    #: When the owner was told by mail that the calibration ended (claimed before sending: never twice).
+    Column("NotificationTime", DateTime, nullable=True),
 )
 
 steps = _table(
@@ -176,6 +178,7 @@ class CalibrationDB:
         self.url = url or url_from_cs()
         self.engine: Engine = _make_engine(self.url, echo)
         metadata.create_all(self.engine, checkfirst=True)
+        _add_missing_columns(self.engine)
 
     # ---------------------------------------------------------------- calibrations
     def insertCalibration(
@@ -297,6 +300,20 @@ class CalibrationDB:
             ).rowcount
         if changed != 1:
             raise CalibrationDBError(f"calibration {calibrationID} does not exist")
+
+    def claimNotification(self, calibrationID: int) -> bool:
+        """Record that the owner is being told of the end of an ended calibration; True only for
+        the one call that recorded it (so the mail goes once, whatever restarts in between)."""
+        condition = and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status != "running",
+                         calibrations.c.NotificationTime.is_(None))
+        with self.engine.begin() as conn:
+            return conn.execute(update(calibrations).where(condition).values(NotificationTime=now())).rowcount == 1
+
+    def releaseNotification(self, calibrationID: int) -> None:
+        """Undo a claim whose mail could not be sent, so the next agent cycle tries again."""
+        with self.engine.begin() as conn:
+            conn.execute(update(calibrations).where(calibrations.c.CalibrationID == calibrationID)
+                         .values(NotificationTime=None))
 
     def setCalibrationStatus(self, calibrationID: int, status: str, reason: str, *, onlyIfRunning: bool = True) -> bool:
         """End a calibration (killed/failed); True if this call changed it."""
@@ -667,6 +684,26 @@ def _step_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     data["Inputs"] = json.loads(data["Inputs"])
     data["Outcome"] = json.loads(data["Outcome"]) if data["Outcome"] else None
     return data
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns later versions introduced to tables an earlier version created
+    (``create_all`` only creates missing tables): an upgraded service starts on its old database."""
+    from sqlalchemy import inspect
+
+    def columns(table: str) -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns(table)}
+
+    for table in metadata.sorted_tables:
+        for column in table.columns:
+            if column.nullable and column.name not in columns(table.name):
+                kind = column.type.compile(dialect=engine.dialect)
+                try:
+                    with engine.begin() as conn:
+                        conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind} NULL")
+                except DBAPIError:
+                    if column.name not in columns(table.name):  # not a replica that added it first
+                        raise
 
 
 def _make_engine(url: str, echo: bool) -> Engine:

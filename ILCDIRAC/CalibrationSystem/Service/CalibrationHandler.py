@@ -217,6 +217,20 @@ class CalibrationHandler(RequestHandler):
         """Record that the results were copied to the user's outputPath."""
         return supervision.mark_delivered(self.db, calibrationID, report, self.limits)
 
+    types_claimNotification = [int]
+
+    @_delegate
+    def export_claimNotification(self, calibrationID):
+        """Record that the owner is being mailed about the end; True only the first time."""
+        return supervision.claim_notification(self.db, calibrationID)
+
+    types_releaseNotification = [int]
+
+    @_delegate
+    def export_releaseNotification(self, calibrationID):
+        """The end-of-calibration mail could not be sent: try again next cycle."""
+        return supervision.release_notification(self.db, calibrationID)
+
     types_removeCalibrationData = [int]
 
     @_delegate

@@ -166,6 +166,7 @@ KEYS: dict[str, _Key] = {
     "pandoraSettingsTrainingFile": _Key("optstr", None),
     "cpuTime": _Key("int", 172800, _at_least(1)),
     "platform": _Key("str", "x86_64-el9-gcc13-opt", _token),
+    "notifyByMail": _Key("bool", True),
 }
 _STRING_KINDS = ("str", "optstr", "choice", "lfn")
 
@@ -238,6 +239,8 @@ class Settings:
     pandoraSettingsTrainingFile: str | None
     cpuTime: int
     platform: str
+    #: Mail the owner (their Registry Email) when the calibration finishes or fails.
+    notifyByMail: bool
     #: The canonical name of the detector model (``detectorModel`` may be an alias or a tarball).
     detectorModelName: str
     #: ``detectorModel`` when it names a geometry tarball the jobs must ship, else None.

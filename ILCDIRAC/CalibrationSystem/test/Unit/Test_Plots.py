@@ -18,9 +18,18 @@ import pytest
 from ILCDIRAC.CalibrationSystem.logic.progress import readings
 from ILCDIRAC.CalibrationSystem.logic.results import final_uncertainties
 from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS
-from ILCDIRAC.CalibrationSystem.test.inprocess import PARTICLES, make_samples, run_calibration
+from ILCDIRAC.CalibrationSystem.test.inprocess import (
+    PARTICLES,
+    make_samples,
+    run_calibration,
+)
 from ILCDIRAC.CalibrationSystem.Utilities.phases.base import K0L_MASS
-from ILCDIRAC.CalibrationSystem.Utilities.plots import constants_plot, phase_plot, png, workers_plot
+from ILCDIRAC.CalibrationSystem.Utilities.plots import (
+    constants_plot,
+    phase_plot,
+    png,
+    workers_plot,
+)
 
 ACCURACY = 0.02
 
@@ -37,6 +46,11 @@ def calibration(tmp_path_factory):
     db = outcome.db
     return {"calibration": db.getCalibration(outcome.calibrationID, full=True), "steps": db.getSteps(outcome.calibrationID),
             "received": db.getResultTimes(outcome.calibrationID)}
+
+
+def first(value):
+    """A constant's fitted value (the first of a list such as CalibrECAL)."""
+    return value[0] if isinstance(value, list) else value
 
 
 def texts(figure):
@@ -105,7 +119,6 @@ def test_the_constants_plot_draws_each_steps_constant_and_the_final_value(calibr
     panels = {axis.get_title().split()[0]: axis for axis in figure.axes if axis.get_visible()}
     assert {"CalibrECAL", "ECALEndcapCorrectionFactor", "CalibrHCALBarrel", "CalibrHCALEndcap"} <= set(panels)
     for name, axis in panels.items():
-        first = lambda v: v[0] if isinstance(v, list) else v  # noqa: E731
         running, ending = axis.containers
         assert list(running.lines[0].get_ydata()) == pytest.approx([first(s["Constants"][name]) for s in steps])
         assert list(ending.lines[0].get_ydata()) == pytest.approx([first(final[name])])
