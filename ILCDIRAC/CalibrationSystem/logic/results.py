@@ -21,15 +21,8 @@ from typing import Any, Mapping, Sequence
 
 from ILCDIRAC.CalibrationSystem.logic.progress import readings
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES, PhaseContext
-from ILCDIRAC.CalibrationSystem.Utilities.plots import (
-    constants_plot,
-    phase_plot,
-    png,
-    workers_plot,
-)
-from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import (
-    result_files as reconstruction_files,
-)
+from ILCDIRAC.CalibrationSystem.Utilities.plots import constants_plot, phase_plot, png, workers_plot
+from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import result_files as reconstruction_files
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import trained_likelihood_path
 
 RESULT_PREFIX = "result_"

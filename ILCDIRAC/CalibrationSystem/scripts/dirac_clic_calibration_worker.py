@@ -16,10 +16,7 @@ from DIRAC import S_OK
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
 
-from ILCDIRAC.CalibrationSystem.Client.CommandLine import (
-    parse_command_line,
-    usage_error,
-)
+from ILCDIRAC.CalibrationSystem.Client.CommandLine import parse_command_line, usage_error
 
 
 @Script()
