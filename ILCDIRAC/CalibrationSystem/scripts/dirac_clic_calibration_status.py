@@ -30,7 +30,7 @@ from ILCDIRAC.CalibrationSystem.Client.Status import show_status, watch_status
 
 @Script()
 def main():
-    options = {"json": False, "watch": False, "interval": "5"}
+    options = {"json": False, "watch": False, "interval": None}
 
     def setter(key, value=None):
         def callback(given):
@@ -45,8 +45,10 @@ def main():
     Script.registerArgument(["calibrationID: calibration ID(s)"], mandatory=False)
     args = parse_command_line(maxArguments=None)
 
+    if options["interval"] is not None and not options["watch"]:
+        usage_error("--interval goes with --watch")
     if options["watch"]:
-        interval = _interval(options["interval"])
+        interval = _interval(options["interval"] or "5")
         if len(args) != 1 or options["json"]:
             usage_error("--watch follows exactly one calibration ID, without --json")
         DIRACExit(watch_status(args, interval))

@@ -93,7 +93,10 @@ def test_a_wrong_option_is_one_line_and_a_non_zero_exit(env, tmp_path):
     cases = [(name, [*VALID_ARGUMENTS.get(name, []), "--no-such-option"]) for name in SCRIPTS]
     cases += [(name, [*VALID_ARGUMENTS[name], "surplus"]) for name in VALID_ARGUMENTS]
     cases += [(name, []) for name in VALID_ARGUMENTS]  # a mandatory argument missing
-    cases += [("dirac-clic-calibration-worker", ["--calibration", "x", "--worker", "3"]),
+    cases += [("dirac-clic-calibration-status", ["12", "--watch", "--interval", "0.1"]),
+              ("dirac-clic-calibration-status", ["12", "13", "--watch"]),
+              ("dirac-clic-calibration-status", ["12", "--interval", "5"]),
+              ("dirac-clic-calibration-worker", ["--calibration", "x", "--worker", "3"]),
               ("dirac-clic-calibration-worker", ["--calibration", "12", "--worker", "3", "--owner-dn", "/CN=a"])]
     for (name, args), done in zip(cases, run_all(cases, env, tmp_path)):
         shown = f"{name} {args}: rc={done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
