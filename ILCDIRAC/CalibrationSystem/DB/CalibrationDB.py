@@ -687,23 +687,22 @@ def _step_dict(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Add the nullable columns later versions introduced to tables an earlier version created
-    (``create_all`` only creates missing tables): an upgraded service starts on its old database."""
+    """Add the columns later versions introduced to a table an earlier version created
+    (``create_all`` only creates missing tables): an upgraded service starts on its old database.
+    Each statement is a constant (no SQL is built from strings)."""
     from sqlalchemy import inspect
 
-    def columns(table: str) -> set[str]:
-        return {c["name"] for c in inspect(engine).get_columns(table)}
+    def present() -> bool:
+        return "NotificationTime" in {c["name"] for c in inspect(engine).get_columns("Calibrations")}
 
-    for table in metadata.sorted_tables:
-        for column in table.columns:
-            if column.nullable and column.name not in columns(table.name):
-                kind = column.type.compile(dialect=engine.dialect)
-                try:
-                    with engine.begin() as conn:
-                        conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind} NULL")
-                except DBAPIError:
-                    if column.name not in columns(table.name):  # not a replica that added it first
-                        raise
+    if present():
+        return
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE Calibrations ADD COLUMN NotificationTime DATETIME NULL")
+    except DBAPIError:
+        if not present():  # else another replica added it first
+            raise
 
 
 def _make_engine(url: str, echo: bool) -> Engine:
