@@ -16,7 +16,7 @@ PORTAL := .portal
 PORTAL_WEBAPP := WebAppDIRAC==5.0.15 DIRACWebAppResources==1.0.1 tornado==5.1.1 tornado-m2crypto==0.1.6
 PORTAL_BROWSER := playwright==1.65.2
 
-.PHONY: all install test test-portal portal demo debs mariadb clean
+.PHONY: all install lint test test-portal portal demo debs mariadb clean
 
 all: install
 
@@ -48,7 +48,13 @@ mariadb:
 	  { start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && \
 	    $(PY) -m ILCDIRAC.CalibrationSystem.test.mariadb --wait 60; }
 
-test: install mariadb
+# ruff over the whole repository (ruff.toml), mypy over the pure modules and the emulator (mypy.ini).
+# After `install`, whose dependencies step would otherwise leave the project uninstalled.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: install lint mariadb
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 $(PORTAL)/.webapp: Makefile | $(VENV)/.deps

@@ -55,7 +55,9 @@ KAON_BRANCHES = ("nPfoTargetsTotal", "nPfoTargetsNeutralHadrons", "nPfosTotal", 
                  "pfoMinHCalLayerToEdge", "pfoECalToHadEnergy", "pfoHCalToHadEnergy")
 
 
-def worker_reports(folder: Path, workers: int, events: int, accuracy: tuple[float, float]) -> tuple[dict, list, list[Path]]:
+def worker_reports(
+    folder: Path, workers: int, events: int, accuracy: tuple[float, float]
+) -> tuple[dict, list, list[Path]]:
     """(resolved settings, [(workerID, report)], worker folders): every worker reconstructs its
     slices once and reports every phase of stage 1."""
     configuration = next(c for c in CONFIGURATIONS if c.name == "CLD")
@@ -69,7 +71,9 @@ def worker_reports(folder: Path, workers: int, events: int, accuracy: tuple[floa
         "digitisationAccuracy": accuracy[0],
         "pandoraPFAAccuracy": accuracy[1],
         **configuration.settings,
-        **make_samples(truth, folder, {"gamma": (workers, events), "kaon": (workers, events), "muon": (workers, events)}),
+        **make_samples(
+            truth, folder, {"gamma": (workers, events), "kaon": (workers, events), "muon": (workers, events)}
+        ),
     }
     resolved = settings_from_dict({**settings, "steeringFile": str(STEERING), "backend": "local"}).to_dict()
     db = CalibrationDB(f"sqlite+pysqlite:///{folder / 'calibration.sqlite'}")
@@ -102,7 +106,9 @@ def time_close(settings: dict, stored: list, phases: list[str], repeat: int) -> 
             raise RuntimeError(decision.outcome["error"])
         # the bootstrap's share, timed on its own with the same inputs
         ctx = PhaseContext.from_settings(settings)
-        merged = {k: Summary.merge_payloads((r["phases"][k] for _, r in reports), phase_for(k).spec(ctx)) for k in phases}
+        merged = {
+            k: Summary.merge_payloads((r["phases"][k] for _, r in reports), phase_for(k).spec(ctx)) for k in phases
+        }
         began = time.perf_counter()
         step_uncertainties(phases, state.constants, ProcedureState.from_dict(decision.state).constants, merged, ctx, 1)
         uncertainty.append(time.perf_counter() - began)
@@ -121,8 +127,13 @@ def per_event_comparison(settings: dict, stored: list, folders: list[Path]) -> d
     for folder in folders:
         with uproot.open(folder / "step1_kaon.root") as rootFile:
             tree = rootFile["PfoAnalysisTree"].arrays(list(KAON_BRANCHES), library="np")
-        selected = ((tree["nPfoTargetsTotal"] == 1) & (tree["nPfoTargetsNeutralHadrons"] == 1) & (tree["nPfosTotal"] == 1)
-                    & (tree["nPfosNeutralHadrons"] == 1) & (tree["pfoMinHCalLayerToEdge"] > minLayers))
+        selected = (
+            (tree["nPfoTargetsTotal"] == 1)
+            & (tree["nPfoTargetsNeutralHadrons"] == 1)
+            & (tree["nPfosTotal"] == 1)
+            & (tree["nPfosNeutralHadrons"] == 1)
+            & (tree["pfoMinHCalLayerToEdge"] > minLayers)
+        )
         eEcal.append(tree["pfoECalToHadEnergy"][selected].astype(float))
         eHcal.append(tree["pfoHCalToHadEnergy"][selected].astype(float))
     eEcal, eHcal = np.concatenate(eEcal), np.concatenate(eHcal)
@@ -145,7 +156,10 @@ def per_event_comparison(settings: dict, stored: list, folders: list[Path]) -> d
     rows = {}
     for name in ("ECalToHadGeVCalibrationBarrel", "HCalToHadGeVCalibration"):
         reference = {"ECalToHadGeVCalibrationBarrel": replayed[0], "HCalToHadGeVCalibration": replayed[1]}[name]
-        for kind, got, want in (("ratio update", updateBinned[name], updateReference[name]), ("offline replay", solved[name], reference)):
+        for kind, got, want in (
+            ("ratio update", updateBinned[name], updateReference[name]),
+            ("offline replay", solved[name], reference),
+        ):
             relative = got / want - 1
             rows[f"{name} ({kind})"] = {"relative": relative, "of_accuracy": abs(relative) / accuracy}
     return {"events": int(eEcal.size), "per_event_seconds": referenceSeconds, "differences": rows}
@@ -161,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=100)
     parser.add_argument("--events", type=int, default=1000, help="events per worker and sample")
-    parser.add_argument("--accuracy", nargs=2, type=float, default=(0.02, 0.005), metavar=("DIGITISATION", "PANDORAPFA"))
+    parser.add_argument(
+        "--accuracy", nargs=2, type=float, default=(0.02, 0.005), metavar=("DIGITISATION", "PANDORAPFA")
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--compare", action="store_true", help="also run today's per-event chi-square method")
     parser.add_argument("--json", action="store_true")
@@ -176,15 +192,24 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"workers": args.workers, "events": args.events, "accuracy": args.accuracy, "steps": results,
                           "comparison": comparison}, indent=1))
         return 0
-    print(f"{args.workers} workers x {args.events} events per sample, accuracies {args.accuracy[0]} / {args.accuracy[1]}, "
-          f"{os.cpu_count()} cores; reports made in {generated:.0f} s")
+    print(
+        f"{args.workers} workers x {args.events} events per sample, "
+        f"accuracies {args.accuracy[0]} / {args.accuracy[1]}, "
+        f"{os.cpu_count()} cores; reports made in {generated:.0f} s"
+    )
     print(f"{'step':16s} {'close min s':>11s} {'median s':>9s} {'uncertainties alone s':>22s} {'report KB':>10s}")
     for name, row in results.items():
-        print(f"{name:16s} {row['seconds_min']:11.2f} {row['seconds_median']:9.2f} {row['uncertainty_seconds_median']:22.2f} "
-              f"{row['report_bytes_mean'] / 1000:10.1f}")
+        print(
+            f"{name:16s} {row['seconds_min']:11.2f} {row['seconds_median']:9.2f} "
+            f"{row['uncertainty_seconds_median']:22.2f} "
+            f"{row['report_bytes_mean'] / 1000:10.1f}"
+        )
     if comparison:
-        print(f"\nper-event chi-square method on the same {comparison['events']} K0L: {comparison['per_event_seconds']:.1f} s "
-              "(grid estimate and offline replay, no uncertainties)")
+        print(
+            f"\nper-event chi-square method on the same {comparison['events']} K0L: "
+            f"{comparison['per_event_seconds']:.1f} s "
+            "(grid estimate and offline replay, no uncertainties)"
+        )
         for name, row in comparison["differences"].items():
             print(f"  {name:52s} {row['relative']:+.2e}  = {row['of_accuracy']:.3f} x accuracy")
     return 0

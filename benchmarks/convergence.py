@@ -51,9 +51,14 @@ def main(argv: list[str] | None = None) -> int:
                 if args.json:
                     print(json.dumps(row), flush=True)
     if not args.json:
-        print(f"{'configuration':18s} {'legacy passes':>13s} {'fast passes':>11s} {'legacy CPU s':>12s} {'fast CPU s':>10s}  converged")
+        print(
+            f"{'configuration':18s} {'legacy passes':>13s} {'fast passes':>11s} "
+            f"{'legacy CPU s':>12s} {'fast CPU s':>10s}  converged"
+        )
         for configuration in chosen:
-            legacy, fast = (next(r for r in rows if r["config"] == configuration.name and r["strategy"] == s) for s in STRATEGIES)
+            legacy, fast = (
+                next(r for r in rows if r["config"] == configuration.name and r["strategy"] == s) for s in STRATEGIES
+            )
             print(f"{configuration.name:18s} {legacy['passes']:13d} {fast['passes']:11d} {legacy['cpu_seconds']:12.1f} "
                   f"{fast['cpu_seconds']:10.1f}  {legacy['converged'] and fast['converged']}")
     return 0

@@ -102,8 +102,11 @@ def measure(folder: Path, loaderCode: Path) -> dict:
         results["create, 10 MB file name"] = {"refusal characters": len(answer["Message"]), "seconds": seconds}
     bomb = folder / "bomb.yaml"
     # 10^7 sample files once expanded, in 700 bytes
-    bomb.write_text("detectorModel: CLD\nsteeringFile: steering.xml\nx0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 7)) + "gammaFiles: *a6\n")
+    bomb.write_text(
+        "detectorModel: CLD\nsteeringFile: steering.xml\nx0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 7))
+        + "gammaFiles: *a6\n"
+    )
     seconds, message = loader(bomb, folder, loaderCode)
     results["settings, YAML alias bomb (10^7 sample files)"] = {"seconds": seconds, "refusal": message,
                                                            "in-process seconds": in_process(bomb)}

@@ -37,7 +37,10 @@ from marlin_emulator import STEERING  # noqa: E402
 from marlin_emulator.run import run as emulate  # noqa: E402
 from marlin_emulator.samples import make_sample_files  # noqa: E402
 
-CLD_LIKE = Path(__file__).resolve().parents[1] / "ILCDIRAC/CalibrationSystem/test/data/configurations/CLDLike/CLDReconstruction.xml"
+CLD_LIKE = (
+    Path(__file__).resolve().parents[1]
+    / "ILCDIRAC/CalibrationSystem/test/data/configurations/CLDLike/CLDReconstruction.xml"
+)
 
 
 def em_scale(folder: Path, photons: list[Path], settings: dict, pandoraSettings: str | None = None) -> float:
@@ -66,8 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="one JSON object per configuration")
     parser.add_argument("--config", action="append", help="only these configurations (repeatable)")
-    parser.add_argument("--accuracy", nargs=2, type=float, default=(0.02, 0.005), metavar=("DIGITISATION", "PANDORAPFA"),
-                        help="digitisationAccuracy and pandoraPFAAccuracy (default: the talk's 0.02 0.005)")
+    parser.add_argument(
+        "--accuracy",
+        nargs=2,
+        type=float,
+        default=(0.02, 0.005),
+        metavar=("DIGITISATION", "PANDORAPFA"),
+        help="digitisationAccuracy and pandoraPFAAccuracy (default: the talk's 0.02 0.005)",
+    )
     parser.add_argument("--photons", type=int, default=8000, help="fresh 10 GeV photons to reconstruct")
     args = parser.parse_args(argv)
     accuracy = {"digitisationAccuracy": args.accuracy[0], "pandoraPFAAccuracy": args.accuracy[1]}
@@ -91,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             scale = em_scale(delivered, photons, resolved)
             # the same folder with the Pandora settings and likelihood the user started from
             user = read_steering(FolderFiles(steering.parent), steering.name)
-            pandoraSettings = user.processors[user.running("DDPandoraPFANewProcessor")[0]].value("PandoraSettingsXmlFile")
+            pandoraSettings = user.processors[user.running("DDPandoraPFANewProcessor")[0]].value(
+                "PandoraSettingsXmlFile"
+            )
             original = (steering.parent / pandoraSettings).read_text()
             for likelihood in histogram_files(original):
                 target = delivered / likelihood
@@ -99,16 +110,26 @@ def main(argv: list[str] | None = None) -> int:
                 target.write_text((steering.parent / likelihood).read_text())
             (delivered / "original_settings.xml").write_text(original)
             untrained = em_scale(delivered, photons, resolved, "original_settings.xml")
-            rows.append({"config": configuration.name, "passes": outcome.passes, "status": outcome.status,
-                         "requested": accuracy["pandoraPFAAccuracy"], "delivered_em_scale_deviation": round(scale - 1, 5),
-                         "starting_likelihood_em_scale_deviation": round(untrained - 1, 5)})
+            rows.append(
+                {
+                    "config": configuration.name,
+                    "passes": outcome.passes,
+                    "status": outcome.status,
+                    "requested": accuracy["pandoraPFAAccuracy"],
+                    "delivered_em_scale_deviation": round(scale - 1, 5),
+                    "starting_likelihood_em_scale_deviation": round(untrained - 1, 5),
+                }
+            )
             if args.json:
                 print(json.dumps(rows[-1]), flush=True)
     if not args.json:
         print(f"{'configuration':16s} {'passes':>6s} {'requested':>9s} {'delivered':>10s} {'starting likelihood':>20s}")
         for row in rows:
-            print(f"{row['config']:16s} {row['passes']:6d} {100 * row['requested']:8.2f}% "
-                  f"{100 * row['delivered_em_scale_deviation']:+9.2f}% {100 * row['starting_likelihood_em_scale_deviation']:+19.2f}%")
+            print(
+                f"{row['config']:16s} {row['passes']:6d} {100 * row['requested']:8.2f}% "
+                f"{100 * row['delivered_em_scale_deviation']:+9.2f}% "
+                f"{100 * row['starting_likelihood_em_scale_deviation']:+19.2f}%"
+            )
     return 0
 
 

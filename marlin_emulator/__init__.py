@@ -1,9 +1,9 @@
 """Detector-response emulator standing in for Marlin + DDCaloDigi + DDMarlinPandora + PfoAnalysis.
 
-It honours the reconstruction contract (DESIGN.md, contract 1): ``marlin-emulator steering.xml``
+It honours the reconstruction contract (docs/ARCHITECTURE.md): ``marlin-emulator steering.xml``
 reads a Marlin steering file, reconstructs the events of its (emulator) input files with the
 steering's calibration constants and leaves the PfoAnalysis ROOT file, or in photon-training mode
-Pandora's likelihood file. Physics: docs/calibration_physics.md, sections 1, 2, 4 and 6.
+Pandora's likelihood file. Physics: docs/PHYSICS.md (the constants, the phases, section 8).
 
 Modules: ``truth`` (detector truth as data), ``samples`` (input files), ``rng`` (counter-based
 random numbers), ``geometry``, ``sim`` (simulated events), ``digitisation`` (DDCaloDigi and

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from marlin_emulator.run import RUN_ERRORS, run
 from marlin_emulator.samples import PARTICLES, SampleFileError, make_sample_files
@@ -17,7 +18,7 @@ from marlin_emulator.truth import TruthError
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2."""
 
-    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -66,7 +67,9 @@ def samples_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outdir", required=True, type=Path, help="folder for the files (created if missing)")
     args = parser.parse_args(argv)
     try:
-        paths = make_sample_files(args.particle, args.energy, args.files, args.events_per_file, args.truth, args.seed, args.outdir)
+        paths = make_sample_files(
+            args.particle, args.energy, args.files, args.events_per_file, args.truth, args.seed, args.outdir
+        )
     except (SampleFileError, TruthError, OSError) as exc:
         print(f"marlin-emulator-samples: error: {exc}", file=sys.stderr)
         return 1

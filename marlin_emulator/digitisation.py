@@ -27,7 +27,9 @@ LATE_REFERENCE_TIME = 400.0
 MAX_THRESHOLD_LOSS = 0.5
 
 
-def ecal_layer_coefficients(calibrEcal: tuple[float, ...], ecalLayers: tuple[int, ...], layerNumbers: np.ndarray) -> np.ndarray:
+def ecal_layer_coefficients(
+    calibrEcal: tuple[float, ...], ecalLayers: tuple[int, ...], layerNumbers: np.ndarray
+) -> np.ndarray:
     coefficients = np.ones(layerNumbers.size)
     assigned = np.zeros(layerNumbers.size, dtype=bool)
     lower = 0
@@ -103,7 +105,14 @@ def true_hcal_constants(truth: DetectorTruth) -> np.ndarray:
     return np.array([c.CalibrHCALBarrel, c.CalibrHCALEndcap, c.CalibrHCALOther])
 
 
-def digitise_shower(ecalPrompt: np.ndarray, barrelWeight: np.ndarray, hcalPrompt: np.ndarray, layerNumbers: np.ndarray, digi: DigiParameters, truth: DetectorTruth) -> Calorimetry:
+def digitise_shower(
+    ecalPrompt: np.ndarray,
+    barrelWeight: np.ndarray,
+    hcalPrompt: np.ndarray,
+    layerNumbers: np.ndarray,
+    digi: DigiParameters,
+    truth: DetectorTruth,
+) -> Calorimetry:
     coefficients = ecal_layer_coefficients(digi.calibrEcal, digi.ecalLayers, layerNumbers)
     trueScale = barrelWeight + (1.0 - barrelWeight) * truth.trueConstants.ECALEndcapCorrectionFactor
     t = truth.timing
@@ -117,15 +126,29 @@ def digitise_shower(ecalPrompt: np.ndarray, barrelWeight: np.ndarray, hcalPrompt
     )
 
 
-def threshold_losses(calorimetry: Calorimetry, pandora: PandoraParameters, truth: DetectorTruth) -> tuple[np.ndarray, np.ndarray]:
+def threshold_losses(
+    calorimetry: Calorimetry, pandora: PandoraParameters, truth: DetectorTruth
+) -> tuple[np.ndarray, np.ndarray]:
     """Cluster-energy fractions lost below the ECAL and HCAL MIP thresholds, per event."""
     nominal = truth.pandora
-    ecalRho = np.divide(calorimetry.ecal, calorimetry.ecalTrue, out=np.ones_like(calorimetry.ecal), where=calorimetry.ecalTrue > 0)
+    ecalRho = np.divide(
+        calorimetry.ecal, calorimetry.ecalTrue, out=np.ones_like(calorimetry.ecal), where=calorimetry.ecalTrue > 0
+    )
     hcal = calorimetry.hcal
     hcalRho = np.divide(hcal, calorimetry.hcalTrue, out=np.ones_like(hcal), where=calorimetry.hcalTrue > 0)
     return (
-        mip_threshold_loss(ecalRho * pandora.ecalToMip / truth.trueEcalToMip, pandora.ecalMipThreshold, nominal.ecalMipThreshold, nominal.ecalSubThresholdLoss),
-        mip_threshold_loss(hcalRho * pandora.hcalToMip / truth.trueHcalToMip, pandora.hcalMipThreshold, nominal.hcalMipThreshold, nominal.hcalSubThresholdLoss),
+        mip_threshold_loss(
+            ecalRho * pandora.ecalToMip / truth.trueEcalToMip,
+            pandora.ecalMipThreshold,
+            nominal.ecalMipThreshold,
+            nominal.ecalSubThresholdLoss,
+        ),
+        mip_threshold_loss(
+            hcalRho * pandora.hcalToMip / truth.trueHcalToMip,
+            pandora.hcalMipThreshold,
+            nominal.hcalMipThreshold,
+            nominal.hcalSubThresholdLoss,
+        ),
     )
 
 

@@ -1,5 +1,5 @@
 """Where a particle at polar angle theta deposits its energy: barrel/endcap/ring shares, path
-lengths and the response dip of the ECAL barrel-endcap transition (docs/calibration_physics.md 4.2).
+lengths and the response dip of the ECAL barrel-endcap transition (docs/PHYSICS.md section 8).
 All functions take |cos(theta)| arrays and a DetectorTruth.
 """
 from __future__ import annotations

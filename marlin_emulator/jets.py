@@ -37,8 +37,18 @@ def reconstruct_jets(bank: JetBank, config: RecoConfig) -> EventTable:
     absCos = np.abs(bank.cosTheta)
     ecalScale, hcalScale = _particle_scales(absCos, digi, truth)
     nominal = truth.pandora
-    ecalLoss = mip_threshold_loss(ecalScale * pandora.ecalToMip / truth.trueEcalToMip, pandora.ecalMipThreshold, nominal.ecalMipThreshold, nominal.ecalSubThresholdLoss)
-    hcalLoss = mip_threshold_loss(hcalScale * pandora.hcalToMip / truth.trueHcalToMip, pandora.hcalMipThreshold, nominal.hcalMipThreshold, nominal.hcalSubThresholdLoss)
+    ecalLoss = mip_threshold_loss(
+        ecalScale * pandora.ecalToMip / truth.trueEcalToMip,
+        pandora.ecalMipThreshold,
+        nominal.ecalMipThreshold,
+        nominal.ecalSubThresholdLoss,
+    )
+    hcalLoss = mip_threshold_loss(
+        hcalScale * pandora.hcalToMip / truth.trueHcalToMip,
+        pandora.hcalMipThreshold,
+        nominal.hcalMipThreshold,
+        nominal.hcalSubThresholdLoss,
+    )
     mismatch = config.photonId.at(bank.energy)
     c = truth.trueConstants
     photonEnergy = (
@@ -121,7 +131,9 @@ def _mean_em_profile(truth: DetectorTruth) -> np.ndarray:
     """Energy share per ECAL layer of a 2 GeV photon at normal incidence (sums to 1)."""
     p = truth.photon
     shape = p.profileB * (np.log(2.0 / p.criticalEnergy) - 0.5) + 1.0
-    cdf = special.gammainc(shape, p.profileB * np.clip(geometry.ecal_layer_boundaries(truth) - p.startDepthMean, 0, None))
+    cdf = special.gammainc(
+        shape, p.profileB * np.clip(geometry.ecal_layer_boundaries(truth) - p.startDepthMean, 0, None)
+    )
     share = np.diff(cdf)
     return share / share.sum()
 

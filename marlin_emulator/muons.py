@@ -26,7 +26,12 @@ def reconstruct_muons(bank: MuonBank, config: RecoConfig) -> EventTable:
     muonConstant = config.muonDigitisation or truth.muonSystem.digitisationConstant
     factor = np.select(
         [sub == ECAL, sub == HCAL_BARREL, sub == HCAL_ENDCAP, sub == HCAL_RING],
-        [ecalCoefficient * np.where(bank.hitEndcap, digi.ecalEndcapCorrectionFactor, 1.0), hcalConstants[0], hcalConstants[1], hcalConstants[2]],
+        [
+            ecalCoefficient * np.where(bank.hitEndcap, digi.ecalEndcapCorrectionFactor, 1.0),
+            hcalConstants[0],
+            hcalConstants[1],
+            hcalConstants[2],
+        ],
         muonConstant,
     )
     isEcal = sub == ECAL
@@ -44,7 +49,13 @@ def reconstruct_muons(bank: MuonBank, config: RecoConfig) -> EventTable:
         "cosTheta": bank.cosTheta,
         "phi": bank.phi,
     }
-    targets = {"owner": np.arange(n), "pdg": np.full(n, MUON_PDG), "energy": np.full(n, energy), "cosTheta": bank.cosTheta, "phi": bank.phi}
+    targets = {
+        "owner": np.arange(n),
+        "pdg": np.full(n, MUON_PDG),
+        "energy": np.full(n, energy),
+        "cosTheta": bank.cosTheta,
+        "phi": bank.phi,
+    }
     table = pfo_table(n, pfos, targets, config)
     table.scalars["run"] = np.full(n, bank.sample.fileIndex)
     table.scalars["event"] = bank.events.copy()

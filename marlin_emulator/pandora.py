@@ -12,7 +12,7 @@ Hellinger distance over variables and signal/background, divided by the truth's
 ``referenceDistance``, clipped to [0, 1]): 0 for a perfect likelihood, 1 for one trained on
 another detector or not trained at that energy. The reconstruction turns the value at a
 cluster's energy into fragment / mis-ID probabilities and a small loss of cluster energy
-(docs/calibration_physics.md 4.2, last paragraph).
+(docs/PHYSICS.md section 8).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from scipy import special
 
-from marlin_emulator.rng import EventRandom
-from marlin_emulator.truth import PhotonIdTruth
 from ILCDIRAC.CalibrationSystem.Utilities.likelihood import BACKGROUND, SIGNAL, LikelihoodData, PdfHistogram
 from ILCDIRAC.CalibrationSystem.Utilities.marlin_xml import without_comments
+from marlin_emulator.rng import EventRandom
+from marlin_emulator.truth import PhotonIdTruth
 
 #: LCContent PhotonReconstructionAlgorithm variables and their default binning.
 VARIABLES: dict[str, tuple[int, float, float]] = {
@@ -58,7 +58,7 @@ class PhotonSettings:
     binning: dict[str, tuple[int, float, float]] = field(default_factory=lambda: dict(VARIABLES))
 
 
-def read_pandora_settings(path: "str | Path") -> PhotonSettings:
+def read_pandora_settings(path: str | Path) -> PhotonSettings:
     path = Path(path)
     try:  # Pandora reads with TinyXML: a comment may hold "--" (CLDConfig's licence header)
         root = ET.fromstring(without_comments(path.read_bytes()))
@@ -72,7 +72,9 @@ def read_pandora_settings(path: "str | Path") -> PhotonSettings:
     if not algorithms:
         return PhotonSettings(present=False)
     if len(algorithms) > 1:
-        raise PandoraSettingsError(f"Pandora settings file {path} has {len(algorithms)} PhotonReconstruction algorithms")
+        raise PandoraSettingsError(
+            f"Pandora settings file {path} has {len(algorithms)} PhotonReconstruction algorithms"
+        )
     algorithm = algorithms[0]
 
     def value(tag: str) -> str | None:
@@ -107,7 +109,9 @@ def read_pandora_settings(path: "str | Path") -> PhotonSettings:
         if bins <= 0 or not high > low:
             raise PandoraSettingsError(f"{where}: {variable} needs a positive number of bins on an increasing range")
         binning[variable] = (bins, low, high)
-    return PhotonSettings(present=True, histogramFile=histogramFile, training=True, energyBinLowerEdges=edges, binning=binning)
+    return PhotonSettings(
+        present=True, histogramFile=histogramFile, training=True, energyBinLowerEdges=edges, binning=binning
+    )
 
 
 def _boolean(text: str, where: str) -> bool:
@@ -161,7 +165,9 @@ def _cdf(variable: str, kind: str, energy: float, p: PhotonIdTruth, x: np.ndarra
 
 
 @functools.lru_cache(maxsize=4096)
-def ideal_pdf(variable: str, kind: str, energy: float, photonId: PhotonIdTruth, binning: tuple[int, float, float]) -> np.ndarray:
+def ideal_pdf(
+    variable: str, kind: str, energy: float, photonId: PhotonIdTruth, binning: tuple[int, float, float]
+) -> np.ndarray:
     """Probabilities of underflow, the bins and overflow (sums to 1), read-only."""
     bins, low, high = binning
     edges = np.linspace(low, high, bins + 1)
@@ -223,7 +229,7 @@ def photon_id_quality(data: LikelihoodData, photonId: PhotonIdTruth) -> PhotonId
                 squared = max(1.0 - float(np.sum(np.sqrt(pdf * ideal))), 0.0)
                 noise = (np.count_nonzero(ideal > 1e-12) - 1) / (8.0 * events)
                 distances.append(math.sqrt(max(squared - noise, 0.0)))
-        mismatch.append(float(min(np.mean(distances) / photonId.referenceDistance, 1.0)) if distances else 1.0)
+        mismatch.append(min(float(np.mean(distances)) / photonId.referenceDistance, 1.0) if distances else 1.0)
     return PhotonIdQuality(tuple(data.energyBinLowerEdges), tuple(mismatch))
 
 
@@ -244,7 +250,15 @@ class PhotonTraining:
         }
         self.events = {SIGNAL: np.zeros(nEnergy, dtype=np.int64), BACKGROUND: np.zeros(nEnergy, dtype=np.int64)}
 
-    def fill(self, energy: np.ndarray, signal: np.ndarray, owners: np.ndarray, index: np.ndarray, random: EventRandom, photonId: PhotonIdTruth) -> None:
+    def fill(
+        self,
+        energy: np.ndarray,
+        signal: np.ndarray,
+        owners: np.ndarray,
+        index: np.ndarray,
+        random: EventRandom,
+        photonId: PhotonIdTruth,
+    ) -> None:
         """Fill candidates (cluster EM energy, MC photon or not); draws come from ``random``
         keyed by the candidate's event number ``owners`` and its ``index`` in the event."""
         energyBin = np.searchsorted(self.edges, energy, side="right") - 1

@@ -57,7 +57,7 @@ def pfo_table(n: int, pfos: dict[str, np.ndarray], targets: dict[str, np.ndarray
     pfoMomenta = momenta(pfos)
     total = [per_event(owner, p) for p in pfoMomenta]
     scalars["pfoMassTotal"] = np.sqrt(np.clip(scalars["pfoEnergyTotal"] ** 2 - sum(t**2 for t in total), 0.0, None))
-    for name, values in zip(("pfoPx", "pfoPy", "pfoPz"), pfoMomenta):
+    for name, values in zip(("pfoPx", "pfoPy", "pfoPz"), pfoMomenta, strict=True):
         vectors[name] = values
     vectors.update(pfoEnergies=energy, pfoCosTheta=pfos["cosTheta"], pfoPdgCodes=pfos["pdg"])
     order = np.lexsort((-targets["energy"], targets["owner"]))
@@ -76,14 +76,16 @@ def pfo_table(n: int, pfos: dict[str, np.ndarray], targets: dict[str, np.ndarray
     scalars["pfoTargetsEnergyNeutralHadrons"] = per_event(tOwner, tEnergy * tNeutralHadron)
     scalars["mcEnergyENu"] = np.zeros(n)
     scalars["mcEnergyFwd"] = per_event(tOwner, tEnergy * (np.abs(targets["cosTheta"]) > 0.98))
-    for name, values in zip(("pfoTargetPx", "pfoTargetPy", "pfoTargetPz"), momenta(targets)):
+    for name, values in zip(("pfoTargetPx", "pfoTargetPy", "pfoTargetPz"), momenta(targets), strict=True):
         vectors[name] = values
     vectors.update(pfoTargetEnergies=tEnergy, pfoTargetCosTheta=targets["cosTheta"], pfoTargetPdgCodes=targets["pdg"])
     for name in ("eQQ", "eQ1", "eQ2", "costQQ", "costQ1", "costQ2", "mQQ", "thrust"):
         scalars[name] = np.full(n, NO_QUARKS)
     scalars["qPdg"] = np.full(n, int(NO_QUARKS))
     histograms = empty_histograms(
-        config.pfoAnalysis.collectCalibrationDetails, config.pfoAnalysis.muonHistogramBins, config.pfoAnalysis.muonHistogramHigh
+        config.pfoAnalysis.collectCalibrationDetails,
+        config.pfoAnalysis.muonHistogramBins,
+        config.pfoAnalysis.muonHistogramHigh,
     )
     histograms["fPFA"].fill(scalars["pfoEnergyTotal"])
     return EventTable(
@@ -114,11 +116,26 @@ def set_calibration(table: EventTable, values: dict[str, np.ndarray], truth: Det
         scalars[f"{name}TotalSimCaloHitEnergy"] = zero
     for name, value in values.items():
         scalars[name] = value
-    scalars["TotalCaloHitEnergy"] = sum(scalars[f"{d}TotalCaloHitEnergy"] for d in ("ECal", "HCal", "Muon", "BCal", "LHCal", "LCal"))
-    scalars["TotalSimCaloHitEnergy"] = sum(scalars[f"{d}TotalSimCaloHitEnergy"] for d in ("ECal", "HCal", "Muon", "BCal", "LHCal", "LCal"))
+    scalars["TotalCaloHitEnergy"] = sum(
+        (scalars[f"{d}TotalCaloHitEnergy"] for d in ("ECal", "HCal", "Muon", "BCal", "LHCal", "LCal")), zero
+    )
+    scalars["TotalSimCaloHitEnergy"] = sum(
+        (scalars[f"{d}TotalSimCaloHitEnergy"] for d in ("ECal", "HCal", "Muon", "BCal", "LHCal", "LCal")), zero
+    )
     if truth.quirks.hCalEnergyFromEdgeIntBug:
         stored = np.trunc(scalars["hCalCaloHitEnergyFromEdge"]).astype(np.int32)
         scalars["hCalCaloHitEnergyFromEdge"] = stored.view(np.float32).astype(float)
 
 
-__all__ = ["CHARGED_PDGS", "K0L_PDG", "MASSES", "MUON_PDG", "NEUTRAL_HADRON_PDG", "NO_QUARKS", "PHOTON_PDG", "momenta", "pfo_table", "set_calibration"]
+__all__ = [
+    "CHARGED_PDGS",
+    "K0L_PDG",
+    "MASSES",
+    "MUON_PDG",
+    "NEUTRAL_HADRON_PDG",
+    "NO_QUARKS",
+    "PHOTON_PDG",
+    "momenta",
+    "pfo_table",
+    "set_calibration",
+]

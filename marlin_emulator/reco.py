@@ -2,7 +2,7 @@
 
 DDCaloDigi digitises (``digitisation``), DDMarlinPandora clusters and builds PFOs, PfoAnalysis
 fills its tree and histograms (``pfo_tree``); one module per kind of sample: ``showers`` (photons,
-K0L), ``muons``, ``jets`` (Z -> uds). docs/calibration_physics.md section 4.2.
+K0L), ``muons``, ``jets`` (Z -> uds). docs/PHYSICS.md section 8.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class RecoConfig:
     photonId: PhotonIdQuality  # how well the photon likelihood suits this detector, per cluster energy
 
 
-def reconstruct(bank: "ShowerBank | MuonBank | JetBank", config: RecoConfig) -> EventTable:
+def reconstruct(bank: ShowerBank | MuonBank | JetBank, config: RecoConfig) -> EventTable:
     if isinstance(bank, ShowerBank):
         return reconstruct_showers(bank, config)
     if isinstance(bank, MuonBank):
@@ -44,7 +44,7 @@ def reconstruct(bank: "ShowerBank | MuonBank | JetBank", config: RecoConfig) -> 
     return reconstruct_jets(bank, config)
 
 
-def training_candidates(bank: "ShowerBank | MuonBank | JetBank") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def training_candidates(bank: ShowerBank | MuonBank | JetBank) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Photon-ID training candidates: (cluster EM energy, MC photon?, event number, index in event)."""
     if isinstance(bank, JetBank):
         return bank.candidateEnergy, bank.candidateSignal, bank.events[bank.candidateOwner], bank.candidateIndex

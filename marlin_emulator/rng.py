@@ -49,7 +49,7 @@ class EventRandom:
         events = np.asarray(events, dtype=np.uint64)
         index = np.asarray(index, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            x = _mix(self.key ^ (streamKey * _GOLDEN))
+            x = _mix(np.asarray(self.key ^ (streamKey * _GOLDEN)))
             x = _mix(x ^ (events * _STEP + _GOLDEN))
             return _mix(x ^ (index * _GOLDEN + _STEP))
 

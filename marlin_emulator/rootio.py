@@ -5,14 +5,14 @@ counts + flat values) and its TH1F histograms; tables of several input files con
 ``write_pfoanalysis`` writes the TTree ``PfoAnalysisTree`` with PfoAnalysis' branch names and types
 (vectors as jagged ``var * float32`` / ``var * int32`` branches, i.e. C arrays with a counter
 ``n<branch>``)
-and the histograms as TH1F (docs/calibration_physics.md section 6).
+and the histograms as TH1F (the binnings of ``Utilities/pfoanalysis.CALIBRATION_HISTOGRAMS``).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import awkward as ak
 import numpy as np
@@ -75,7 +75,7 @@ class Hist1D:
     bins: int
     low: float
     high: float
-    contents: np.ndarray | None = None
+    contents: np.ndarray = field(init=False)
     entries: float = 0.0
     sumw: float = 0.0
     sumw2: float = 0.0
@@ -83,8 +83,7 @@ class Hist1D:
     sumwx2: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.contents is None:
-            self.contents = np.zeros(self.bins + 2)
+        self.contents = np.zeros(self.bins + 2)
 
     @property
     def edges(self) -> np.ndarray:
@@ -105,7 +104,7 @@ class Hist1D:
         self.sumwx += float(inRange.sum())
         self.sumwx2 += float(np.square(inRange).sum())
 
-    def add(self, other: "Hist1D") -> None:
+    def add(self, other: Hist1D) -> None:
         if (other.bins, other.low, other.high) != (self.bins, self.low, self.high):
             raise ValueError(f"cannot add histograms of different binning ({other.bins} vs {self.bins} bins)")
         self.contents = self.contents + other.contents
@@ -130,7 +129,7 @@ class EventTable:
         return int(next(iter(self.scalars.values())).size) if self.scalars else 0
 
     @staticmethod
-    def concatenate(tables: Iterable["EventTable"]) -> "EventTable":
+    def concatenate(tables: Iterable[EventTable]) -> EventTable:
         tables = list(tables)
         if not tables:
             raise ValueError("no event tables to concatenate")
@@ -171,7 +170,7 @@ def branch_types(collectCalibrationDetails: bool) -> dict[str, object]:
     return types
 
 
-def write_pfoanalysis(path: "str | Path", table: EventTable, collectCalibrationDetails: bool) -> None:
+def write_pfoanalysis(path: str | Path, table: EventTable, collectCalibrationDetails: bool) -> None:
     """Write the ROOT file atomically (a failed run leaves no half-written file behind)."""
     path = Path(path)
     types = branch_types(collectCalibrationDetails)

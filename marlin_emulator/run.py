@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ILCDIRAC.CalibrationSystem.Utilities.likelihood import LikelihoodDataError, read_likelihood, write_likelihood
 from marlin_emulator.pandora import (
     UNTRAINED,
     PandoraSettingsError,
@@ -27,7 +28,6 @@ from marlin_emulator.samples import SampleFile, SampleFileError, read_sample_fil
 from marlin_emulator.sim import simulate
 from marlin_emulator.steering_input import SteeringInput, SteeringInputError, read_steering
 from marlin_emulator.truth import TruthError
-from ILCDIRAC.CalibrationSystem.Utilities.likelihood import LikelihoodDataError, read_likelihood, write_likelihood
 
 #: The errors that mean "this run cannot be done" (bad steering, input, settings or likelihood).
 RUN_ERRORS = (SteeringInputError, SampleFileError, PandoraSettingsError, LikelihoodDataError, TruthError, OSError)
@@ -49,10 +49,13 @@ def event_slices(samples: list[SampleFile], skip: int, maximum: int) -> list[np.
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     first = max(skip, 0)
     last = int(sizes.sum()) if maximum <= 0 else min(int(sizes.sum()), first + maximum)
-    return [np.arange(max(first - start, 0), max(min(last - start, size), 0)) for start, size in zip(starts, sizes)]
+    return [
+        np.arange(max(first - start, 0), max(min(last - start, size), 0))
+        for start, size in zip(starts, sizes, strict=True)
+    ]
 
 
-def run(steeringFile: "str | Path", workDir: "str | Path | None" = None) -> RunReport:
+def run(steeringFile: str | Path, workDir: str | Path | None = None) -> RunReport:
     """Run the reconstruction a steering file describes; RUN_ERRORS name what is wrong."""
     started = time.process_time()
     workDir = Path.cwd() if workDir is None else Path(workDir)
@@ -64,8 +67,10 @@ def run(steeringFile: "str | Path", workDir: "str | Path | None" = None) -> RunR
     photon = read_pandora_settings(settingsPath)
     training = PhotonTraining(photon) if photon.training else None
     likelihood = None
+    histogramFile = photon.histogramFile
     if photon.present and not photon.training:
-        likelihoodPath = workDir / photon.histogramFile
+        assert histogramFile is not None, "present Pandora photon settings always name a HistogramFile"
+        likelihoodPath = workDir / histogramFile
         try:
             text = likelihoodPath.read_text()
         except FileNotFoundError:
@@ -86,10 +91,10 @@ def run(steeringFile: "str | Path", workDir: "str | Path | None" = None) -> RunR
             qualities[key] = photon_id_quality(likelihood, key)
         return qualities[key]
 
-    tables = []
+    tables: list[EventTable] = []
     processed = 0
     slices = event_slices(samples, config.skipNEvents, config.maxRecordNumber)
-    for sample, events in zip(samples, slices):
+    for sample, events in zip(samples, slices, strict=True):
         if not events.size and tables:
             continue
         bank = simulate(sample, events)
@@ -104,7 +109,8 @@ def run(steeringFile: "str | Path", workDir: "str | Path | None" = None) -> RunR
         write_pfoanalysis(rootFile, EventTable.concatenate(tables), config.pfoAnalysis.collectCalibrationDetails)
     trainingFile = None
     if training is not None:
-        trainingFile = workDir / photon.histogramFile
+        assert histogramFile is not None, "training Pandora photon settings always name a HistogramFile"
+        trainingFile = workDir / histogramFile
         trainingFile.write_text(write_likelihood(training.likelihood()))
     return RunReport(
         events=processed,

@@ -9,11 +9,12 @@ slice of it a run reads, and the files stay a few kB.
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int, is_number
 from marlin_emulator.rng import file_key
 from marlin_emulator.truth import DetectorTruth, TruthError, load_truth, truth_from_mapping
 
@@ -58,9 +59,9 @@ def make_sample_files(
     energy: float,
     n_files: int,
     events_per_file: int,
-    truth: "str | Path | Mapping[str, Any] | DetectorTruth",
+    truth: str | Path | Mapping[str, Any] | DetectorTruth,
     seed: int,
-    outdir: "str | Path",
+    outdir: str | Path,
 ) -> list[Path]:
     """Write ``n_files`` sample files and ``<outdir>/<particle>_files.txt`` listing them."""
     _check_request(particle, energy, n_files, events_per_file, seed)
@@ -90,18 +91,18 @@ def make_sample_files(
 def _check_request(particle: str, energy: float, n_files: int, events_per_file: int, seed: int) -> None:
     if particle not in PARTICLES:
         raise SampleFileError(f"unknown particle {particle!r}; choose one of {', '.join(PARTICLES)}")
-    if not (isinstance(energy, (int, float)) and not isinstance(energy, bool) and math.isfinite(energy) and energy > 0):
+    if not (is_number(energy) and energy > 0):
         raise SampleFileError(f"the sample energy must be a positive number of GeV, not {energy!r}")
     if particle == "kaon0L" and energy <= K0L_MASS:
         raise SampleFileError(f"a K0L of {energy} GeV has no kinetic energy (mass {K0L_MASS} GeV)")
     for name, value in (("number of files", n_files), ("events per file", events_per_file)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not is_int(value) or value <= 0:
             raise SampleFileError(f"the {name} must be a positive integer, not {value!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise SampleFileError(f"the seed must be a non-negative integer, not {seed!r}")
 
 
-def read_sample_file(path: "str | Path") -> SampleFile:
+def read_sample_file(path: str | Path) -> SampleFile:
     """Read and check one sample file (errors name the file and the problem)."""
     path = Path(path)
     try:
@@ -117,7 +118,9 @@ def read_sample_file(path: "str | Path") -> SampleFile:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SampleFileError(f"input file {path} is not an emulator sample file (format is not {FORMAT!r})")
     if data.get("version") != VERSION:
-        raise SampleFileError(f"input file {path} has format version {data.get('version')!r}, this emulator reads {VERSION}")
+        raise SampleFileError(
+            f"input file {path} has format version {data.get('version')!r}, this emulator reads {VERSION}"
+        )
     missing = [k for k in ("particle", "energy", "seed", "fileIndex", "nEvents", "truth") if k not in data]
     if missing:
         raise SampleFileError(f"input file {path} lacks {', '.join(missing)}")
@@ -128,7 +131,7 @@ def read_sample_file(path: "str | Path") -> SampleFile:
     if data.get("pdg", PARTICLES[data["particle"]]) != PARTICLES[data["particle"]]:
         raise SampleFileError(f"input file {path}: pdg {data['pdg']} does not match particle {data['particle']}")
     index = data["fileIndex"]
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+    if not is_int(index) or index < 0:
         raise SampleFileError(f"input file {path}: fileIndex must be a non-negative integer, not {index!r}")
     try:
         truth = truth_from_mapping(data["truth"], where=f"in input file {path}")

@@ -47,11 +47,15 @@ def reconstruct_showers(bank: ShowerBank, config: RecoConfig) -> EventTable:
     truth, pandora = bank.truth, config.pandora
     n = bank.events.size
     absCos = np.abs(bank.cosTheta)
-    calorimetry = digitise_shower(bank.ecalPrompt, bank.ecalBarrelWeight, bank.hcalPrompt, geometry.ecal_layer_numbers(truth), config.digi, truth)
+    calorimetry = digitise_shower(
+        bank.ecalPrompt, bank.ecalBarrelWeight, bank.hcalPrompt, geometry.ecal_layer_numbers(truth), config.digi, truth
+    )
     ecalLoss, hcalLoss = threshold_losses(calorimetry, pandora, truth)
     kinetic = bank.sample.energy - (0.0 if bank.isPhoton else K0L_MASS)
     mismatch = config.photonId.at(np.full(n, kinetic))
-    idLoss = (truth.photonId.untrainedEmEnergyLoss if bank.isPhoton else truth.photonId.untrainedHadEnergyLoss) * mismatch
+    idLoss = (
+        truth.photonId.untrainedEmEnergyLoss if bank.isPhoton else truth.photonId.untrainedHadEnergyLoss
+    ) * mismatch
     x = truth.ecalClusterCapture * (1.0 - ecalLoss) * (1.0 - idLoss) * calorimetry.ecal
     y = truth.hcalClusterCapture * (1.0 - hcalLoss) * (1.0 - idLoss) * calorimetry.hcal
     physics = truth.photon if bank.isPhoton else truth.hadron
@@ -69,7 +73,9 @@ def reconstruct_showers(bank: ShowerBank, config: RecoConfig) -> EventTable:
     hcalRho = np.divide(calorimetry.hcal, calorimetry.hcalTrue, out=np.ones(n), where=calorimetry.hcalTrue > 0)
     capRatio = hit_cap_ratio(hadronScale * hcalRho, pandora.maxHcalHitHadronicEnergy, truth)
     softComp = soft_compensation_factor(bank.emFraction, kinetic, truth)
-    ecalToHad = bank.ecalBarrelWeight * pandora.ecalToHadBarrel + (1.0 - bank.ecalBarrelWeight) * pandora.ecalToHadEndcap
+    ecalToHad = (
+        bank.ecalBarrelWeight * pandora.ecalToHadBarrel + (1.0 - bank.ecalBarrelWeight) * pandora.ecalToHadEndcap
+    )
 
     def pfo_energy(pdg: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         electromagnetic = pandora.ecalToEm * xs + pandora.hcalToEm * ys
@@ -87,7 +93,13 @@ def reconstruct_showers(bank: ShowerBank, config: RecoConfig) -> EventTable:
     }
     energy = bank.sample.energy
     trackEnergies = np.stack([energy * bank.conversionShare, energy * (1 - bank.conversionShare)], axis=1)
-    neutralEnergies = np.stack([pfo_energy(mainPdg, slots["x"][:, 0], slots["y"][:, 0]), pfo_energy(fragmentPdg, slots["x"][:, 1], slots["y"][:, 1])], axis=1)
+    neutralEnergies = np.stack(
+        [
+            pfo_energy(mainPdg, slots["x"][:, 0], slots["y"][:, 0]),
+            pfo_energy(fragmentPdg, slots["x"][:, 1], slots["y"][:, 1]),
+        ],
+        axis=1,
+    )
     slots["energy"] = np.where(converted[:, None], trackEnergies, neutralEnergies)
     slots["cosTheta"] = np.repeat(bank.cosTheta[:, None], 2, axis=1)
     slots["phi"] = np.repeat(bank.phi[:, None], 2, axis=1)
@@ -128,9 +140,15 @@ def _shower_targets(bank: ShowerBank) -> dict[str, np.ndarray]:
     owner = np.concatenate([rows[single], rows[converted], rows[converted]])
     return {
         "owner": owner,
-        "pdg": np.concatenate([np.full(single.sum(), pdg), np.full(converted.sum(), -11), np.full(converted.sum(), 11)]),
+        "pdg": np.concatenate(
+            [np.full(single.sum(), pdg), np.full(converted.sum(), -11), np.full(converted.sum(), 11)]
+        ),
         "energy": np.concatenate(
-            [np.full(single.sum(), energy), energy * bank.conversionShare[converted], energy * (1 - bank.conversionShare[converted])]
+            [
+                np.full(single.sum(), energy),
+                energy * bank.conversionShare[converted],
+                energy * (1 - bank.conversionShare[converted]),
+            ]
         ),
         "cosTheta": bank.cosTheta[owner],
         "phi": bank.phi[owner],
@@ -144,10 +162,20 @@ def _fill_direction_corrections(bank: ShowerBank, table: EventTable, absCos: np.
     hadrons = single & (s["nPfoTargetsNeutralHadrons"] == 1) & (
         s["TotalCaloHitEnergy"] - s["HCalTotalCaloHitEnergy"] < 0.01 * s["pfoTargetsEnergyTotal"]
     ) & (s["pfoMinHCalLayerToEdge"] > 5)
-    photons = single & (s["nPfoTargetsPhotons"] == 1) & (s["TotalCaloHitEnergy"] - s["ECalTotalCaloHitEnergy"] < 0.01 * s["pfoTargetsEnergyTotal"])
+    photons = (
+        single
+        & (s["nPfoTargetsPhotons"] == 1)
+        & (s["TotalCaloHitEnergy"] - s["ECalTotalCaloHitEnergy"] < 0.01 * s["pfoTargetsEnergyTotal"])
+    )
     random = bank.random
     ringMean = truth.hcal.endcapDirectionFactorMean / ring_direction_ratio(truth.trueConstants, truth.mipSimEnergy)
-    for column, name in enumerate(("HCalBarrelDirectionCorrectionSimCaloHit", "HCalEndCapDirectionCorrectionSimCaloHit", "HCalOtherDirectionCorrectionSimCaloHit")):
+    for column, name in enumerate(
+        (
+            "HCalBarrelDirectionCorrectionSimCaloHit",
+            "HCalEndCapDirectionCorrectionSimCaloHit",
+            "HCalOtherDirectionCorrectionSimCaloHit",
+        )
+    ):
         owner, index = hit_indices(np.where(hadrons, bank.hcalHits[:, column], 0))
         events = bank.events[owner]
         if column == 0:
@@ -156,7 +184,9 @@ def _fill_direction_corrections(bank: ShowerBank, table: EventTable, absCos: np.
             mean = truth.hcal.endcapDirectionFactorMean if column == 1 else ringMean
             factors = random.beta(mean, truth.hcal.directionFactorSpread, events, f"hcalHitDirection{column}", index)
         hist[name].fill(factors)
-    for column, name in enumerate(("ECalBarrelDirectionCorrectionSimCaloHit", "ECalEndCapDirectionCorrectionSimCaloHit")):
+    for column, name in enumerate(
+        ("ECalBarrelDirectionCorrectionSimCaloHit", "ECalEndCapDirectionCorrectionSimCaloHit")
+    ):
         owner, index = hit_indices(np.where(photons, bank.ecalHits[:, column], 0))
         spread = random.normal(bank.events[owner], f"ecalHitAngle{column}", index)
         hitCos = np.clip(absCos[owner] + HIT_ANGLE_SPREAD * spread, 0.0, 0.9999)

@@ -4,7 +4,7 @@
 simulated (visible) energies per ECAL layer and HCAL region, the geometry and truth flags, and the
 uniform draws the reconstruction compares with probabilities. Energies are already above the
 digitiser's raw sim-energy thresholds, so digitisation is exactly proportional to its constants.
-Physics: docs/calibration_physics.md section 4.2; parameters: the sample's DetectorTruth.
+Physics: docs/PHYSICS.md section 8; parameters: the sample's DetectorTruth.
 
 Visible energies are normalised so that the *true* constants give back the deposited energy:
 ECAL ``sum_l c*_l S_l (w_B + (1 - w_B) k*_EC) = E_deposited``, HCAL ``sum_r c*_r S_r = E_deposited``.
@@ -114,7 +114,7 @@ class JetBank:
         return self.sample.truth
 
 
-def simulate(sample: SampleFile, events: np.ndarray) -> "ShowerBank | MuonBank | JetBank":
+def simulate(sample: SampleFile, events: np.ndarray) -> ShowerBank | MuonBank | JetBank:
     """The sim bank of the given event numbers (0 <= event < sample.nEvents) of one file."""
     events = np.asarray(events, dtype=np.int64)
     if events.size and (events.min() < 0 or events.max() >= sample.nEvents):
@@ -227,7 +227,9 @@ def _kaons(sample: SampleFile, random: EventRandom, events: np.ndarray) -> Showe
     def cdf(depth: np.ndarray) -> np.ndarray:
         """Share of the shower deposited before ``depth`` ((n,) or (n, k) lambda)."""
         column = (-1,) + (1,) * (np.ndim(depth) - 1)
-        return special.gammainc(shape.reshape(column), np.clip(depth - start.reshape(column), 0.0, None) / h.profileScale)
+        return special.gammainc(
+            shape.reshape(column), np.clip(depth - start.reshape(column), 0.0, None) / h.profileScale
+        )
 
     x0 = np.asarray(truth.ecalLayerX0)
     ecalBoundaries = np.concatenate([[0.0], np.cumsum(x0)]) / x0.sum()
@@ -249,15 +251,23 @@ def _kaons(sample: SampleFile, random: EventRandom, events: np.ndarray) -> Showe
     sampling = 1.0 + np.sqrt(max(target**2 - fromEm**2, 1e-6)) * random.normal(events, "sampling")
     deposit = kinetic * (1.0 - lcal) * sampling
     regionScale = wBarrel + (1.0 - wBarrel) * truth.trueConstants.ECALEndcapCorrectionFactor
-    ecal = (deposit * responseE)[:, None] * ecalShare / (np.asarray(truth.ecalLayerTrueConstants)[None, :] * regionScale[:, None])
+    ecal = (
+        (deposit * responseE)[:, None]
+        * ecalShare
+        / (np.asarray(truth.ecalLayerTrueConstants)[None, :] * regionScale[:, None])
+    )
     # ionisation before the interaction: a MIP track through the layers in front of it
     crossed = np.clip((start[:, None] - layerDepths[:, :-1]) / np.diff(layerDepths, axis=1), 0.0, 1.0)
     ecal += crossed * (truth.mipSimEnergy.ecal * pathFactor * (1.0 + truth.muon.ecalLandauWidth * MOYAL_MEAN))[:, None]
     hcalShares = geometry.hcal_region_weights(absCos, truth)
     hcalLayersCrossed = np.clip((start - ecalDepth) / layerLength, 0.0, hcalTruth.nLayers)
-    hcalMip = hcalLayersCrossed * truth.mipSimEnergy.hcalBarrel * pathFactor * (1.0 + truth.muon.hcalLandauWidth * MOYAL_MEAN)
+    hcalMip = (
+        hcalLayersCrossed * truth.mipSimEnergy.hcalBarrel * pathFactor * (1.0 + truth.muon.hcalLandauWidth * MOYAL_MEAN)
+    )
     hcalDeposit = deposit * hcalShare
-    hcal = (hcalDeposit * responseH)[:, None] * hcalShares / _hcal_true_constants(truth)[None, :] + hcalMip[:, None] * hcalShares
+    hcal = (hcalDeposit * responseH)[:, None] * hcalShares / _hcal_true_constants(truth)[None, :] + hcalMip[
+        :, None
+    ] * hcalShares
     lastLayers = hcalEnd - cdf(totalDepth - 5.0 * layerLength)
     deepest = start + h.profileScale * special.gammaincinv(shape, h.maxDepthQuantile)
     toEdge = np.clip(np.floor((totalDepth - deepest) / layerLength), 0, hcalTruth.nLayers - 1)
@@ -301,7 +311,9 @@ def landau_mode(width: float, smearing: float) -> float:
     return float(v[i] + 0.5 * (v[1] - v[0]) * (a - c) / (a - 2.0 * b + c))
 
 
-def _unit_landau(random: EventRandom, owner_events: np.ndarray, index: np.ndarray, stream: str, width: float, smearing: float) -> np.ndarray:
+def _unit_landau(
+    random: EventRandom, owner_events: np.ndarray, index: np.ndarray, stream: str, width: float, smearing: float
+) -> np.ndarray:
     moyal = -2.0 * np.log(np.abs(random.normal(owner_events, stream + "Landau", index)))
     smear = 1.0 + smearing * random.normal(owner_events, stream + "Smear", index)
     return (1.0 + width * moyal) * smear / landau_mode(width, smearing)
@@ -321,7 +333,9 @@ def _muons(sample: SampleFile, random: EventRandom, events: np.ndarray) -> MuonB
         [index < nEcal, index < nEcal + nHcal], [np.full(index.size, ECAL), np.full(index.size, HCAL_BARREL)], YOKE
     )
     isEcal, isHcal = subdetector == ECAL, subdetector == HCAL_BARREL
-    layer = np.where(isEcal, truth.ecal.firstLayerNumber + index, np.where(isHcal, index - nEcal, index - nEcal - nHcal))
+    layer = np.where(
+        isEcal, truth.ecal.firstLayerNumber + index, np.where(isHcal, index - nEcal, index - nEcal - nHcal)
+    )
     u = random.uniform(ownerEvents, "hitRegion", index)
     endcap = isEcal & (u > geometry.ecal_barrel_weight(absCos, truth)[owner])
     shares = np.cumsum(geometry.hcal_region_weights(absCos, truth), axis=1)[owner]
@@ -338,7 +352,12 @@ def _muons(sample: SampleFile, random: EventRandom, events: np.ndarray) -> MuonB
     for code in np.unique(subdetector):
         selected = subdetector == code
         unit[selected] = _unit_landau(
-            random, ownerEvents[selected], index[selected], f"hit{code}", float(width[selected][0]), float(smearing[selected][0])
+            random,
+            ownerEvents[selected],
+            index[selected],
+            f"hit{code}",
+            float(width[selected][0]),
+            float(smearing[selected][0]),
         )
     return MuonBank(
         sample=sample,
@@ -358,7 +377,7 @@ def _muons(sample: SampleFile, random: EventRandom, events: np.ndarray) -> MuonB
 
 # ------------------------------------------------------------------------------------ jets
 def _jets(sample: SampleFile, random: EventRandom, events: np.ndarray) -> JetBank:
-    truth, energy, j = sample.truth, sample.energy, sample.truth.jets
+    energy, j = sample.energy, sample.truth.jets
     u = random.uniform(events, "quarkFlavour")
     qPdg = np.select([u < 0.363, u < 0.637], [1, 2], 3)  # d, u, s by their Z branching ratios
     q = 4.0 - 8.0 * random.uniform(events, "quarkCosTheta")  # 1 + cos^2: solve c^3 + 3c + q = 0
@@ -385,7 +404,9 @@ def _jets(sample: SampleFile, random: EventRandom, events: np.ndarray) -> JetBan
     side = np.where(random.uniform(ownerEvents, "jetSide", index) < 0.5, -1.0, 1.0)
     cos = np.clip(side * quarkCos[owner] + 0.3 * random.normal(ownerEvents, "particleAngle", index), -0.999, 0.999)
     uPdg = random.uniform(ownerEvents, "particlePdg", index)
-    pdg = np.select([kind == CHARGED, kind == PHOTON], [np.where(uPdg < 0.5, 211, -211), 22], np.where(uPdg < 0.5, 130, 2112))
+    pdg = np.select(
+        [kind == CHARGED, kind == PHOTON], [np.where(uPdg < 0.5, 211, -211), 22], np.where(uPdg < 0.5, 130, 2112)
+    )
     # photon-ID training candidates: photons (signal), neutral hadrons and charged-hadron fragments
     nFragments = random.poisson(counts[:, CHARGED] * j.fragmentClustersPerCharged, events, "nFragments")
     fragmentOwner, fragmentIndex = hit_indices(nFragments)

@@ -15,9 +15,9 @@ file fails loudly.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ILCDIRAC.CalibrationSystem.Utilities import steering
 from ILCDIRAC.CalibrationSystem.Utilities.steering import Steering
@@ -103,7 +103,7 @@ class SteeringInput:
     muonDigitisation: float | None  # CalibrMUON of an executed DDSimpleMuonDigi
 
 
-def read_steering(path: "str | Path") -> SteeringInput:
+def read_steering(path: str | Path) -> SteeringInput:
     """Parse a steering file (and the files it includes, relative to its folder);
     SteeringInputError names what is missing or malformed."""
     path = Path(path)
@@ -125,18 +125,21 @@ def parse_steering(text: str) -> SteeringInput:
 
 def steering_input(parsed: Steering) -> SteeringInput:
     names = {t: _active(parsed, t) for t in (DIGI_TYPE, PANDORA_TYPE, PFO_ANALYSIS_TYPE, MUON_DIGI_TYPE)}
-    if names[PANDORA_TYPE] is None:
+    pandora, digiName, muonName = names[PANDORA_TYPE], names[DIGI_TYPE], names[MUON_DIGI_TYPE]
+    if pandora is None:
         raise SteeringInputError(f"no {PANDORA_TYPE} processor is executed")
-    if names[DIGI_TYPE] is not None:
-        digi = _digi(_Parameters(parsed, names[DIGI_TYPE]))
+    if digiName is not None:
+        digi = _digi(_Parameters(parsed, digiName))
     elif _realistic(parsed, REALISTIC_RECO):
         digi = _realistic_chain(parsed)
     else:
-        raise SteeringInputError(f"no {DIGI_TYPE} processor (nor a {REALISTIC_DIGI}/{REALISTIC_RECO} chain) is executed")
+        raise SteeringInputError(
+            f"no {DIGI_TYPE} processor (nor a {REALISTIC_DIGI}/{REALISTIC_RECO} chain) is executed"
+        )
     pfo = names[PFO_ANALYSIS_TYPE]
     muonDigitisation = None
-    if names[MUON_DIGI_TYPE]:
-        muonParams = _Parameters(parsed, names[MUON_DIGI_TYPE])
+    if muonName:
+        muonParams = _Parameters(parsed, muonName)
         muonDigitisation = _first_positive(muonParams, "CalibrMUON") if muonParams.has("CalibrMUON") else None
     globalParams = {p.name: parsed.global_value(p.name) for p in parsed.globals}
     return SteeringInput(
@@ -144,7 +147,7 @@ def steering_input(parsed: Steering) -> SteeringInput:
         maxRecordNumber=_global_int(globalParams, "MaxRecordNumber", 0),
         skipNEvents=max(_global_int(globalParams, "SkipNEvents", 0), 0),
         digi=digi,
-        pandora=_pandora(_Parameters(parsed, names[PANDORA_TYPE])),
+        pandora=_pandora(_Parameters(parsed, pandora)),
         pfoAnalysis=_pfo_analysis(_Parameters(parsed, pfo)) if pfo else None,
         muonDigitisation=muonDigitisation,
     )
@@ -153,7 +156,9 @@ def steering_input(parsed: Steering) -> SteeringInput:
 def _active(parsed: Steering, processorType: str) -> str | None:
     names = parsed.running(processorType)
     if len(names) > 1:
-        raise SteeringInputError(f"{len(names)} {processorType} processors are executed ({', '.join(names)}); expected one")
+        raise SteeringInputError(
+            f"{len(names)} {processorType} processors are executed ({', '.join(names)}); expected one"
+        )
     return names[0] if names else None
 
 
@@ -193,7 +198,9 @@ class _Parameters:
         try:
             values = tuple(float(t) for t in tokens)
         except ValueError:
-            raise SteeringInputError(f"processor {self.processor}: {name} must be numbers, not {self.values[name]!r}") from None
+            raise SteeringInputError(
+                f"processor {self.processor}: {name} must be numbers, not {self.values[name]!r}"
+            ) from None
         if not all(math.isfinite(v) for v in values):
             raise SteeringInputError(f"processor {self.processor}: {name} must be finite, not {self.values[name]!r}")
         return values
@@ -213,7 +220,9 @@ class _Parameters:
         try:
             return tuple(int(t) for t in tokens)
         except ValueError:
-            raise SteeringInputError(f"processor {self.processor}: {name} must be integers, not {self.values[name]!r}") from None
+            raise SteeringInputError(
+                f"processor {self.processor}: {name} must be integers, not {self.values[name]!r}"
+            ) from None
 
     def text(self, name: str, default: str | None = None) -> str:
         """A string parameter: the first token, as Marlin's getStringVal."""
@@ -237,7 +246,8 @@ def _digi(p: _Parameters) -> DigiParameters:
     ecalLayers = p.ints("ECALLayers")
     if len(calibrEcal) < len(ecalLayers):
         raise SteeringInputError(
-            f"processor {p.processor}: CalibrECAL has {len(calibrEcal)} values for the {len(ecalLayers)} layer groups of ECALLayers"
+            f"processor {p.processor}: CalibrECAL has {len(calibrEcal)} values "
+            f"for the {len(ecalLayers)} layer groups of ECALLayers"
         )
     if any(c <= 0 for c in calibrEcal):
         raise SteeringInputError(f"processor {p.processor}: CalibrECAL values must be positive, not {list(calibrEcal)}")
@@ -294,7 +304,9 @@ def _pandora(p: _Parameters) -> PandoraParameters:
         ecalToHadEndcap=p.float("ECalToHadGeVCalibrationEndCap"),
         hcalToHad=p.float("HCalToHadGeVCalibration"),
         maxHcalHitHadronicEnergy=p.float("MaxHCalHitHadronicEnergy", math.inf),
-        maxClusterEnergyToApplySoftComp=p.float("MaxClusterEnergyToApplySoftComp", DEFAULT_SOFT_COMP_LIMIT, positive=False),
+        maxClusterEnergyToApplySoftComp=p.float(
+            "MaxClusterEnergyToApplySoftComp", DEFAULT_SOFT_COMP_LIMIT, positive=False
+        ),
     )
 
 

@@ -25,12 +25,14 @@ import copy
 import dataclasses
 import functools
 import math
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
+
+from ILCDIRAC.CalibrationSystem.Utilities.schema import bounded, convert, dataclass_fields
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "truth"
 
@@ -44,64 +46,66 @@ class TruthError(ValueError):
 class TrueConstants:
     """What the calibration should find (DDCaloDigi and DDMarlinPandora names)."""
 
-    CalibrECAL: tuple[float, float]  # thin, thick layers
-    ECALEndcapCorrectionFactor: float
-    CalibrHCALBarrel: float
-    CalibrHCALEndcap: float
-    CalibrHCALOther: float
-    ECalToEMGeVCalibration: float
-    ECalToHadGeVCalibration: float  # barrel = endcap
-    HCalToHadGeVCalibration: float
+    CalibrECAL: tuple[float, float] = bounded(low=0, openLow=True)  # thin, thick layers
+    ECALEndcapCorrectionFactor: float = bounded(low=0, openLow=True)
+    CalibrHCALBarrel: float = bounded(low=0, openLow=True)
+    CalibrHCALEndcap: float = bounded(low=0, openLow=True)
+    CalibrHCALOther: float = bounded(low=0, openLow=True)
+    ECalToEMGeVCalibration: float = bounded(low=0, openLow=True)
+    ECalToHadGeVCalibration: float = bounded(low=0, openLow=True)  # barrel = endcap
+    HCalToHadGeVCalibration: float = bounded(low=0, openLow=True)
 
 
 @dataclass(frozen=True)
 class MipSimEnergy:
     """Most probable direction-corrected simulated energy of a MIP hit, per subdetector (GeV)."""
 
-    ecal: float
-    hcalBarrel: float
-    hcalEndcap: float
-    hcalRing: float
-    yoke: float
+    ecal: float = bounded(low=0, openLow=True)
+    hcalBarrel: float = bounded(low=0, openLow=True)
+    hcalEndcap: float = bounded(low=0, openLow=True)
+    hcalRing: float = bounded(low=0, openLow=True)
+    yoke: float = bounded(low=0, openLow=True)
 
 
 @dataclass(frozen=True)
 class EcalTruth:
-    nThinLayers: int
-    nThickLayers: int
-    thinLayerX0: float
-    thickLayerX0: float
+    nThinLayers: int = bounded(low=1)
+    nThickLayers: int = bounded(low=0)
+    thinLayerX0: float = bounded(low=0, openLow=True)
+    thickLayerX0: float = bounded(low=0, openLow=True)
     firstLayerNumber: int  # cell-ID number of the first layer (DDCaloDigi compares it with ECALLayers)
-    interactionLengths: float
-    stochasticTerm: float  # photon resolution, relative, times sqrt(E/GeV)
-    constantTerm: float
-    hitsPerGeV: float
+    interactionLengths: float = bounded(low=0, openLow=True)
+    stochasticTerm: float = bounded(low=0)  # photon resolution, relative, times sqrt(E/GeV)
+    constantTerm: float = bounded(low=0)
+    hitsPerGeV: float = bounded(low=0, openLow=True)
 
 
 @dataclass(frozen=True)
 class HcalTruth:
-    nLayers: int
-    layerInteractionLengths: float
-    eOverH: float
+    nLayers: int = bounded(low=6)
+    layerInteractionLengths: float = bounded(low=0, openLow=True)
+    eOverH: float = bounded(low=1)
     emResponse: float  # response to EM showers relative to the hadron calibration
     hitsPerGeV: float
-    endcapDirectionFactorMean: float  # mean PfoAnalysis direction factor of HCAL endcap sim hits
-    directionFactorSpread: float
+    #: mean PfoAnalysis direction factor of HCAL endcap sim hits
+    endcapDirectionFactorMean: float = bounded(low=0, openLow=True, high=1, openHigh=True)
+    directionFactorSpread: float = bounded(low=0, high=0.3, openHigh=True)
 
 
 @dataclass(frozen=True)
 class MuonSystemTruth:
     nLayers: int
     digitisationConstant: float  # CalibrMUON used when the steering runs no DDSimpleMuonDigi
-    leakageCatchFraction: float  # fraction of rear-leaking hadronic energy seen in the yoke
+    leakageCatchFraction: float = bounded(low=0, high=1)  # fraction of rear-leaking hadronic energy seen in the yoke
 
 
 @dataclass(frozen=True)
 class RegionsTruth:
     ecalTransition: tuple[float, float]  # |cos| range where ECAL barrel and endcap share the energy
-    transitionResponseDip: float  # relative response loss at the centre of the ECAL transition
+    #: relative response loss at the centre of the ECAL transition
+    transitionResponseDip: float = bounded(low=0, high=1, openHigh=True)
     hcalRing: tuple[float, float]  # |cos| range where the HCAL ring takes part of the energy
-    ringPeakFraction: float
+    ringPeakFraction: float = bounded(low=0, high=1)
     forwardEdge: float  # beyond: energy starts going to the LumiCal
     lumiCalEdge: float  # beyond: all energy goes to the LumiCal
 
@@ -120,29 +124,31 @@ class PhotonTruth:
     startDepthMean: float  # X0
     profileShapeSpread: float
     trackerX0: float  # material in front of the calorimeter (conversions)
-    crackProbability: float
+    crackProbability: float = bounded(low=0, high=1)
     crackLoss: tuple[float, float]
-    fragmentProbability: float
+    fragmentProbability: float = bounded(low=0, high=1)
     fragmentEnergyFraction: tuple[float, float]
-    misIdProbability: float
+    misIdProbability: float = bounded(low=0, high=1)
 
 
 @dataclass(frozen=True)
 class HadronTruth:
     emFractionExponent: float  # <f_em> = 1 - (T / 1 GeV) ** -exponent
     emFractionSpread: float
-    ecalEOverH: float
+    ecalEOverH: float = bounded(low=1)
     stochasticTerm: float
     constantTerm: float
     profileShape: float  # longitudinal Gamma profile in lambda
     profileScale: float
     profileShapeSpread: float
-    maxDepthQuantile: float  # profile quantile taken as the deepest hit (pfoMinHCalLayerToEdge)
-    fragmentProbability: float
+    #: profile quantile taken as the deepest hit (pfoMinHCalLayerToEdge)
+    maxDepthQuantile: float = bounded(low=0, high=1)
+    fragmentProbability: float = bounded(low=0, high=1)
     fragmentEnergyFraction: tuple[float, float]
-    misIdProbability: float
-    hitEnergyMeans: tuple[float, float]  # HCAL hit hadronic-energy spectrum: two exponentials (GeV)
-    hitEnergyWeights: tuple[float, float]  # their hit-count weights
+    misIdProbability: float = bounded(low=0, high=1)
+    #: HCAL hit hadronic-energy spectrum: two exponentials (GeV)
+    hitEnergyMeans: tuple[float, float] = bounded(low=0, openLow=True)
+    hitEnergyWeights: tuple[float, float] = bounded(low=0)  # their hit-count weights
     softCompensationStrength: float
 
 
@@ -170,10 +176,11 @@ class JetsTruth:
 
 @dataclass(frozen=True)
 class PandoraTruth:
-    ecalMipThreshold: float  # the thresholds the truth constants assume
-    hcalMipThreshold: float
-    ecalSubThresholdLoss: float  # cluster energy lost below the threshold at the nominal MIP scale
-    hcalSubThresholdLoss: float
+    ecalMipThreshold: float = bounded(low=0, openLow=True)  # the thresholds the truth constants assume
+    hcalMipThreshold: float = bounded(low=0, openLow=True)
+    #: cluster energy lost below the threshold at the nominal MIP scale
+    ecalSubThresholdLoss: float = bounded(low=0, high=1)
+    hcalSubThresholdLoss: float = bounded(low=0, high=1)
 
 
 @dataclass(frozen=True)
@@ -183,8 +190,8 @@ class PhotonIdTruth:
     peakRmsScale: float
     profileStartScale: float
     discrepancyScale: float
-    referenceDistance: float  # PDF distance at which a likelihood counts as untrained
-    trainedProbabilityScale: float  # fragment / mis-ID probabilities with a trained likelihood
+    referenceDistance: float = bounded(low=0, openLow=True)  # PDF distance at which a likelihood counts as untrained
+    trainedProbabilityScale: float = bounded(low=0, high=1)  # fragment / mis-ID probabilities with a trained likelihood
     untrainedEmEnergyLoss: float  # photon-cluster energy lost with an untrained likelihood
     untrainedHadEnergyLoss: float
 
@@ -211,6 +218,8 @@ SECTIONS: dict[str, type] = {
     "quirks": QuirksTruth,
 }
 _DESCRIPTIVE = ("name", "aliases", "base", "description", "sources")
+#: Each section's keys with their types and bounds, from its dataclass.
+_SECTION_FIELDS = {section: dataclass_fields(cls) for section, cls in SECTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -286,7 +295,7 @@ def available_truths() -> list[str]:
     return sorted(p.stem for p in DATA_DIR.glob("*.yaml"))
 
 
-def load_truth(source: "str | Path | Mapping[str, Any] | DetectorTruth") -> DetectorTruth:
+def load_truth(source: str | Path | Mapping[str, Any] | DetectorTruth) -> DetectorTruth:
     """A truth from a shipped name or alias, a YAML file path, a mapping, or a DetectorTruth."""
     if isinstance(source, DetectorTruth):
         return source
@@ -317,13 +326,13 @@ def _shipped(name: str) -> DetectorTruth:
     return _load_shipped(canonical)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_shipped(canonical: str) -> DetectorTruth:
     path = DATA_DIR / f"{canonical}.yaml"
     return truth_from_mapping(_resolve_file(path, ()), where=str(path))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _name_index() -> dict[str, str]:
     index: dict[str, str] = {}
     for path in sorted(DATA_DIR.glob("*.yaml")):
@@ -415,6 +424,7 @@ def _build(data: dict[str, Any], where: str) -> DetectorTruth:
         problems += _physics_problems(sections)
     if problems:
         raise TruthError(f"detector truth {where}: " + "; ".join(problems))
+    assert isinstance(name, str), "a missing or bad name is one of the problems"
     return DetectorTruth(
         name=name, aliases=tuple(aliases), description=str(data.get("description", "")).strip(), **sections
     )
@@ -423,63 +433,31 @@ def _build(data: dict[str, Any], where: str) -> DetectorTruth:
 def _build_section(cls: type, raw: Any, section: str) -> tuple[Any, list[str]]:
     if not isinstance(raw, Mapping):
         return None, [f"{section} must be a mapping"]
-    hints = typing.get_type_hints(cls)
-    problems = [f"{section}.{k}: unknown key" for k in sorted(set(raw) - set(hints))]
+    fields = _SECTION_FIELDS[section]
+    problems = [f"{section}.{k}: unknown key" for k in sorted(set(raw) - {f.name for f in fields})]
     values = {}
-    for key, hint in hints.items():
-        if key not in raw:
-            problems.append(f"{section}.{key}: missing")
+    for spec in fields:
+        if spec.name not in raw:
+            problems.append(f"{section}.{spec.name}: missing")
             continue
-        value, problem = _convert(raw[key], hint)
+        values[spec.name], problem = convert(spec, raw[spec.name])
         if problem:
-            problems.append(f"{section}.{key}: {problem}")
-        values[key] = value
+            problems.append(f"{section}.{spec.name}: {problem}")
     if problems:
         return None, problems
     return cls(**values), []
 
 
-def _convert(value: Any, hint: Any) -> tuple[Any, str]:
-    if hint is bool:
-        return (value, "") if isinstance(value, bool) else (None, f"must be true or false, not {value!r}")
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return (value, "") if ok else (None, f"must be an integer, not {value!r}")
-    if hint is float:
-        return (float(value), "") if _is_number(value) else (None, f"must be a finite number, not {value!r}")
-    args = typing.get_args(hint)
-    if not (isinstance(value, (list, tuple)) and len(value) == len(args) and all(_is_number(v) for v in value)):
-        return None, f"must be a list of {len(args)} numbers, not {value!r}"
-    return tuple(float(v) for v in value), ""
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _physics_problems(s: Mapping[str, Any]) -> list[str]:
-    """Ranges and consistency the physics model needs (each violation named)."""
+    """The consistency the physics model needs across keys (each violation named); the bounds of
+    single keys are their fields' (``bounded`` on the section dataclasses)."""
     problems: list[str] = []
 
     def need(condition: bool, message: str) -> None:
         if not condition:
             problems.append(message)
 
-    c, pandora = s["trueConstants"], s["pandora"]
-    for field in dataclasses.fields(TrueConstants):
-        values = getattr(c, field.name)
-        need(all(v > 0 for v in (values if isinstance(values, tuple) else (values,))), f"trueConstants.{field.name} must be positive")
-    for field in dataclasses.fields(MipSimEnergy):
-        need(getattr(s["mipSimEnergy"], field.name) > 0, f"mipSimEnergy.{field.name} must be positive")
-    ecal, hcal = s["ecal"], s["hcal"]
-    need(ecal.nThinLayers > 0 and ecal.nThickLayers >= 0, "ecal needs nThinLayers > 0 and nThickLayers >= 0")
-    need(ecal.thinLayerX0 > 0 and ecal.thickLayerX0 > 0, "ecal layer thicknesses must be positive")
-    need(ecal.interactionLengths > 0 and ecal.hitsPerGeV > 0, "ecal.interactionLengths and hitsPerGeV must be positive")
-    need(ecal.stochasticTerm >= 0 and ecal.constantTerm >= 0, "ecal resolution terms must be non-negative")
-    need(hcal.nLayers > 5 and hcal.layerInteractionLengths > 0, "hcal needs more than 5 layers of positive thickness")
-    need(hcal.eOverH >= 1 and s["hadron"].ecalEOverH >= 1, "e/h must be at least 1")
-    need(0 < hcal.endcapDirectionFactorMean < 1, "hcal.endcapDirectionFactorMean must be in (0, 1)")
-    need(0 <= hcal.directionFactorSpread < 0.3, "hcal.directionFactorSpread must be in [0, 0.3)")
+    c, pandora, hcal = s["trueConstants"], s["pandora"], s["hcal"]
     ringMean = hcal.endcapDirectionFactorMean / ring_direction_ratio(c, s["mipSimEnergy"])
     spread = math.sqrt(3.0) * hcal.directionFactorSpread
     need(
@@ -492,21 +470,6 @@ def _physics_problems(s: Mapping[str, Any]) -> list[str]:
         low, high = getattr(regions, key)
         need(0 < low < high < 1, f"regions.{key} must be two increasing values in (0, 1)")
     need(regions.forwardEdge < regions.lumiCalEdge <= 1, "regions need forwardEdge < lumiCalEdge <= 1")
-    need(0 <= regions.transitionResponseDip < 1 and 0 <= regions.ringPeakFraction <= 1, "regions fractions must be in [0, 1]")
-    probabilities = [
-        ("photon.crackProbability", s["photon"].crackProbability),
-        ("photon.fragmentProbability", s["photon"].fragmentProbability),
-        ("photon.misIdProbability", s["photon"].misIdProbability),
-        ("hadron.fragmentProbability", s["hadron"].fragmentProbability),
-        ("hadron.misIdProbability", s["hadron"].misIdProbability),
-        ("hadron.maxDepthQuantile", s["hadron"].maxDepthQuantile),
-        ("muonSystem.leakageCatchFraction", s["muonSystem"].leakageCatchFraction),
-        ("photonId.trainedProbabilityScale", s["photonId"].trainedProbabilityScale),
-        ("pandora.ecalSubThresholdLoss", pandora.ecalSubThresholdLoss),
-        ("pandora.hcalSubThresholdLoss", pandora.hcalSubThresholdLoss),
-    ]
-    for label, p in probabilities:
-        need(0 <= p <= 1, f"{label} must be in [0, 1]")
     for label, (low, high) in (
         ("photon.crackLoss", s["photon"].crackLoss),
         ("photon.fragmentEnergyFraction", s["photon"].fragmentEnergyFraction),
@@ -522,12 +485,12 @@ def _physics_problems(s: Mapping[str, Any]) -> list[str]:
         c.HCalToHadGeVCalibration * (1 - pandora.hcalSubThresholdLoss) >= 1,
         "trueConstants.HCalToHadGeVCalibration must be at least 1 / (1 - pandora.hcalSubThresholdLoss)",
     )
-    need(pandora.ecalMipThreshold > 0 and pandora.hcalMipThreshold > 0, "pandora MIP thresholds must be positive")
     jets = s["jets"]
-    need(abs(sum(jets.energyFractions) - 1) < 1e-6 and min(jets.energyFractions) >= 0, "jets.energyFractions must sum to 1")
-    need(sum(s["hadron"].hitEnergyWeights) > 0 and min(s["hadron"].hitEnergyWeights) >= 0, "hadron.hitEnergyWeights must be non-negative")
-    need(min(s["hadron"].hitEnergyMeans) > 0, "hadron.hitEnergyMeans must be positive")
-    need(s["photonId"].referenceDistance > 0, "photonId.referenceDistance must be positive")
+    need(
+        abs(sum(jets.energyFractions) - 1) < 1e-6 and min(jets.energyFractions) >= 0,
+        "jets.energyFractions must sum to 1",
+    )
+    need(sum(s["hadron"].hitEnergyWeights) > 0, "hadron.hitEnergyWeights must not all be 0")
     return problems
 
 

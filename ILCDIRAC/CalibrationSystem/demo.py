@@ -79,13 +79,20 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         results = folder / "results"
         print(f"$ dirac-clic-calibration-results {calibrationID} --dir {results}")
-        print(scenario.run_command("dirac-clic-calibration-results", "--dir", str(results), str(calibrationID)).stdout.strip())
+        print(
+            scenario.run_command(
+                "dirac-clic-calibration-results", "--dir", str(results), str(calibrationID)
+            ).stdout.strip()
+        )
         start = scenario.history(calibrationID)[0]["constants"]
         true = true_starting_constants(truth)
         print(f"\nFinished in {status['step']} passes, {elapsed:.0f} s. Start and result against the emulator's truth:")
         for name in sorted(true):
             final, expected, initial = (_first(v) for v in (status["constants"][name], true[name], start[name]))
-            print(f"  {name:30s} start {100 * (initial / expected - 1):+6.1f} %   result {100 * (final / expected - 1):+6.2f} %")
+            print(
+                f"  {name:30s} start {100 * (initial / expected - 1):+6.1f} %   "
+                f"result {100 * (final / expected - 1):+6.2f} %"
+            )
         print("(the result sits where the estimators settle for this detector, within the requested accuracy;")
         print(" the generator truth is not exactly reachable by the original estimators)")
     return 0

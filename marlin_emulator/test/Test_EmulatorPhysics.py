@@ -100,7 +100,9 @@ def test_ecal_digitisation_is_exactly_proportional_to_its_constants(workdir):
 
 def test_hcal_time_window_raises_the_digitised_energy_by_the_late_fraction(workdir):
     prompt = tree(reconstruct(workdir, "kaon", "time_10", events=1000))
-    late = tree(reconstruct(workdir, "kaon", "time_400", events=1000, digi={"HCALBarrelTimeWindowMax": 400, "HCALEndcapTimeWindowMax": 400}))
+    late = tree(
+        reconstruct(workdir, "kaon", "time_400", events=1000, digi={"HCALBarrelTimeWindowMax": 400, "HCALEndcapTimeWindowMax": 400})
+    )
     np.testing.assert_allclose(late["HCalTotalCaloHitEnergy"], prompt["HCalTotalCaloHitEnergy"] * 1.081, rtol=2e-6)
     np.testing.assert_array_equal(late["ECalTotalCaloHitEnergy"], prompt["ECalTotalCaloHitEnergy"])
 
@@ -162,7 +164,9 @@ def test_hcal_ring_constant_from_the_original_formula(workdir):
 
     def local_maximum_peak(name):
         counts, edges = muon[name].to_numpy()
-        best = max(range(10, counts.size - 10), key=lambda i: counts[i] if counts[i] > counts[i - 10] and counts[i] > counts[i + 10] else -1)
+        best = max(
+            range(10, counts.size - 10), key=lambda i: counts[i] if counts[i] > counts[i - 10] and counts[i] > counts[i + 10] else -1
+        )
         return 0.5 * (edges[best] + edges[best + 1])
 
     def mean(name):
@@ -268,5 +272,7 @@ def test_hit_energy_cap_and_software_compensation(workdir):
     assert 0.02 < np.median(loss) < 0.1  # the 1 GeV cap of the early CLD constants: a visible non-linearity
     contained = (base["nPfosTotal"] == 1) & (base["nPfosNeutralHadrons"] == 1) & (base["pfoMinHCalLayerToEdge"] > 5)
     width = np.std(base["pfoEnergyNeutralHadrons"][contained]) / np.mean(base["pfoEnergyNeutralHadrons"][contained])
-    compensatedWidth = np.std(compensated["pfoEnergyNeutralHadrons"][contained]) / np.mean(compensated["pfoEnergyNeutralHadrons"][contained])
+    compensatedWidth = np.std(compensated["pfoEnergyNeutralHadrons"][contained]) / np.mean(
+        compensated["pfoEnergyNeutralHadrons"][contained]
+    )
     assert compensatedWidth < width  # software compensation undoes part of the e/h fluctuation

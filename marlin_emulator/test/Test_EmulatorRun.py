@@ -12,6 +12,7 @@ import pytest
 import uproot
 
 from ILCDIRAC.CalibrationSystem.Utilities import steering_editor
+from ILCDIRAC.CalibrationSystem.Utilities.likelihood import merge_likelihoods, read_likelihood
 from marlin_emulator import DATA_DIR, STEERING_DIR
 from marlin_emulator.rootio import (
     CALIBRATION_FLOAT_BRANCHES,
@@ -23,7 +24,6 @@ from marlin_emulator.rootio import (
 )
 from marlin_emulator.run import event_slices, run
 from marlin_emulator.samples import make_sample_files, read_sample_file
-from ILCDIRAC.CalibrationSystem.Utilities.likelihood import merge_likelihoods, read_likelihood
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 DATA = DATA_DIR
@@ -147,7 +147,7 @@ def test_training_mode_writes_likelihood_files_that_merge(workdir):
     assert len(first.variables) == 6 and sum(first.nSignalEvents) > 1000 and sum(first.nBackgroundEvents) > 1000
     assert first.nSignalEvents != second.nSignalEvents  # different events
     merged = merge_likelihoods(outputs)
-    assert merged.nSignalEvents == tuple(a + b for a, b in zip(first.nSignalEvents, second.nSignalEvents))
+    assert merged.nSignalEvents == tuple(a + b for a, b in zip(first.nSignalEvents, second.nSignalEvents, strict=True))
     assert (folder / "train0.root").is_file()
 
 

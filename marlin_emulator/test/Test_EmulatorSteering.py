@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from ILCDIRAC.CalibrationSystem.Utilities import steering
+from ILCDIRAC.CalibrationSystem.Utilities.steering_editor import SteeringEditor
 from marlin_emulator import DATA_DIR
 from marlin_emulator.pandora import PandoraSettingsError, read_pandora_settings
 from marlin_emulator.steering_input import SteeringInputError, parse_steering, read_steering, steering_input
-from ILCDIRAC.CalibrationSystem.Utilities.steering_editor import SteeringEditor
 
 DATA = DATA_DIR
 STEERING = DATA / "steering" / "calibrationReconstruction.xml"
@@ -143,7 +143,10 @@ def test_an_ild_chain_of_realistic_calo_digi_and_reco_is_read_as_digitisation_co
 
 
 def test_timing_can_be_switched_off():
-    text = MINIMAL.replace('<parameter name="CalibrHCALOther">50</parameter>', '<parameter name="CalibrHCALOther">50</parameter><parameter name="UseHcalTiming">0</parameter>')
+    text = MINIMAL.replace(
+        '<parameter name="CalibrHCALOther">50</parameter>',
+        '<parameter name="CalibrHCALOther">50</parameter><parameter name="UseHcalTiming">0</parameter>',
+    )
     assert parse_steering(text).digi.hcalTimeWindows == (math.inf, math.inf)
 
 

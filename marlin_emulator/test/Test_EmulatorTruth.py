@@ -91,7 +91,7 @@ def test_complete_truth_file_without_base_round_trips(tmp_path):
         ({"ecal": {"thinLayerX0": None}}, r"ecal\.thinLayerX0: must be a finite number"),
         ({"trueConstants": {"CalibrECAL": [37.5]}}, r"CalibrECAL: must be a list of 2 numbers"),
         ({"regions": {"ecalTransition": [0.8, 0.7]}}, r"regions\.ecalTransition must be two increasing values"),
-        ({"photon": {"misIdProbability": 1.5}}, r"photon\.misIdProbability must be in \[0, 1\]"),
+        ({"photon": {"misIdProbability": 1.5}}, r"photon\.misIdProbability: must be in \[0, 1\], got 1.5"),
         ({"trueConstants": {"ECalToEMGeVCalibration": 0.9}}, "cannot hold more than the digitised energy"),
         ({"hcal": {"colour": 3}}, r"hcal\.colour: unknown key"),
         ({"favourite": 1}, "unknown key 'favourite'"),
@@ -178,5 +178,5 @@ def test_bad_sample_files(tmp_path):
     content["version"] = 1
     content["truth"]["hcal"]["nLayers"] = 2
     good.write_text(json.dumps(content))
-    with pytest.raises(SampleFileError, match="hcal needs more than 5 layers"):
+    with pytest.raises(SampleFileError, match=r"hcal\.nLayers: must be >= 6, got 2"):
         read_sample_file(good)

@@ -27,8 +27,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from DIRAC import S_OK
 from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
@@ -238,7 +239,9 @@ def copy_local(folder: Path, root: Path, calibrationID: int) -> str:
     files = result_paths(folder)
     for name in files:
         *folders, base = name.split("/")
-        fd = open_below(root, [f"calibration_{calibrationID}", *folders], base, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = open_below(
+            root, [f"calibration_{calibrationID}", *folders], base, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+        )
         with os.fdopen(fd, "wb") as target:
             target.write((folder / name).read_bytes())
     return f"copied {len(files)} files to {root / f'calibration_{calibrationID}'}"

@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from ILCDIRAC.CalibrationSystem.logic.health import DONE_JOB, FAILED_JOB, RUNNING_JOB, UNKNOWN_JOB
 from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, folder_below, open_below
@@ -227,7 +228,9 @@ class DiracBackend:
         if tarball and tarball.startswith(LFN_PREFIX):
             files.append(tarball)
         elif tarball and not self.localFiles:
-            raise BackendError(f"the geometry tarball {tarball} is not an LFN: only the submitting user's machine has it")
+            raise BackendError(
+                f"the geometry tarball {tarball} is not an LFN: only the submitting user's machine has it"
+            )
         elif tarball:
             files.append(os.path.abspath(tarball))
         return files
@@ -262,7 +265,9 @@ class DiracBackend:
         for workerID in workerIDs:
             result = self.job(calibrationID, workerID, sandbox).submit(self.dirac, mode="wms")
             if not result["OK"]:
-                raise BackendError(f"submitting worker {workerID} of calibration {calibrationID} failed: {result['Message']}")
+                raise BackendError(
+                    f"submitting worker {workerID} of calibration {calibrationID} failed: {result['Message']}"
+                )
             jobs[workerID] = str(result["Value"])
         return jobs
 
@@ -274,7 +279,9 @@ class DiracBackend:
         result = JobMonitoringClient().getJobsStatus(ids) if ids else {"OK": True, "Value": {}}
         if not result["OK"]:
             raise BackendError(f"cannot read job states: {result['Message']}")
-        seen = {str(jobID): DIRAC_STATES.get(info.get("Status"), UNKNOWN_JOB) for jobID, info in result["Value"].items()}
+        seen = {
+            str(jobID): DIRAC_STATES.get(info.get("Status"), UNKNOWN_JOB) for jobID, info in result["Value"].items()
+        }
         return {jobID: seen.get(str(jobID), UNKNOWN_JOB) for jobID in jobIDs}
 
     def kill(self, calibrationID: int, jobs: Mapping[int, str]) -> None:

@@ -9,7 +9,8 @@ import json
 import math
 import re
 import sys
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 COLUMNS = ("ID", "Owner", "Status", "Stage", "Phase", "Step", "Results", "Workers", "Last update")
 
@@ -58,7 +59,10 @@ def format_workers(counts: dict[str, int]) -> str:
 def columns(lines: Sequence[Sequence[str]], indent: str = "") -> str:
     """Rows of cells as left-aligned columns two spaces apart."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join(indent + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
+    return "\n".join(
+        indent + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

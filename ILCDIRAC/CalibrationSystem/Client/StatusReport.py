@@ -7,7 +7,7 @@ keeps the same wording per worker in its DB for every backend.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger("CalibrationWorker")
 SOURCE = "CalibrationWorker"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import BackendError, backend_named
 from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, validate_calibration
@@ -106,14 +107,16 @@ def power_report(settings: Mapping[str, Any]) -> str:
         rows.append((e.phase, e.constant, e.sample, str(e.events), expected,
                      f"{100 * e.accuracy:.2g} % ({e.setting})", verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines += ["#   " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines += ["#   " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     short = {}
     for e in estimates:
         if not e.sufficient:
             short[e.sample] = max(short.get(e.sample, 0), e.eventsNeeded)
     for sample, needed in short.items():
         have = next(e.events for e in estimates if e.sample == sample)
-        lines.append(f"# The {sample} sample is too small for the requested accuracy: {have} events, about {needed} needed.")
+        lines.append(
+            f"# The {sample} sample is too small for the requested accuracy: {have} events, about {needed} needed."
+        )
     return "\n".join(lines)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
 from ILCDIRAC.CalibrationSystem.Client.Status import columns, failure
 
@@ -35,7 +36,8 @@ def stragglers(row: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """Workers that have not yet reported the current step (while the calibration runs)."""
     if row["status"] != "running":
         return []
-    return [w for w in row.get("workerList", []) if (w["lastStep"] or 0) < row["step"] and w["status"] not in ENDED_WORKERS]
+    return [w for w in row.get("workerList", [])
+            if (w["lastStep"] or 0) < row["step"] and w["status"] not in ENDED_WORKERS]
 
 
 def _where(row: Mapping[str, Any]) -> str:

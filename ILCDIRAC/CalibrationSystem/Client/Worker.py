@@ -25,9 +25,10 @@ import random
 import shlex
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     LFN_PREFIX,
@@ -79,7 +80,7 @@ class Polling:
     patience: float = 3600.0
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "Polling":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Polling:
         return cls(**{k: float(v) for k, v in (data or {}).items() if k in cls.__dataclass_fields__})
 
 
@@ -294,7 +295,9 @@ class Worker:
             return None
         if stored not in self.likelihoods:
             answer = self.call("getCalibrationFile", self.calibrationID, stored)
-            content = base64.b64decode(answer["content"]).decode() if answer["encoding"] == "base64" else answer["content"]
+            content = (
+                base64.b64decode(answer["content"]).decode() if answer["encoding"] == "base64" else answer["content"]
+            )
             self.likelihoods[stored] = content
         path = trained_likelihood_path(self.files, self.settings, self.calibrationID)
         return path, self.likelihoods[stored]
@@ -366,6 +369,7 @@ def marlin_environment(settings: Mapping[str, Any]) -> str:
     through iLCDirac's own software set-up (CVMFS), so Marlin, DDCaloDigi and DDMarlinPandora
     come from the release."""
     from DIRAC import S_ERROR
+
     from ILCDIRAC.Core.Utilities.CombinedSoftwareInstallation import getEnvironmentScript
 
     version = settings["marlinVersion"]

@@ -28,7 +28,9 @@ def run_worker(calibrationID: int, workerID: int, workDir: Path, owner: tuple[st
     jobID = dirac_job_id(os.environ)
     if jobID is not None:
         Path(WATCHDOG_SWITCH).touch()
-    credentials = {} if owner is None else {"useCertificates": True, "delegatedDN": owner[0], "delegatedGroup": owner[1]}
+    credentials = (
+        {} if owner is None else {"useCertificates": True, "delegatedDN": owner[0], "delegatedGroup": owner[1]}
+    )
     worker = Worker(
         CalibrationClient(**credentials),
         calibrationID,

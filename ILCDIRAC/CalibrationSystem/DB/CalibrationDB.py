@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime
 import json
 import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote_plus
 
 from sqlalchemy import (
@@ -156,7 +157,7 @@ class StepClose:
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
 
 
 def dumps(value: Any) -> str:
@@ -323,7 +324,9 @@ class CalibrationDB:
         stamp = now()
         with self.engine.begin() as conn:
             changed = conn.execute(
-                update(calibrations).where(condition).values(Status=status, Reason=reason, LastUpdate=stamp, EndTime=stamp)
+                update(calibrations)
+                .where(condition)
+                .values(Status=status, Reason=reason, LastUpdate=stamp, EndTime=stamp)
             ).rowcount
         return changed == 1
 
@@ -738,7 +741,9 @@ def url_from_cs() -> str:
     section = getDatabaseSection("Calibration/CalibrationDB")
     host = gConfig.getValue(f"{section}/Host", gConfig.getValue("/Systems/Databases/Host", ""))
     if not host:
-        path = gConfig.getValue(f"{section}/SQLitePath", os.path.join(rootPath, "work", "Calibration", "CalibrationDB.sqlite"))
+        path = gConfig.getValue(
+            f"{section}/SQLitePath", os.path.join(rootPath, "work", "Calibration", "CalibrationDB.sqlite")
+        )
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return f"sqlite+pysqlite:///{os.path.abspath(path)}"
     return mysql_url(

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -120,7 +121,7 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_carriers() -> tuple[Carrier, ...]:
     carriers, problems = parse_carriers(yaml.safe_load(DEFAULT_CHAIN.read_text()))
     if problems:
@@ -142,10 +143,10 @@ def locate(steering: Steering, name: str, kind: str, hint: str = "") -> str:
         return running[0]
     if name not in steering.processors:
         reason = f"{name!r} is not defined"
-    elif steering.executed(name) is None:
+    elif (executed := steering.executed(name)) is None:
         reason = f"{name!r} is defined but not run by <execute>"
     else:
-        reason = f"{name!r} is run only under the condition {steering.executed(name).condition!r}, which is false"
+        reason = f"{name!r} is run only under the condition {executed.condition!r}, which is false"
     if not running:
         raise SteeringError(f"no {kind} processor is run: {reason}")
     raise SteeringError(f"{reason}, and {len(running)} {kind} processors are run ({', '.join(running)}): "

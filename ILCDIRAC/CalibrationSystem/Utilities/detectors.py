@@ -6,17 +6,18 @@ supporting a new detector means adding a file. A file may name a ``base`` model 
 what differs (the FCC-ee ECAL variants do this); ``startingConstants`` then merge per constant.
 
 The keys of a model file that the settings take over are spelled exactly like the settings keys
-(``SETTINGS_KEYS``), so "a user setting overrides a model value" is a plain per-key override.
+(``SETTINGS_KEYS``) and checked by the same fields (``settings_schema``), so "a user setting
+overrides a model value" is a plain per-key override and a model value is valid exactly when the
+same value would be valid in a settings file.
 """
 from __future__ import annotations
 
-import difflib
 import functools
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -28,42 +29,27 @@ from ILCDIRAC.CalibrationSystem.Utilities.carriers import (
     parse_carriers,
 )
 from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
+from ILCDIRAC.CalibrationSystem.Utilities.schema import REQUIRED, Field, convert, did_you_mean, is_number
+from ILCDIRAC.CalibrationSystem.Utilities.settings_schema import BY_NAME, MODEL_KEYS
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "detectors"
 
 #: Suffixes that mark ``detectorModel`` as a geometry tarball the jobs must ship.
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
 
-#: Model values that the settings take over unless the user sets them.
-SETTINGS_KEYS = (
-    "DDCaloDigiName",
-    "DDPandoraPFANewProcessorName",
-    "PfoAnalysisName",
-    "ecalBarrelCosThetaRange",
-    "ecalEndcapCosThetaRange",
-    "hcalBarrelCosThetaRange",
-    "hcalEndcapCosThetaRange",
-    "nEcalThinLayers",
-    "nEcalThickLayers",
-    "ecalResponseCorrectionForThickLayers",
-    "ecalFirstLayerNumber",
-    "nHcalLayers",
-    "hcalAbsorberThicknessEndcap",
-    "hcalAbsorberThicknessRing",
-    "hcalScintillatorThicknessEndcap",
-    "hcalScintillatorThicknessRing",
-    "ecalMipThreshold",
-    "hcalMipThreshold",
+#: Model values that the settings take over unless the user sets them (checked by their settings fields).
+SETTINGS_KEYS = MODEL_KEYS
+#: The model's own numbers, which the settings do not take over.
+_MODEL_FIELDS = (
+    Field("nEcalLayers", "int", REQUIRED, low=1),
+    Field("ecalAbsorberThicknessThin", "float", None, low=0, openLow=True, unit="mm"),
+    Field("ecalAbsorberThicknessThick", "float", None, low=0, openLow=True, unit="mm"),
 )
-_DESCRIPTIVE_KEYS = ("name", "aliases", "base", "description", "sources", "nEcalLayers",
-                     "ecalAbsorberThicknessThin", "ecalAbsorberThicknessThick", "startingConstants",
-                     "constantCarriers", "pfoAnalysisCollections")
-_FILE_KEYS = frozenset(SETTINGS_KEYS + _DESCRIPTIVE_KEYS)
-_RANGE_KEYS = tuple(k for k in SETTINGS_KEYS if k.endswith("CosThetaRange"))
-_STR_KEYS = ("DDCaloDigiName", "DDPandoraPFANewProcessorName", "PfoAnalysisName")
-_INT_KEYS = ("nEcalThinLayers", "nEcalThickLayers", "ecalFirstLayerNumber", "nHcalLayers")
-_POSITIVE_FLOAT_KEYS = ("hcalAbsorberThicknessEndcap", "hcalAbsorberThicknessRing", "hcalScintillatorThicknessEndcap",
-                        "hcalScintillatorThicknessRing", "ecalMipThreshold", "hcalMipThreshold")
+#: Keys a model may leave null: without thick ECAL layers there is nothing to correct or describe.
+_NULLABLE = ("ecalResponseCorrectionForThickLayers", "ecalAbsorberThicknessThin", "ecalAbsorberThicknessThick")
+_DESCRIPTIVE_KEYS = ("name", "aliases", "base", "description", "sources", "startingConstants", "constantCarriers",
+                     "pfoAnalysisCollections")
+_FILE_KEYS = frozenset(SETTINGS_KEYS + _DESCRIPTIVE_KEYS + tuple(f.name for f in _MODEL_FIELDS))
 
 
 class DetectorModelError(ValueError):
@@ -147,11 +133,7 @@ def load_detector_model(name: str) -> DetectorModel:
         if candidate in index:
             return models[index[candidate]]
     names = sorted(_all_names())
-    close = difflib.get_close_matches(stem, names, n=1, cutoff=0.7)
-    if not close:
-        lowered = {n.lower(): n for n in names}
-        close = [lowered[c] for c in difflib.get_close_matches(stem.lower(), list(lowered), n=1, cutoff=0.7)]
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(stem, names, cutoff=0.7)
     raise DetectorModelError(f"unknown detector model {shown(stem)}{hint}; known models: {', '.join(names)}")
 
 
@@ -159,7 +141,7 @@ def _all_names() -> set[str]:
     return {n for model in _models().values() for n in (model.name, *model.aliases)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _name_index() -> dict[str, str]:
     """Name or alias (exact, and lower-cased when that is unambiguous) -> canonical name."""
     index: dict[str, str] = {}
@@ -174,7 +156,7 @@ def _name_index() -> dict[str, str]:
     return index
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _models() -> dict[str, DetectorModel]:
     raw = {}
     for path in sorted(DATA_DIR.glob("*.yaml")):
@@ -222,33 +204,19 @@ def _build(name: str, data: dict[str, Any]) -> DetectorModel:
     missing = sorted(k for k in required if k not in data)
     problems += [f"missing key {k!r}" for k in missing]
     values: dict[str, Any] = {}
-    for key in _RANGE_KEYS:
-        r = data.get(key)
-        if key in data:
-            if not (isinstance(r, list) and len(r) == 2 and all(_is_number(x) for x in r) and 0 <= r[0] < r[1] <= 1):
-                problems.append(f"{key} must be two increasing numbers in [0, 1], not {r!r}")
-            else:
-                values[key] = (float(r[0]), float(r[1]))
-    for key in _STR_KEYS:
-        if key in data:
-            if not isinstance(data[key], str) or not data[key]:
-                problems.append(f"{key} must be a non-empty string")
-            values[key] = data[key]
-    for key in _INT_KEYS + ("nEcalLayers",):
-        if key in data:
-            if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0:
-                problems.append(f"{key} must be a non-negative integer, not {data[key]!r}")
-            values[key] = data[key]
-    for key in _POSITIVE_FLOAT_KEYS + ("ecalAbsorberThicknessThin", "ecalAbsorberThicknessThick",
-                                       "ecalResponseCorrectionForThickLayers"):
-        v = data.get(key)
-        if v is not None and not (_is_number(v) and v > 0):
-            problems.append(f"{key} must be a positive number, not {v!r}")
-        values[key] = None if v is None else float(v)
-    if not missing:
-        if data["nEcalThinLayers"] + data["nEcalThickLayers"] != data["nEcalLayers"]:
+    for spec in (*(BY_NAME[key] for key in SETTINGS_KEYS), *_MODEL_FIELDS):
+        value = data.get(spec.name)
+        if value is None and (spec.name in _NULLABLE or spec.name in missing):
+            values[spec.name] = None
+            continue
+        values[spec.name], message = convert(spec, value)
+        if message:
+            problems.append(f"{spec.name}: {message}")
+    thin, thick, layers = (values[key] for key in ("nEcalThinLayers", "nEcalThickLayers", "nEcalLayers"))
+    if all(isinstance(n, int) for n in (thin, thick, layers)):
+        if thin + thick != layers:
             problems.append("nEcalThinLayers + nEcalThickLayers must equal nEcalLayers")
-        if data["nEcalThickLayers"] > 0 and data.get("ecalResponseCorrectionForThickLayers") is None:
+        if thick > 0 and values["ecalResponseCorrectionForThickLayers"] is None:
             problems.append("a model with thick ECAL layers needs ecalResponseCorrectionForThickLayers")
     constants, constantProblems = _check_constants(data.get("startingConstants", {}))
     problems += constantProblems
@@ -259,7 +227,9 @@ def _build(name: str, data: dict[str, Any]) -> DetectorModel:
     if carriers:
         problems += [f"constantCarriers: no carrier for {c!r}" for c in CALIBRATED_CONSTANTS if c not in carried]
     collections = data.get("pfoAnalysisCollections", {})
-    if not (isinstance(collections, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in collections.items())):
+    if not (
+        isinstance(collections, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in collections.items())
+    ):
         problems.append("pfoAnalysisCollections must map PfoAnalysis parameter names to collection names")
         collections = {}
     if problems:
@@ -285,19 +255,15 @@ def _check_constants(constants: Any) -> tuple[dict[str, Any], list[str]]:
     frozen: dict[str, Any] = {}
     for key, value in constants.items():
         if key == "CalibrECAL":
-            if not (isinstance(value, list) and len(value) == 2 and all(_is_number(x) and x > 0 for x in value)):
+            if not (isinstance(value, list) and len(value) == 2 and all(is_number(x) and x > 0 for x in value)):
                 problems.append(f"startingConstants: CalibrECAL must be [thin, thick] positive numbers, not {value!r}")
                 continue
             frozen[key] = (float(value[0]), float(value[1]))
-        elif _is_number(value) and value > 0:
+        elif is_number(value) and value > 0:
             frozen[key] = float(value)
         else:
             problems.append(f"startingConstants: {key} must be a positive number, not {value!r}")
     return frozen, problems
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Estimators of the PandoraPFA calibration, in numpy/scipy.
 
 Each function re-implements what one LCPandoraAnalysis calibration executable does to its merged
-histogram or event list (docs/calibration_physics.md, sections 2.1-2.3), so the service can run
+histogram or event list (docs/PHYSICS.md, sections 3-4), so the service can run
 the original estimator on the sum of the workers' reports without ROOT:
 
 - ``digitisation_histogram`` / ``rebin_to_accuracy``: the original binning rule
@@ -325,8 +325,8 @@ def histogram_mean(counts, edges) -> float:
 # --------------------------------------------------------------------------------------------
 # Chi-square method (CSM) of the hadronic scale: ECalToHad and HCalToHad from K0L events
 # --------------------------------------------------------------------------------------------
-# Re-implements ``PandoraPFACalibrate_HadronicScale_ChiSquareMethod`` (docs/calibration_physics.md,
-# section 2.1 "1.4" and 2.2).  Each selected event is a point (E_H, E_E) = (pfoHCalToHadEnergy,
+# Re-implements ``PandoraPFACalibrate_HadronicScale_ChiSquareMethod`` (docs/PHYSICS.md, phase 4
+# and section 4).  Each selected event is a point (E_H, E_E) = (pfoHCalToHadEnergy,
 # pfoECalToHadEnergy).  A calibrated detector puts the points on the line E_H/I_H + E_E/I_E = 1 with
 # both intercepts I_H = I_E = T (the K0L kinetic energy).  The estimator finds the intercepts that
 # minimise ``chi2 = sum (d / sigma_d)**2`` with d the perpendicular distance of a point from the line
@@ -408,7 +408,7 @@ class KaonCells:
     nFractionBins: int
 
     @classmethod
-    def from_sums(cls, counts, fractionSums, energySums, energyEdges) -> "KaonCells":
+    def from_sums(cls, counts, fractionSums, energySums, energyEdges) -> KaonCells:
         """From (E with flow bins) x (f) arrays of event counts, summed f and summed E, and the
         in-range E edges."""
         counts = as_finite_array("counts", counts, ndim=2)
@@ -421,7 +421,9 @@ class KaonCells:
         if np.any(counts < 0) or np.any(energySums < 0):
             raise ValueError("cell counts and energy sums must be non-negative")
         if counts.shape[0] != edges.size + 1:
-            raise ValueError(f"{counts.shape[0]} energy rows need {counts.shape[0] - 1} edges (with flow), got {edges.size}")
+            raise ValueError(
+                f"{counts.shape[0]} energy rows need {counts.shape[0] - 1} edges (with flow), got {edges.size}"
+            )
         row, column = np.nonzero(counts > 0)
         n = counts[row, column]
         energy = energySums[row, column] / n
@@ -441,7 +443,9 @@ def csm_intercept_grid(targetEnergy: float, beamEnergy: float, accuracy: float) 
     return 0.5 * targetEnergy + beamEnergy * accuracy * np.arange(steps)
 
 
-def csm_band(targetEnergy: float, *, resolution: float = RESOLUTION_CONSTANT, nSigma: float = BAND_SIGMAS) -> tuple[float, float]:
+def csm_band(
+    targetEnergy: float, *, resolution: float = RESOLUTION_CONSTANT, nSigma: float = BAND_SIGMAS
+) -> tuple[float, float]:
     """The original ``ThreeSigmaCut`` around the ideal line (both intercepts = T) as an energy range.
 
     For that line sigma_d of an event is ``c sqrt(E / 2)`` and d is ``|E - T| / sqrt(2)``, so the
@@ -520,7 +524,8 @@ def _intercept_errors(moments: np.ndarray, u: float, v: float, chi2: float, reso
     scale = chi2 / (nEvents - 2) if nEvents > 2 else math.nan
     # I = 1/u: dI/du = -I**2
     variances = np.diag(covariance) * scale / np.array([u, v]) ** 4
-    return tuple(float(math.sqrt(value)) if value >= 0 else math.nan for value in variances)
+    errorU, errorV = (float(math.sqrt(value)) if value >= 0 else math.nan for value in variances)
+    return errorU, errorV
 
 
 def chi_square_hadronic_scale(cells: KaonCells, targetEnergy: float, accuracy: float, *, beamEnergy: float,

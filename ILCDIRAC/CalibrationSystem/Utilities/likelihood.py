@@ -28,8 +28,8 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class PdfHistogram:
         contents.setflags(write=False)
         object.__setattr__(self, "contents", contents)
 
-    def same_binning(self, other: "PdfHistogram") -> bool:
+    def same_binning(self, other: PdfHistogram) -> bool:
         return self.nBins == other.nBins and math.isclose(self.low, other.low) and math.isclose(self.high, other.high)
 
     def normalised(self) -> np.ndarray:
@@ -101,7 +101,9 @@ class LikelihoodData:
             raise LikelihoodDataError("likelihood data needs at least one energy bin")
         edges = np.asarray(self.energyBinLowerEdges, dtype=float)
         if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
-            raise LikelihoodDataError(f"EnergyBinLowerEdges must increase strictly, got {list(self.energyBinLowerEdges)}")
+            raise LikelihoodDataError(
+                f"EnergyBinLowerEdges must increase strictly, got {list(self.energyBinLowerEdges)}"
+            )
         for name, counts in (("NSignalEvents", self.nSignalEvents), ("NBackgroundEvents", self.nBackgroundEvents)):
             if len(counts) != nBins:
                 raise LikelihoodDataError(f"{name} has {len(counts)} entries for {nBins} energy bins")
@@ -153,10 +155,11 @@ def read_likelihood(text: str) -> LikelihoodData:
         root = ET.fromstring(f"<LikelihoodData>{body}</LikelihoodData>")
     except ET.ParseError as exc:
         raise LikelihoodDataError(f"likelihood data is not valid Pandora XML: {exc}") from None
-    header = {tag: root.find(tag) for tag in _HEADER_TAGS}
-    missing = [tag for tag, element in header.items() if element is None]
+    elements = {tag: root.find(tag) for tag in _HEADER_TAGS}
+    missing = [tag for tag, element in elements.items() if element is None]
     if missing:
         raise LikelihoodDataError(f"likelihood data lacks {', '.join(missing)}")
+    header = {tag: element for tag, element in elements.items() if element is not None}
     nEnergyBins = _int(header["NEnergyBins"].text, "NEnergyBins")
     edges = _numbers(header["EnergyBinLowerEdges"].text, "EnergyBinLowerEdges", float)
     nSignal = _numbers(header["NSignalEvents"].text, "NSignalEvents", int)
@@ -297,7 +300,10 @@ def merge_likelihoods(files: Sequence[LikelihoodData]) -> LikelihoodData:
             merged = []
             for energyBin in range(reference.nEnergyBins):
                 template = reference.histogram(kind, variable, energyBin)
-                weighted = sum(f.events(kind)[energyBin] * f.histogram(kind, variable, energyBin).normalised() for f in files)
+                weighted = sum(
+                    (f.events(kind)[energyBin] * f.histogram(kind, variable, energyBin).normalised() for f in files),
+                    np.zeros(template.nBins + 2),
+                )
                 total = float(np.sum(weighted))
                 contents = weighted / total if total > 0 else np.zeros(template.nBins + 2)
                 merged.append(PdfHistogram(template.nBins, template.low, template.high, contents))
@@ -314,7 +320,9 @@ def _check_compatible(reference: LikelihoodData, other: LikelihoodData, index: i
             f"file 0 has {list(reference.energyBinLowerEdges)}"
         )
     if reference.variables != other.variables:
-        raise LikelihoodDataError(f"file {index} has variables {list(other.variables)}, file 0 has {list(reference.variables)}")
+        raise LikelihoodDataError(
+            f"file {index} has variables {list(other.variables)}, file 0 has {list(reference.variables)}"
+        )
     for kind in _KINDS:
         for variable in reference.variables:
             for energyBin in range(reference.nEnergyBins):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 #: How much of a caller's value a message may repeat.
 SHOWN_LENGTH = 60
@@ -53,7 +54,7 @@ class ServiceLimits:
     maxListedCalibrations: int = _option("MaxListedCalibrations", 100)
 
     @classmethod
-    def from_options(cls, get: Callable[[str, int], Any]) -> "ServiceLimits":
+    def from_options(cls, get: Callable[[str, object], Any]) -> ServiceLimits:
         """The limits from a configuration (``get(option, default)``, e.g. ``srv_getCSOption``)."""
         values = {}
         for spec in fields(cls):

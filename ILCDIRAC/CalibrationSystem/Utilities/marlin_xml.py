@@ -18,8 +18,9 @@ import math
 import numbers
 import re
 import xml.parsers.expat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 #: Deepest element nesting accepted (steering files nest a handful of levels; the bound keeps the
 #: recursive walks over the tree safe on files nobody checked).
@@ -41,15 +42,15 @@ class Element:
     attrs: dict[str, str]
     start: int  # offset of "<"
     startEnd: int  # offset just after the start tag's ">"
-    parent: "Element | None"
+    parent: Element | None
     selfClosing: bool
     line: int
     endStart: int = -1  # offset of "</" (the start-tag end for a self-closing element)
     end: int = -1  # offset just after the element
-    children: list["Element"] = field(default_factory=list)
+    children: list[Element] = field(default_factory=list)
     textParts: list[str] = field(default_factory=list)
 
-    def iter(self) -> Iterator["Element"]:
+    def iter(self) -> Iterator[Element]:
         yield self
         for child in self.children:
             yield from child.iter()
@@ -91,7 +92,9 @@ def parse(name: str, text: str, *, fragment: bool = False) -> XmlFile:
 
     def start(tag: str, attrs: dict[str, str]) -> None:
         if len(stack) >= MAX_DEPTH:
-            raise XmlError(f"{name}: elements are nested deeper than {MAX_DEPTH} levels (line {parser.CurrentLineNumber})")
+            raise XmlError(
+                f"{name}: elements are nested deeper than {MAX_DEPTH} levels (line {parser.CurrentLineNumber})"
+            )
         begin = parser.CurrentByteIndex
         close = _tag_end(masked, begin)
         parent = stack[-1] if stack else None
@@ -125,7 +128,9 @@ def parse(name: str, text: str, *, fragment: bool = False) -> XmlFile:
     try:
         parser.Parse(masked, True)
     except xml.parsers.expat.ExpatError as exc:
-        raise XmlError(f"{name} is not well-formed XML (line {exc.lineno}): {xml.parsers.expat.ErrorString(exc.code)}") from None
+        raise XmlError(
+            f"{name} is not well-formed XML (line {exc.lineno}): {xml.parsers.expat.ErrorString(exc.code)}"
+        ) from None
     if fragment:
         wrapper = roots[0]
         for child in wrapper.children:
@@ -179,6 +184,7 @@ _ATTRIBUTE = re.compile(rb"""([^\s=/>]+)\s*=\s*("[^"]*"|'[^']*')""")
 def attribute_span(data: bytes, element: Element, name: str) -> tuple[int, int, int] | None:
     """(start, end, quote) of an attribute value between its quotes, or None."""
     tag = re.match(rb"<[^\s/>]+", data[element.start : element.startEnd])
+    assert tag is not None, "the parser records an element's span from its '<name'"
     for match in _ATTRIBUTE.finditer(data, element.start + tag.end(), element.startEnd):
         if match.group(1).decode() == name:
             return match.start(2) + 1, match.end(2) - 1, match.group(2)[0]

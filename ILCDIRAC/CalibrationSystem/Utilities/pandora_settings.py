@@ -25,7 +25,9 @@ def _elements(name: str, text: str) -> tuple[bytes, list[Element], list[Element]
     except XmlError as exc:
         raise PandoraSettingsError(str(exc)) from None
     if parsed.root.tag != "pandora":
-        raise PandoraSettingsError(f"{name}: not Pandora settings: the root element is <{parsed.root.tag}>, not <pandora>")
+        raise PandoraSettingsError(
+            f"{name}: not Pandora settings: the root element is <{parsed.root.tag}>, not <pandora>"
+        )
     elements = list(parsed.root.iter())
     files = [e for e in elements if e.tag == HISTOGRAM_FILE]
     photon = [e for e in elements if e.tag == "algorithm" and e.attrs.get("type") == PHOTON_RECONSTRUCTION]

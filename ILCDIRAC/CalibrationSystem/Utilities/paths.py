@@ -20,8 +20,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 LFN_PREFIX = "LFN:"
 #: Longest path (PATH_MAX) and file name (NAME_MAX) of Linux file systems.

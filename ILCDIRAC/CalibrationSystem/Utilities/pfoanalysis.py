@@ -5,8 +5,8 @@ element of a vector branch (targets are sorted by energy), NaN where the vector 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import awkward as ak
 import numpy as np

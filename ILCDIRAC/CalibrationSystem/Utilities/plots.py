@@ -18,7 +18,8 @@ from __future__ import annotations
 import datetime
 import io
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,11 +48,12 @@ def png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _grid(count: int, title: str, extraWidth: float = 0.0):
+def _grid(count: int, title: str):
     """A figure with ``count`` panels, COLUMNS to a row, constrained layout (no overlaps)."""
     plt = _pyplot()
     rows, columns = max(1, math.ceil(count / COLUMNS)), max(1, min(count, COLUMNS))
-    figure, axes = plt.subplots(rows, columns, figsize=(PANEL_SIZE[0] * columns + extraWidth, PANEL_SIZE[1] * rows + 0.6),
+    size = (PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows + 0.6)
+    figure, axes = plt.subplots(rows, columns, figsize=size,
                                 layout="constrained", squeeze=False)
     figure.suptitle(title)
     panels = list(axes.flat)
@@ -84,7 +86,7 @@ def phase_plot(calibrationID: int, readings: Sequence[Reading]):
     observables = sorted({r.observable for r in readings})
     style = {name: (f"C{index % 10}", MARKERS[index % len(MARKERS)]) for index, name in enumerate(observables)}
     figure, panels = _grid(len(phases), title)
-    for axis, key in zip(panels, phases):
+    for axis, key in zip(panels, phases, strict=True):
         mine = [r for r in readings if r.phase == key]
         band, steps = mine[0].band, sorted({r.step for r in mine})
         axis.axhspan(1 - band, 1 + band, color="tab:green", alpha=0.15, label="accepted band (requested accuracy)")
@@ -116,7 +118,7 @@ def _figure_legend(figure, panels) -> None:
     """One legend below the panels (clear of the data and the title) with every label used in any of them."""
     entries: dict[str, Any] = {}
     for axis in panels:
-        for handle, label in zip(*axis.get_legend_handles_labels()):
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
     figure.legend(list(entries.values()), list(entries), fontsize=8, loc="outside lower center",
                   ncol=min(len(entries), 4))
@@ -138,7 +140,7 @@ def constants_plot(calibrationID: int, steps: Sequence[Mapping[str, Any]], final
         return _message(title, "no constant changed")
     figure, panels = _grid(len(names), title)
     finalStep = steps[-1]["Step"] + 1
-    for axis, name in zip(panels, names):
+    for axis, name in zip(panels, names, strict=True):
         numbers, values, errors, error = [], [], [], 0.0
         for s in steps:
             numbers.append(s["Step"])

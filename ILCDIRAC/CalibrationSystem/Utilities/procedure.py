@@ -8,8 +8,9 @@ measurements back through ``advance``; nothing here knows about workers, DIRAC o
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.phases import Measurement, PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.strategies import Strategy, strategy_named
@@ -39,7 +40,7 @@ class ProcedureState:
         return copy.deepcopy(asdict(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ProcedureState":
+    def from_dict(cls, data: Mapping[str, Any]) -> ProcedureState:
         return cls(**copy.deepcopy(dict(data)))
 
     @property
@@ -81,7 +82,9 @@ def split_key(key: str) -> tuple[int, int]:
     return int(stage), int(phase)
 
 
-def start(sequence: list[str], constants: Mapping[str, Any], strategy: str, maxIterationsPerPhase: int) -> ProcedureState:
+def start(
+    sequence: list[str], constants: Mapping[str, Any], strategy: str, maxIterationsPerPhase: int
+) -> ProcedureState:
     """The state before the first step."""
     if not sequence:
         raise ValueError("the phase sequence is empty: nothing to calibrate")
@@ -108,7 +111,9 @@ def advance(
     for key in state.active:
         new.iterations[key] = new.iterations.get(key, 0) + 1
 
-    failed = [f"{key} {phase_for(key).name}: {measurements[key].reason}" for key in state.active if not measurements[key].ok]
+    failed = [
+        f"{key} {phase_for(key).name}: {measurements[key].reason}" for key in state.active if not measurements[key].ok
+    ]
     completed: list[str] = []
     if failed:
         new.status, new.reason = FAILED, "estimator failed in " + "; ".join(failed)

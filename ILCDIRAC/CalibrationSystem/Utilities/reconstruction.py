@@ -12,8 +12,9 @@ Everything is pure: files in, files out.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.carriers import (
     PANDORA_TYPE,
@@ -32,7 +33,13 @@ from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import (
 from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
 from ILCDIRAC.CalibrationSystem.Utilities.pfoanalysis import CALIBRATION_HISTOGRAMS
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES
-from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE, FileSource, Steering, SteeringError, read_steering
+from ILCDIRAC.CalibrationSystem.Utilities.steering import (
+    STEERING_FILE,
+    FileSource,
+    Steering,
+    SteeringError,
+    read_steering,
+)
 from ILCDIRAC.CalibrationSystem.Utilities.steering_editor import SteeringEditor
 
 #: The phase whose reconstruction runs the photon-training Pandora settings.
@@ -92,7 +99,9 @@ def plan(files: FileSource, settings: Mapping[str, Any], top: str = STEERING_FIL
     if chosen is None:
         chosen = steering.processors[pandora].value("PandoraSettingsXmlFile")
         if not chosen:
-            raise SteeringError(f"processor {pandora!r} sets no PandoraSettingsXmlFile (and pandoraSettingsFile is not set)")
+            raise SteeringError(
+                f"processor {pandora!r} sets no PandoraSettingsXmlFile (and pandoraSettingsFile is not set)"
+            )
         where = f"PandoraSettingsXmlFile of {pandora}"
     else:
         where = "pandoraSettingsFile"
@@ -162,17 +171,19 @@ def _pfo_analysis(steering: Steering, settings: Mapping[str, Any], pandora: str)
 def collect(files: FileSource, settings: Mapping[str, Any], top: str = STEERING_FILE) -> dict[str, str]:
     """{relative path: text} of every file the calibration carries, the top file as ``steering.xml``."""
     found = plan(files, settings, top)
-    out = {STEERING_FILE: files.get(top)}
+    out = {STEERING_FILE: _read(files, top, "the steering file")}
     for name in found.steering.includes:
         if name == STEERING_FILE:
             raise SteeringError(f"the included file {name} has the name the calibration gives the top steering file; "
                                 f"rename it")
-        out[name] = files.get(name)
+        out[name] = _read(files, name, "the included steering file")
     out[found.pandoraSettings] = _read(files, found.pandoraSettings, f"the Pandora settings ({_why(found, settings)})")
     for likelihood in _likelihood_files(out[found.pandoraSettings], found.pandoraSettings):
         out[likelihood] = _read(files, likelihood, f"the photon likelihood file of {found.pandoraSettings}")
     if found.trainingSettings is not None:
-        text = _read(files, found.trainingSettings, "the photon-training Pandora settings (pandoraSettingsTrainingFile)")
+        text = _read(
+            files, found.trainingSettings, "the photon-training Pandora settings (pandoraSettingsTrainingFile)"
+        )
         _check_training(text, found.trainingSettings)
         out[found.trainingSettings] = text
     if retrains_for_later_phases(settings) and not _likelihood_files(out[found.pandoraSettings], found.pandoraSettings):
@@ -249,7 +260,9 @@ class Run:
     likelihood: tuple[str, str] | None = None
 
 
-def run_files(files: Mapping[str, str], settings: Mapping[str, Any], constants: Mapping[str, Any], run: Run) -> dict[str, str]:
+def run_files(
+    files: Mapping[str, str], settings: Mapping[str, Any], constants: Mapping[str, Any], run: Run
+) -> dict[str, str]:
     """Every file of one reconstruction run, by relative path (the top file as ``steering.xml``):
     the user's files with this step's constants, this worker's events, the PfoAnalysis output and
     the Pandora settings of the run."""
@@ -277,8 +290,10 @@ def run_files(files: Mapping[str, str], settings: Mapping[str, Any], constants: 
     out = {**files, **editor.texts()}
     try:
         if run.trainingOutput is not None:
-            out[found.trainingSettings] = with_histogram_file(files[found.trainingSettings], run.trainingOutput,
-                                                              found.trainingSettings)
+            training = found.trainingSettings
+            if training is None:
+                raise SteeringError("photon training needs Pandora settings that make PDF histograms: none found")
+            out[training] = with_histogram_file(files[training], run.trainingOutput, training)
         elif run.likelihood is not None:
             path, text = run.likelihood
             out[found.pandoraSettings] = with_histogram_file(files[found.pandoraSettings], path, found.pandoraSettings)
@@ -305,7 +320,9 @@ def _pfo_collections(found: Plan, settings: Mapping[str, Any]) -> dict[str, str]
     for parameter, (source, default) in _PFO_FROM_PANDORA.items():
         tokens = pandora.tokens(source)
         if tokens:
-            values[parameter] = tokens[0] if parameter in ("PfoCollection", "MCParticleCollection") else " ".join(tokens)
+            values[parameter] = (
+                tokens[0] if parameter in ("PfoCollection", "MCParticleCollection") else " ".join(tokens)
+            )
         elif default is not None:
             values[parameter] = default
     values.update(load_detector_model(settings["detectorModelName"]).pfoAnalysisCollections)

@@ -5,21 +5,22 @@ problem before failing, each naming its key, so a user fixes a settings file in 
 (``dirac-clic-calibration-submit --dry-run FILE``). Resolution fills in defaults and the
 detector model's values (a user setting wins per key) and expands sample list files, so the
 service and the workers only ever see ``Settings.to_dict()``: plain, complete, JSON-safe.
+The keys themselves (type, bounds, default, meaning) are declared once in ``settings_schema``.
 """
 from __future__ import annotations
 
 import ast
-import difflib
-from collections import Counter
-import math
 import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
+from ILCDIRAC.CalibrationSystem.Utilities.carriers import CONSTANTS, SOFT_COMP
 from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
     DetectorModel,
     DetectorModelError,
@@ -29,21 +30,26 @@ from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
 from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
 from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, normal_lfn, sample_file
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES
-from ILCDIRAC.CalibrationSystem.Utilities.carriers import CONSTANTS, SOFT_COMP
+from ILCDIRAC.CalibrationSystem.Utilities.schema import (
+    MODEL,
+    REQUIRED,
+    SCALAR_KINDS,
+    Field,
+    convert,
+    did_you_mean,
+    is_int,
+    is_number,
+)
+from ILCDIRAC.CalibrationSystem.Utilities.settings_schema import (
+    BY_NAME,
+    DEFAULT_PHASE_SEQUENCE,
+    DERIVED_KEYS,
+    INPUT_KEYS,
+    MAX_STAGE,
+)
 
-DEFAULT_PHASE_SEQUENCE = ("1.0", "1.1", "1.2", "1.3", "1.4", "2.5", "3.0", "3.1", "3.2", "3.3", "3.4")
 SAMPLES = ("gamma", "kaon", "muon", "zuds")
-BACKENDS = ("dirac", "local")
-STRATEGIES = ("fast", "legacy")
-#: Keys computed from ``detectorModel``; accepted on input only when they agree with it.
-DERIVED_KEYS = ("detectorModelName", "geometryTarball")
 _PHASE_KEY = re.compile(r"^(\d{1,3})\.(\d{1,3})$")
-#: Stages are numbered 1..MAX_STAGE (stopStage's default, 99, means "to the end").
-MAX_STAGE = 99
-#: Integers are stored as 32-bit signed numbers.
-MAX_INT = 2**31 - 1
-#: Names that go into job descriptions (releases, platforms, storage elements): one word.
-_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 #: A settings file and a sample list file are read only up to these sizes (bytes): a settings
 #: file is a page of text, a list file thousands of LFNs.
 MAX_SETTINGS_BYTES = 1024 * 1024
@@ -68,106 +74,8 @@ class SettingsError(ValueError):
 
 
 # ------------------------------------------------------------------------------------ the keys
-_REQUIRED = object()
-_MODEL = object()
-
-
-@dataclass(frozen=True)
-class _Key:
-    kind: str  # int, float, bool, str, optstr, choice, range, files, phases, constants, lfn, strmap
-    default: Any
-    check: Callable[[Any], str | None] | None = None
-    choices: tuple[str, ...] = ()
-
-
-def _positive(v: float) -> str | None:
-    return None if v > 0 else f"must be > 0, got {shown(v)}"
-
-
-def _at_least(low: int) -> Callable[[int], str | None]:
-    return lambda v: None if v >= low else f"must be >= {low}, got {shown(v)}"
-
-
-def _token(v: str) -> str | None:
-    return None if _TOKEN.match(v) else f"must be one word of letters, digits and ._+- , got {shown(v)}"
-
-
-def _fraction(v: float) -> str | None:
-    return None if 0 < v <= 1 else f"must be in (0, 1], got {shown(v)}"
-
-
-def _accuracy(v: float) -> str | None:
-    return None if 0 < v < 0.5 else f"must be in (0, 0.5), got {shown(v)}"
-
-
-def _at_most(high: int) -> Callable[[int], str | None]:
-    return lambda v: None if v <= high else f"must be <= {high}, got {shown(v)}"
-
-
-def _first_layer(v: int) -> str | None:
-    return None if v in (0, 1) else f"must be 0 or 1, got {shown(v)}"
-
-
-KEYS: dict[str, _Key] = {
-    "numberOfJobs": _Key("int", 100, _at_least(1)),
-    "fractionOfFinishedJobsNeededToStartNextStep": _Key("float", 0.9, _fraction),
-    "digitisationAccuracy": _Key("float", 0.05, _accuracy),
-    "pandoraPFAAccuracy": _Key("float", 0.025, _accuracy),
-    "startStage": _Key("int", 1, _at_least(0)),
-    "startPhase": _Key("int", 0, _at_least(0)),
-    "stopStage": _Key("int", MAX_STAGE, _at_most(MAX_STAGE)),
-    "stopPhase": _Key("int", 99, _at_least(0)),
-    "phaseSequence": _Key("phases", None),
-    "disableSoftwareCompensation": _Key("bool", True),
-    "detectorModel": _Key("str", _REQUIRED),
-    "ecalBarrelCosThetaRange": _Key("range", _MODEL),
-    "ecalEndcapCosThetaRange": _Key("range", _MODEL),
-    "hcalBarrelCosThetaRange": _Key("range", _MODEL),
-    "hcalEndcapCosThetaRange": _Key("range", _MODEL),
-    "nEcalThinLayers": _Key("int", _MODEL, _at_least(1)),
-    "nEcalThickLayers": _Key("int", _MODEL, _at_least(0)),
-    "ecalResponseCorrectionForThickLayers": _Key("float", _MODEL, _positive),
-    "ecalFirstLayerNumber": _Key("int", _MODEL, _first_layer),
-    "nHcalLayers": _Key("int", _MODEL, _at_least(1)),
-    "hcalAbsorberThicknessEndcap": _Key("float", _MODEL, _positive),
-    "hcalAbsorberThicknessRing": _Key("float", _MODEL, _positive),
-    "hcalScintillatorThicknessEndcap": _Key("float", _MODEL, _positive),
-    "hcalScintillatorThicknessRing": _Key("float", _MODEL, _positive),
-    "ecalMipThreshold": _Key("float", _MODEL, _positive),
-    "hcalMipThreshold": _Key("float", _MODEL, _positive),
-    "marlinVersion": _Key("optstr", None, _token),
-    "DDCaloDigiName": _Key("str", _MODEL),
-    "DDPandoraPFANewProcessorName": _Key("str", _MODEL),
-    "PfoAnalysisName": _Key("str", _MODEL),
-    "outputPath": _Key("lfn", None),
-    "outputSE": _Key("optstr", None, _token),
-    "steeringFile": _Key("str", _REQUIRED),
-    "gammaFiles": _Key("files", ()),
-    "kaonFiles": _Key("files", ()),
-    "muonFiles": _Key("files", ()),
-    "zudsFiles": _Key("files", ()),
-    "gammaEnergy": _Key("float", 10.0, _positive),
-    "kaonEnergy": _Key("float", 50.0, _positive),
-    "muonEnergy": _Key("float", 10.0, _positive),
-    "zudsEnergy": _Key("float", 200.0, _positive),
-    "gammaEventsPerFile": _Key("int", 1000, _at_least(1)),
-    "kaonEventsPerFile": _Key("int", 1000, _at_least(1)),
-    "muonEventsPerFile": _Key("int", 1000, _at_least(1)),
-    "zudsEventsPerFile": _Key("int", 1000, _at_least(1)),
-    "startingConstants": _Key("constants", None),
-    "maxIterationsPerPhase": _Key("int", 30, _at_least(1)),
-    "maxFailedWorkerFraction": _Key("float", 0.5, _fraction),
-    "maxResubmissionsPerWorker": _Key("int", 3, _at_least(0)),
-    "marlinExecutable": _Key("str", "Marlin"),
-    "steeringConstants": _Key("strmap", None),
-    "backend": _Key("choice", "dirac", choices=BACKENDS),
-    "strategy": _Key("choice", "fast", choices=STRATEGIES),
-    "pandoraSettingsFile": _Key("optstr", None),
-    "pandoraSettingsTrainingFile": _Key("optstr", None),
-    "cpuTime": _Key("int", 172800, _at_least(1)),
-    "platform": _Key("str", "x86_64-el9-gcc13-opt", _token),
-    "notifyByMail": _Key("bool", True),
-}
+#: The keys a user may set, by name (the fields of ``settings_schema``; derived keys excluded).
+KEYS: Mapping[str, Field] = MappingProxyType({name: BY_NAME[name] for name in INPUT_KEYS})
 _STRING_KINDS = ("str", "optstr", "choice", "lfn")
 
 
@@ -393,15 +301,16 @@ class _Loader(yaml.SafeLoader):
     def _count(self, values: int, event: yaml.Event) -> None:
         self._values += values
         if self._values > MAX_YAML_VALUES:
+            # the stubs give an event the C loader's Mark too; this pure-Python loader makes yaml.error.Mark
             raise _OverLimit(problem=f"holds more than {MAX_YAML_VALUES} values once its aliases are expanded",
-                             problem_mark=event.start_mark)
+                             problem_mark=event.start_mark)  # type: ignore[arg-type]
 
 
 class _Dumper(yaml.SafeDumper):
     """SafeDumper that quotes strings such as "1e-3" (``_Loader`` reads them as floats) and writes
     short lists on one line, long ones (file lists) one item per line."""
 
-    def represent_list(self, data: list) -> yaml.Node:
+    def represent_list(self, data: Iterable[Any]) -> yaml.SequenceNode:
         flow = len(repr(data)) <= 80
         return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
@@ -484,8 +393,8 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
     problems = _Problems(parseProblems)
     for key in raw:
         if key not in KEYS and key not in DERIVED_KEYS:
-            problems.add(key, "unknown key" + _did_you_mean(key, list(KEYS)))
-    model, modelName, tarball = _model(raw.get("detectorModel", _REQUIRED), problems)
+            problems.add(key, "unknown key" + did_you_mean(key, list(KEYS)))
+    model, modelName, tarball = _model(raw.get("detectorModel", REQUIRED), problems)
     for key, expected in (("detectorModelName", modelName), ("geometryTarball", tarball)):
         if key in raw and model is not None and raw[key] != expected:
             problems.add(key, f"is derived from detectorModel ({expected!r}), not {shown(raw[key])}; leave it out")
@@ -497,10 +406,10 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
             continue
         given = key in raw
         if not given:
-            if spec.default is _REQUIRED:
+            if spec.default is REQUIRED:
                 problems.add(key, "required")
                 continue
-            if spec.default is _MODEL:
+            if spec.default is MODEL:
                 if key in modelValues:
                     values[key] = modelValues[key]
                 continue
@@ -529,10 +438,12 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
             values["steeringFile"] = str(steering)
     if problems:
         raise SettingsError(problems)
+    assert modelName is not None, "a model that does not load is one of the problems"
     values.pop("phaseSequence", None)
     steeringConstants = values.pop("steeringConstants", None) or {}
+    checked: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in values.items()}
     return Settings(
-        **{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()},
+        **checked,
         phaseSequence=tuple(sequence),
         detectorModel=raw["detectorModel"].strip(),
         detectorModelName=modelName,
@@ -542,16 +453,8 @@ def _resolve(raw: dict[str, Any], base: Path | None, parseProblems: list[str]) -
     )
 
 
-def _did_you_mean(word: str, candidates: list[str]) -> str:
-    lowered = {c.lower(): c for c in candidates}
-    if word.lower() in lowered:
-        return f" (did you mean {lowered[word.lower()]!r}?)"
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _model(name: Any, problems: _Problems) -> tuple[DetectorModel | None, str | None, str | None]:
-    if name is _REQUIRED:
+    if name is REQUIRED:
         problems.add("detectorModel", "required (a model name such as FCCee_o1_v04, or a geometry tarball)")
         return None, None, None
     if not isinstance(name, str) or not name.strip():
@@ -566,69 +469,22 @@ def _model(name: Any, problems: _Problems) -> tuple[DetectorModel | None, str | 
     return model, model.name, name if is_tarball(name) else None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _convert(key: str, spec: _Key, value: Any, base: Path | None) -> tuple[Any, str | None]:
+def _convert(key: str, spec: Field, value: Any, base: Path | None) -> tuple[Any, str | None]:
     """The checked value of one key, or a message saying what is wrong with it."""
-    kind = spec.kind
-    if kind == "int":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            return None, f"must be an integer, got {shown(value)}"
-        if abs(value) > MAX_INT:
-            return None, f"must be at most {MAX_INT} in size, got {shown(value)}"
-    elif kind == "float":
-        if not _is_number(value):
-            return None, f"must be a number, got {shown(value)}"
-        value = float(value)
-    elif kind == "bool":
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            value = value.lower() == "true"
-        if not isinstance(value, bool):
-            return None, f"must be True or False, got {shown(value)}"
-    elif kind in ("str", "optstr"):
-        if value is None and kind == "optstr":
-            return None, None
-        if not isinstance(value, str) or not value.strip():
-            hint = " (quote it in YAML)" if isinstance(value, (int, float)) else ""
-            return None, f"must be a non-empty string, got {shown(value)}{hint}"
-        value = value.strip()
-    elif kind == "choice":
-        if value not in spec.choices:
-            return None, f"must be one of {', '.join(spec.choices)}, got {shown(value)}" + _did_you_mean(
-                str(value), list(spec.choices))
-    elif kind == "range":
-        return _cos_range(value)
-    elif kind == "files":
+    if spec.kind in SCALAR_KINDS:
+        return convert(spec, value)
+    if spec.kind == "files":
         return _file_list(value, base)
-    elif kind == "lfn":
+    if spec.kind == "lfn":
         if value is None:
             return None, None
         try:
             return normal_lfn(value.strip() if isinstance(value, str) else value, "it"), None
         except PathError as exc:
             return None, f"{exc} (the results go to the grid; got {shown(value)})"
-    elif kind == "phases":
+    if spec.kind == "phases":
         return _phase_list(value)
-    elif kind == "strmap":
-        return _string_map(value)
-    if spec.check is not None:
-        message = spec.check(value)
-        if message:
-            return None, message
-    return value, None
-
-
-def _cos_range(value: Any) -> tuple[Any, str | None]:
-    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(x) for x in value)):
-        return None, f"must be two numbers [low, high], got {shown(value)}"
-    low, high = float(value[0]), float(value[1])
-    if not (0 <= low < high <= 1):
-        return None, f"must be increasing and inside [0, 1], got {shown(list(value))}"
-    return [low, high], None
+    return _string_map(value)
 
 
 def _locate(base: Path, name: str) -> Path:
@@ -686,7 +542,7 @@ def _string_map(value: Any) -> tuple[Any, str | None]:
         return None, f"sets {len(value)} constants, more than {MAX_STEERING_CONSTANTS}"
     converted = {}
     for name, item in value.items():
-        if isinstance(item, (int, float)) and not isinstance(item, bool):
+        if is_int(item) or isinstance(item, float):
             item = str(item)
         if not (isinstance(name, str) and name.strip() and isinstance(item, str)) or "${" in name:
             return None, f"{name!r}: constant names must be non-empty text and values text or numbers, got {item!r}"
@@ -711,7 +567,7 @@ def _phase_list(value: Any) -> tuple[Any, str | None]:
             keys.append(f"{int(match.group(1))}.{int(match.group(2))}")
     if bad:
         known = ", ".join(f"{n} {phase.name}" for n, phase in PHASES.items())
-        return None, f"unknown phases {shown(bad)}: use \"stage.phase\" with stage 1-{MAX_STAGE} and phase one of {known}"
+        return None, f'unknown phases {shown(bad)}: use "stage.phase" with stage 1-{MAX_STAGE} and phase one of {known}'
     twice = sorted(key for key, n in Counter(keys).items() if n > 1)
     if twice:
         return None, f"names phases {shown(twice)} more than once"
@@ -723,7 +579,7 @@ def _check_cos_ranges(values: dict[str, Any], problems: _Problems) -> None:
         barrel, endcap = values.get(f"{calo}BarrelCosThetaRange"), values.get(f"{calo}EndcapCosThetaRange")
         if barrel and endcap and barrel[1] > endcap[0]:
             problems.add(f"{calo}BarrelCosThetaRange",
-                         f"{barrel} overlaps {calo}EndcapCosThetaRange {endcap}: a barrel window must end "
+                         f"{list(barrel)} overlaps {calo}EndcapCosThetaRange {list(endcap)}: a barrel window must end "
                          f"before the endcap window starts")
 
 
@@ -764,16 +620,18 @@ def _starting_constants(given: Any, model: DetectorModel | None, values: Mapping
             problems.add(where, "is not a starting constant: it comes from your steering file and "
                                 "disableSoftwareCompensation")
         elif name not in CONSTANTS:
-            problems.add(where, "unknown constant" + _did_you_mean(str(name), [c for c in CONSTANTS if c != SOFT_COMP]))
+            problems.add(where, "unknown constant" + did_you_mean(str(name), [c for c in CONSTANTS if c != SOFT_COMP]))
         elif name == "CalibrECAL":
-            if _is_number(value) and value > 0:
+            if is_number(value) and value > 0:
                 constants[name] = (float(value), float(value) * ratio)
             elif (isinstance(value, (list, tuple)) and len(value) == 2
-                  and all(_is_number(x) and x > 0 for x in value)):
+                  and all(is_number(x) and x > 0 for x in value)):
                 constants[name] = (float(value[0]), float(value[1]))
             else:
-                problems.add(where, f"must be [thin, thick] positive numbers (or one number for both), got {shown(value)}")
-        elif _is_number(value) and value > 0:
+                problems.add(
+                    where, f"must be [thin, thick] positive numbers (or one number for both), got {shown(value)}"
+                )
+        elif is_number(value) and value > 0:
             constants[name] = float(value)
         else:
             problems.add(where, f"must be a positive number, got {shown(value)}")
@@ -781,7 +639,7 @@ def _starting_constants(given: Any, model: DetectorModel | None, values: Mapping
 
 
 def _phase_sequence(values: Mapping[str, Any], problems: _Problems) -> list[str]:
-    sequence = values.get("phaseSequence") or list(DEFAULT_PHASE_SEQUENCE)
+    sequence = list(values.get("phaseSequence") or DEFAULT_PHASE_SEQUENCE)
     bounds = [values.get(k) for k in ("startStage", "startPhase", "stopStage", "stopPhase")]
     if not all(isinstance(b, int) for b in bounds):
         return sequence

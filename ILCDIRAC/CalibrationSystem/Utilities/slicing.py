@@ -7,8 +7,8 @@ the first of them and ``MaxRecordNumber`` events.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Slice:
         return {"files": list(self.files), "skip": self.skip, "events": self.events}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Slice":
+    def from_dict(cls, data: dict) -> Slice:
         return cls(tuple(data["files"]), int(data["skip"]), int(data["events"]))
 
 

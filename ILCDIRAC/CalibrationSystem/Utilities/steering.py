@@ -27,9 +27,10 @@ parameters from it. It follows Marlin's own parser (``XMLParser.cc``), in its or
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from ILCDIRAC.CalibrationSystem.Utilities.marlin_xml import Element, XmlError, XmlFile, parse, without_comments
 from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
@@ -57,7 +58,7 @@ class FileSource(Protocol):
 class FolderFiles:
     """The files below one folder on this machine, looked up by relative path (only below it)."""
 
-    def __init__(self, folder: "str | Path"):
+    def __init__(self, folder: str | Path):
         self.folder = Path(folder)
 
     def get(self, name: str) -> str | None:
@@ -117,7 +118,10 @@ class Processor:
 
     def values(self) -> dict[str, str]:
         """Every parameter's value (tokens joined by spaces)."""
-        return {name: self.value(name) for name in dict.fromkeys(p.name for p in self.params)}
+        tokens: dict[str, list[str]] = {}
+        for p in self.params:
+            tokens.setdefault(p.name, []).extend(p.tokens)
+        return {name: " ".join(found) for name, found in tokens.items()}
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class Node:
 
     element: Element
     file: str
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
 
     @property
     def tag(self) -> str:
@@ -219,7 +223,9 @@ class _Reader:
         topFile = self._parse(self.top, text, fragment=False)
         root = topFile.root
         if root.tag != "marlin":
-            raise SteeringError(f"{self.top}: not a Marlin steering file: the root element is <{root.tag}>, not <marlin>")
+            raise SteeringError(
+                f"{self.top}: not a Marlin steering file: the root element is <{root.tag}>, not <marlin>"
+            )
         constantsSection = next((c for c in root.children if c.tag == "constants"), None)
         if constantsSection is not None:
             self._constants(Node(constantsSection, self.top))
@@ -239,8 +245,10 @@ class _Reader:
         for entry in execute:
             if entry.name not in processors:
                 hint = _group_hint(tree, executeNode, entry.name)
-                raise SteeringError(f"{entry.file}, line {entry.element.line}: <execute> runs processor {entry.name!r}, "
-                                    f"which is not defined{hint}")
+                raise SteeringError(
+                    f"{entry.file}, line {entry.element.line}: <execute> runs processor {entry.name!r}, "
+                    f"which is not defined{hint}"
+                )
         return Steering(
             top=self.top,
             files=self.files,
@@ -419,13 +427,19 @@ class _Reader:
                     entries.append((name, child.attr("condition") or "", child))
                 elif child.tag == "group":
                     group = groups.get(child.attr("name") or "")
-                    entries += [(m.attr("name") or "", "", child) for m in (group.children if group else []) if m.tag == "processor"]
+                    entries += [
+                        (m.attr("name") or "", "", child)
+                        for m in (group.children if group else [])
+                        if m.tag == "processor"
+                    ]
                 elif child.tag == "if":
                     condition = child.attr("condition")
                     if condition is None:
                         raise SteeringError(f"{child.where()}: an <if> has no condition")
                     entries += flatten(child, condition)
-            return [(name, f"{cond} && {level}" if cond and level else cond + level, where) for name, cond, where in entries]
+            return [
+                (name, f"{cond} && {level}" if cond and level else cond + level, where) for name, cond, where in entries
+            ]
 
         executed: list[Executed] = []
         seen: set[str] = set()

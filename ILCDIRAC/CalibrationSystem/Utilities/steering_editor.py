@@ -24,8 +24,9 @@ How each case is written (docs/STEERING.md says the same for users):
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.marlin_xml import (
     Edit,
@@ -124,6 +125,7 @@ class SteeringEditor:
         return out
 
     def _plan(self, setting: _Setting, edits: dict[str, list[Edit]], new: dict, sites: list) -> None:
+        processor: Processor | None = None
         if setting.processor is None:
             own = [p for p in self.steering.globals if p.name == setting.name]
             inherited: list[Param] = []
@@ -139,8 +141,8 @@ class SteeringEditor:
                     edits[extra.file].append(remove(self.steering.files[extra.file].data, extra.element))
         else:
             new.setdefault(owner, []).append((setting.name, setting.text))
-        if setting.vector and inherited:
-            self._move_group_parameter(self.steering.processors[setting.processor], setting.name, edits, new)
+        if setting.vector and inherited and processor is not None:
+            self._move_group_parameter(processor, setting.name, edits, new)
 
     def _move_group_parameter(self, processor: Processor, name: str, edits: dict[str, list[Edit]], new: dict) -> None:
         """Take a vector parameter out of the processor's group and give every other processor
@@ -226,7 +228,9 @@ def _text(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------ one text
-def set_processor_parameters(text: str, processor: str, values: Mapping[str, Any], vectors: Collection[str] = ()) -> str:
+def set_processor_parameters(
+    text: str, processor: str, values: Mapping[str, Any], vectors: Collection[str] = ()
+) -> str:
     """A steering file that includes nothing, given as text, with the processor's values set."""
     editor = SteeringEditor(read_text(text))
     editor.set_parameters(processor, values, vectors)

@@ -26,7 +26,8 @@ own declarations (proportional, dependsOn, solve, predict).
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Mapping, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ILCDIRAC.CalibrationSystem.Utilities.phases import Measurement, PhaseContext, phase_for
 
@@ -51,26 +52,26 @@ def _stage(key: str) -> int:
 class Strategy(Protocol):
     name: str
 
-    def skip(self, state: "ProcedureState") -> list[str]:
+    def skip(self, state: ProcedureState) -> list[str]:
         """Pending phases that need no pass at all (recorded as completed without measuring)."""
 
-    def plan(self, state: "ProcedureState") -> list[str]:
+    def plan(self, state: ProcedureState) -> list[str]:
         """The phases measured in the next step."""
 
-    def conclude(self, state: "ProcedureState", measurements: Mapping[str, Measurement], ctx: PhaseContext) -> list[str]:
+    def conclude(self, state: ProcedureState, measurements: Mapping[str, Measurement], ctx: PhaseContext) -> list[str]:
         """Update ``state.constants`` in place from the step's measurements; return the phases completed."""
 
 
 class Legacy:
     name = "legacy"
 
-    def skip(self, state: "ProcedureState") -> list[str]:
+    def skip(self, state: ProcedureState) -> list[str]:
         return []
 
-    def plan(self, state: "ProcedureState") -> list[str]:
+    def plan(self, state: ProcedureState) -> list[str]:
         return [state.sequence[state.position]]
 
-    def conclude(self, state: "ProcedureState", measurements: Mapping[str, Measurement], ctx: PhaseContext) -> list[str]:
+    def conclude(self, state: ProcedureState, measurements: Mapping[str, Measurement], ctx: PhaseContext) -> list[str]:
         completed = []
         for key in state.active:
             phase, measurement = phase_for(key), measurements[key]
@@ -83,7 +84,7 @@ class Legacy:
 class Fast:
     name = "fast"
 
-    def skip(self, state: "ProcedureState") -> list[str]:
+    def skip(self, state: ProcedureState) -> list[str]:
         done = set(state.memory.get("completed", []))
         settled = state.memory.get("settled", {})
         skipped = []
@@ -97,7 +98,7 @@ class Fast:
                 skipped.append(key)
         return skipped
 
-    def plan(self, state: "ProcedureState") -> list[str]:
+    def plan(self, state: ProcedureState) -> list[str]:
         done = set(state.memory.get("completed", []))
         provisional = set(state.memory.get("provisional", []))
         pending = [key for key in state.sequence[state.position:] if key not in done]
@@ -116,7 +117,7 @@ class Fast:
             batch.append(key)
         return batch
 
-    def conclude(self, state: "ProcedureState", measurements: Mapping[str, Measurement], ctx: PhaseContext) -> list[str]:
+    def conclude(self, state: ProcedureState, measurements: Mapping[str, Measurement], ctx: PhaseContext) -> list[str]:
         measuredWith = copy.deepcopy(state.constants)
         provisional = set(state.memory.get("provisional", []))
         completed, changed = [], set()
@@ -124,12 +125,15 @@ class Fast:
         for key in (k for k in state.active if k not in training):
             phase, measurement = phase_for(key), measurements[key]
             final = True
+            updated: Mapping[str, Any]
             if any(number in changed for number in phase.dependsOn):
                 # measured with constants this very pass has changed: predict, else solve; confirm later
                 final = False
-                updated = phase.predict(measuredWith, state.constants, measurement, ctx)
-                if updated is None:
+                predicted = phase.predict(measuredWith, state.constants, measurement, ctx)
+                if predicted is None:
                     updated = measurement.solution or phase.update(measuredWith, measurement, ctx)
+                else:
+                    updated = predicted
             elif phase.proportional or not phase.iterative or phase.converged(measurement, ctx):
                 updated = phase.update(measuredWith, measurement, ctx)
             elif phase.within_errors(measurement, ctx):

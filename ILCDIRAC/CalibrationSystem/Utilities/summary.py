@@ -19,13 +19,15 @@ values, so a report is never larger than its binning, and a small sample sends a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import boost_histogram as bh
 import numpy as np
 
 from ILCDIRAC.CalibrationSystem.Utilities.limits import shown
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int, is_number
 
 SUMMARY_VERSION = 2
 #: Largest count or value a report may carry (integers are exact in float64 up to here): sums of
@@ -107,7 +109,7 @@ class SummarySpec:
             if axis not in range(len(spec.axes)):
                 raise ValueError(f"sum histogram {name!r} sums axis {axis}, it has {len(spec.axes)}")
 
-    def empty(self) -> "Summary":
+    def empty(self) -> Summary:
         return Summary({name: spec.histogram() for name, spec in self.hists.items()}, 0,
                        {name: [] for name in self.files})
 
@@ -145,12 +147,12 @@ class Summary:
                 "files": {name: list(texts) for name, texts in self.files.items()}}
 
     @classmethod
-    def from_payload(cls, payload: Any, spec: SummarySpec) -> "Summary":
+    def from_payload(cls, payload: Any, spec: SummarySpec) -> Summary:
         """Validate a report against the phase's spec; raise SummaryError naming the first problem found."""
         return cls.merge_payloads([payload], spec)
 
     @staticmethod
-    def merge_payloads(payloads: Iterable[Any], spec: SummarySpec) -> "Summary":
+    def merge_payloads(payloads: Iterable[Any], spec: SummarySpec) -> Summary:
         """Validate the workers' reports one by one and add them up, histograms bin by bin and
         files in the given (worker) order: deterministic. Each report is added in its sparse
         form, so merging costs its non-zero bins, not the binning times the workers."""
@@ -165,7 +167,7 @@ class Summary:
                 merged.files[name].extend(files[name])
         return merged
 
-    def resampled(self, spec: SummarySpec, rng: np.random.Generator) -> "Summary":
+    def resampled(self, spec: SummarySpec, rng: np.random.Generator) -> Summary:
         """A Poisson bootstrap replica: every bin count drawn from a Poisson distribution with the
         observed count as mean; a sum histogram keeps its bins' means (scaled with its counts).
         Files are kept as they are."""
@@ -181,7 +183,9 @@ class Summary:
         for name, hspec in spec.hists.items():
             if hspec.sumOf is not None:
                 filled, ratio = ratios[hspec.sumOf[0]]
-                replica.hists[name].view(flow=True)[filled] = np.asarray(self.hists[name].values(flow=True))[filled] * ratio
+                replica.hists[name].view(flow=True)[filled] = (
+                    np.asarray(self.hists[name].values(flow=True))[filled] * ratio
+                )
         replica.nEvents = self.nEvents
         replica.files = {name: list(texts) for name, texts in self.files.items()}
         return replica
@@ -195,7 +199,9 @@ def _same_names(raw: Any, expected: Any, field: str, what: str) -> None:
         raise SummaryError(f"summary {what} do not match the phase: missing {missing}, unexpected {extra}")
 
 
-def _validated(payload: Any, spec: SummarySpec) -> tuple[int, dict[str, tuple[np.ndarray, np.ndarray]], dict[str, list[str]]]:
+def _validated(
+    payload: Any, spec: SummarySpec
+) -> tuple[int, dict[str, tuple[np.ndarray, np.ndarray]], dict[str, list[str]]]:
     """(nEvents, {histogram: (flat indices, values)}, files) of a report that passed every check."""
     if not isinstance(payload, Mapping):
         raise SummaryError(f"summary must be a dict, not {type(payload).__name__}")
@@ -205,7 +211,7 @@ def _validated(payload: Any, spec: SummarySpec) -> tuple[int, dict[str, tuple[np
     if unknown:
         raise SummaryError(f"summary has unknown fields {sorted(unknown)}")
     nEvents = payload.get("nEvents")
-    if not isinstance(nEvents, int) or isinstance(nEvents, bool) or not 0 <= nEvents <= MAX_VALUE:
+    if not is_int(nEvents) or not 0 <= nEvents <= MAX_VALUE:
         raise SummaryError(f"summary nEvents must be a non-negative integer up to 2^53, not {shown(nEvents)}")
     return nEvents, _hists_from_payload(payload.get("hists"), spec), _files_from_payload(payload.get("files", {}), spec)
 
@@ -235,14 +241,14 @@ def _hists_from_payload(raw: Any, spec: SummarySpec) -> dict[str, tuple[np.ndarr
         hists[name] = (index.astype(np.int64), values)
     for name, hspec in spec.hists.items():
         if hspec.sumOf is not None:
-            _check_sums(name, hists[name], hists[hspec.sumOf[0]], hspec)
+            _check_sums(name, hists[name], hspec.sumOf, hists[hspec.sumOf[0]], hspec)
     return hists
 
 
 def _same_axes(raw: Any, axes: tuple[Axis, ...]) -> bool:
     if not isinstance(raw, list) or len(raw) != len(axes):
         return False
-    for entry, axis in zip(raw, axes):
+    for entry, axis in zip(raw, axes, strict=True):
         if not isinstance(entry, list) or len(entry) != 4:
             return False
         bins, low, high, flow = entry
@@ -253,16 +259,16 @@ def _same_axes(raw: Any, axes: tuple[Axis, ...]) -> bool:
     return True
 
 
-def _check_sums(name: str, sums: tuple[np.ndarray, np.ndarray], counts: tuple[np.ndarray, np.ndarray],
-                hspec: HistSpec) -> None:
+def _check_sums(name: str, sums: tuple[np.ndarray, np.ndarray], sumOf: tuple[str, int],
+                counts: tuple[np.ndarray, np.ndarray], hspec: HistSpec) -> None:
     """Where nothing was counted nothing may be summed; elsewhere the mean must lie in the bin."""
-    axisNumber = hspec.sumOf[1]
+    countName, axisNumber = sumOf
     (index, total), (countIndex, n) = sums, counts
     position = np.searchsorted(countIndex, index)
     counted = position < countIndex.size
     counted[counted] = countIndex[position[counted]] == index[counted]
     if not counted.all():
-        raise SummaryError(f"histogram {name!r} has sums in bins where {hspec.sumOf[0]!r} counted nothing")
+        raise SummaryError(f"histogram {name!r} has sums in bins where {countName!r} counted nothing")
     axis = hspec.axes[axisNumber]
     low, high = axis.edges_with_flow()
     binNumber = np.unravel_index(index, hspec.shape)[axisNumber]
@@ -270,7 +276,9 @@ def _check_sums(name: str, sums: tuple[np.ndarray, np.ndarray], counts: tuple[np
     slack = 1e-9 * max((axis.high - axis.low) / axis.bins, abs(axis.high))
     outside = (mean < low[binNumber] - slack) | (mean > high[binNumber] + slack)
     if outside.any():
-        raise SummaryError(f"histogram {name!r} has {int(outside.sum())} bin(s) whose mean coordinate lies outside the bin")
+        raise SummaryError(
+            f"histogram {name!r} has {int(outside.sum())} bin(s) whose mean coordinate lies outside the bin"
+        )
 
 
 def _files_from_payload(raw: Any, spec: SummarySpec) -> dict[str, list[str]]:
@@ -310,6 +318,4 @@ def _numbers(raw: Any, what: str, *, maxLength: int) -> np.ndarray:
 
 
 def _close(value: Any, expected: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value - expected) <= 1e-9 * max(
-        1.0, abs(expected)
-    )
+    return is_number(value) and abs(value - expected) <= 1e-9 * max(1.0, abs(expected))

@@ -14,10 +14,12 @@ import logging
 import math
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, now
+from ILCDIRAC.CalibrationSystem.logic.progress import progress
 from ILCDIRAC.CalibrationSystem.logic.results import (
     CONSTANTS_FILE,
     RESULT_NAMES,
@@ -28,7 +30,6 @@ from ILCDIRAC.CalibrationSystem.logic.results import (
     history,
     result_files,
 )
-from ILCDIRAC.CalibrationSystem.logic.progress import progress
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits, check_argument, payload_size, shown
@@ -36,6 +37,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, lfn_within, p
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_LIKELIHOOD
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import FINISHED, ProcedureState, advance, split_key, start
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SAMPLES, Settings, SettingsError, settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import slice_problems, worker_slice
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE
@@ -87,6 +89,7 @@ def create_calibration(
     settings, resolved, files = validate_calibration(settingsDict, inputFiles, limits, caller)
     sequence = [f"{stage}.{phase}" for stage, phase in settings.phases()]
     state = start(sequence, resolved["startingConstants"], resolved["strategy"], resolved["maxIterationsPerPhase"])
+    assert state.current is not None, "a valid sequence has a first phase"
     stage, phase = split_key(state.current)
     nWorkers = resolved["numberOfJobs"]
     try:
@@ -169,7 +172,9 @@ def results_needed(fraction: float, numberOfWorkers: int) -> int:
     return max(1, math.ceil(round(fraction * numberOfWorkers, 9)))
 
 
-def check_input_files(inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS) -> dict[str, str]:
+def check_input_files(
+    inputFiles: Any, settings: Mapping[str, Any], limits: ServiceLimits = NO_LIMITS
+) -> dict[str, str]:
     """The user's reconstruction files if the calibration can run with them (names, number and
     sizes within the limits, then the steering, included and Pandora files checked as Marlin and
     Pandora will read them); otherwise CalibrationError with the problems."""
@@ -227,7 +232,7 @@ def _owned(db: CalibrationDB, caller: Caller, calibrationID: int, *, full: bool 
 
 def checked_id(calibrationID: Any) -> int:
     """A calibration ID as the database stores them (a positive 32-bit integer), or CalibrationError."""
-    if not isinstance(calibrationID, int) or isinstance(calibrationID, bool) or not 0 < calibrationID < 2**31:
+    if not is_int(calibrationID) or not 0 < calibrationID < 2**31:
         raise CalibrationError(f"calibration IDs are integers from 1 to {2**31 - 1}, not {shown(calibrationID)}")
     return calibrationID
 
@@ -309,7 +314,9 @@ def calibration_status(
 def _precision(db: CalibrationDB, calibrationID: int, constants: Mapping[str, Any]) -> tuple[dict, dict]:
     """The uncertainties of the constants shown (from the steps that set them), and which of them
     exceed the accuracy asked of their phase."""
-    uncertainties = {name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants}
+    uncertainties = {
+        name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants
+    }
     return uncertainties, exceeding_accuracy(constants, uncertainties, db.getCalibration(calibrationID)["Settings"])
 
 
@@ -337,7 +344,7 @@ def kill_calibration(db: CalibrationDB, caller: Caller, calibrationID: int) -> b
 
 # ------------------------------------------------------------------------------------ workers
 def _worker(calibration: Mapping[str, Any], workerID: Any) -> int:
-    if not isinstance(workerID, int) or isinstance(workerID, bool) or not 0 <= workerID < calibration["NumberOfWorkers"]:
+    if not is_int(workerID) or not 0 <= workerID < calibration["NumberOfWorkers"]:
         raise CalibrationError(
             f"worker ID {shown(workerID)} is not one of the {calibration['NumberOfWorkers']} workers of "
             f"calibration {calibration['CalibrationID']}"
@@ -431,7 +438,7 @@ def is_input_file(name: str) -> bool:
 
 def application_status(calibrationID: int, action: str, step: int | None = None, key: str | None = None) -> str:
     """The ApplicationStatus wording of the original talk, shown on the DIRAC job monitor."""
-    if action == "run":
+    if action == "run" and key is not None:
         stage, phase = split_key(key)
         return f"Running: stage: {stage}; phase: {phase}; step: {step}"
     if action == "wait":
@@ -448,7 +455,7 @@ def step_parameters(
     the last step it reported, 0 or None before its first)."""
     calibration = _owned(db, caller, calibrationID, admin=False)
     workerID = _worker(calibration, workerID)
-    if lastStep is not None and (not isinstance(lastStep, int) or isinstance(lastStep, bool) or lastStep < 0):
+    if lastStep is not None and (not is_int(lastStep) or lastStep < 0):
         raise CalibrationError(f"last step must be a non-negative integer or None, not {shown(lastStep)}")
     if lastStep is not None and lastStep > calibration["Step"]:
         raise CalibrationError(f"last step {shown(lastStep)} is beyond calibration {calibrationID}'s current step "
@@ -456,8 +463,13 @@ def step_parameters(
     status = calibration["Status"]
     if status != RUNNING:
         action = {FINISHED: "finished", KILLED: "killed", FAILED: "failed"}[status]
-        db.updateWorker(calibrationID, workerID, Status=action, ApplicationStatus=application_status(calibrationID, action),
-                        LastSeen=now())
+        db.updateWorker(
+            calibrationID,
+            workerID,
+            Status=action,
+            ApplicationStatus=application_status(calibrationID, action),
+            LastSeen=now(),
+        )
         return {"action": action, "reason": calibration["Reason"]}
     current = calibration["Step"]
     stored = db.getWorker(calibrationID, workerID)["LastStep"]
@@ -490,7 +502,7 @@ def submit_result(
     when enough workers reported."""
     calibration = _owned(db, caller, calibrationID, full=True, admin=False)
     workerID = _worker(calibration, workerID)
-    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+    if not is_int(step) or step < 1:
         raise CalibrationError(f"step must be a positive integer, not {shown(step)}")
     if step > calibration["Step"]:
         raise CalibrationError(f"calibration {calibrationID} has not reached step {shown(step)} "
@@ -550,7 +562,8 @@ def finalize_calibration(db: CalibrationDB, calibrationID: int) -> list[str]:
     inputs = {name: db.getFile(calibrationID, name).decode() for name in present if is_input_file(name)}
     trained = ProcedureState.from_dict(calibration["State"]).inputs.get(MERGED_LIKELIHOOD)
     likelihood = db.getFile(calibrationID, trained).decode() if trained else None
-    timing = Timing(db.getResultTimes(calibrationID), {w["WorkerID"]: w["Resubmissions"] for w in db.getWorkers(calibrationID)})
+    resubmissions = {w["WorkerID"]: w["Resubmissions"] for w in db.getWorkers(calibrationID)}
+    timing = Timing(db.getResultTimes(calibrationID), resubmissions)
     files = result_files(calibration, db.getSteps(calibrationID), inputs, likelihood, timing)
     for name, content in files.items():
         db.putFile(calibrationID, name, content)
@@ -562,7 +575,8 @@ def calibration_results(db: CalibrationDB, caller: Caller, calibrationID: int) -
     calibration = _owned(db, caller, calibrationID)
     if calibration["Status"] != FINISHED:
         raise CalibrationError(
-            f"calibration {calibrationID} is {calibration['Status']}" + (f" ({calibration['Reason']})" if calibration["Reason"] else "")
+            f"calibration {calibrationID} is {calibration['Status']}"
+            + (f" ({calibration['Reason']})" if calibration["Reason"] else "")
             + ": results exist once it finished"
         )
     finalize_calibration(db, calibrationID)
@@ -596,7 +610,9 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
             merged[key] = Summary.merge_payloads((p["phases"][key] for _, p in stored), spec)
             measurements[key] = phase.measure(merged[key], ctx)
             if measurements[key].ok and state.strategy != "legacy":
-                measurements[key] = dataclasses.replace(measurements[key], solution=phase.solve(state.constants, merged[key], ctx))
+                measurements[key] = dataclasses.replace(
+                    measurements[key], solution=phase.solve(state.constants, merged[key], ctx)
+                )
         newState, outcome = advance(state, measurements, ctx)
         artifacts = outcome.artifacts
         outcomeDict = outcome.to_dict()
@@ -615,14 +631,15 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
         artifacts = {}
         outcomeDict = {"step": step["Step"], "error": newState.reason}
     running = newState.status == RUNNING
-    stage, phase = split_key(newState.current) if running else (calibration["Stage"], calibration["Phase"])
+    current = newState.current if running else None
+    stage, nextPhase = split_key(current) if current is not None else (calibration["Stage"], calibration["Phase"])
     return StepClose(
         outcome=outcomeDict,
         state=newState.to_dict(),
         status=newState.status,
         reason=newState.reason,
         stage=stage,
-        phase=phase,
+        phase=nextPhase,
         nextStep=newState.step if running else None,
         nextPhases=newState.active,
         nextConstants=newState.constants if running else None,

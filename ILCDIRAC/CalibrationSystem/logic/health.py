@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 RUNNING_JOB, DONE_JOB, FAILED_JOB, UNKNOWN_JOB = "running", "done", "failed", "unknown"
 #: Worker states after which nothing more is expected of a worker.

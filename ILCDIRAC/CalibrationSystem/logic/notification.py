@@ -9,8 +9,9 @@ sends it twice; a mail the transport refused is released and tried again next cy
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: Statuses whose owner is told.
 NOTIFIED = ("finished", "failed")

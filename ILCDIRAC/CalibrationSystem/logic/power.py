@@ -10,8 +10,9 @@ the measured uncertainties and mark what missed the accuracy.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.logic.calibrations import results_needed
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
@@ -59,7 +60,9 @@ def expected_power(settings: Mapping[str, Any]) -> list[Power]:
             continue
         seen.add(phase.number)
         events = {sample: sample_events(settings, sample) for sample in phase.samples}
-        for constant, (sample, relative) in phase.expected_precision(ctx, {s: n * used for s, n in events.items()}).items():
+        for constant, (sample, relative) in phase.expected_precision(
+            ctx, {s: n * used for s, n in events.items()}
+        ).items():
             estimates.append(Power(key, constant, sample, events[sample], relative, phase.accuracy(ctx),
                                    phase.accuracySetting))
     return estimates

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 

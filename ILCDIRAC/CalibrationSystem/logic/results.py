@@ -16,8 +16,9 @@ from __future__ import annotations
 import datetime
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.logic.progress import readings
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES, PhaseContext
@@ -131,7 +132,8 @@ def plots(calibration: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], un
     calibrationID = calibration["CalibrationID"]
     return {
         PLOT_FILE: png(phase_plot(calibrationID, readings(steps, calibration["Settings"]))),
-        CONSTANTS_PLOT_FILE: png(constants_plot(calibrationID, steps, calibration["State"]["constants"], uncertainties)),
+        CONSTANTS_PLOT_FILE: png(constants_plot(calibrationID, steps, calibration["State"]["constants"],
+                                                uncertainties)),
         WORKERS_PLOT_FILE: png(workers_plot(calibrationID, steps, timing.received, timing.resubmissions,
                                             calibration["NumberOfWorkers"])),
     }

@@ -3,7 +3,8 @@ after, and the agent's verdicts about workers and calibrations, stored atomicall
 from __future__ import annotations
 
 import datetime
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, now
 from ILCDIRAC.CalibrationSystem.logic.calibrations import (
@@ -16,6 +17,7 @@ from ILCDIRAC.CalibrationSystem.logic.calibrations import (
     checked_id,
 )
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits, shown
+from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
 
 #: The settings the agent needs to look after a calibration's workers and deliver its results.
 AGENT_SETTINGS = (
@@ -30,7 +32,9 @@ AGENT_SETTINGS = (
     "numberOfJobs",
     "notifyByMail",
 )
-WORKER_STATES = frozenset({"created", "submitted", "resubmitted", "running", "waiting", "finished", "killed", "failed", "dead"})
+WORKER_STATES = frozenset(
+    {"created", "submitted", "resubmitted", "running", "waiting", "finished", "killed", "failed", "dead"}
+)
 
 
 def agent_work(db: CalibrationDB) -> list[dict[str, Any]]:
@@ -91,7 +95,7 @@ def set_worker_states(db: CalibrationDB, calibrationID: int, updates: Any, limit
                 values[name] = value
             elif name == "ApplicationStatus" and isinstance(value, str):
                 values[name] = value[:255]
-            elif name == "Resubmissions" and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+            elif name == "Resubmissions" and is_int(value) and 0 <= value < 2**31:
                 values[name] = value
             elif name == "LastSeen" and value is None:
                 values[name] = None

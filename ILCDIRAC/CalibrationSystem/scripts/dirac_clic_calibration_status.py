@@ -41,7 +41,8 @@ def main():
 
     Script.registerSwitch("j", "json", "print JSON", setter("json", True))
     Script.registerSwitch("w", "watch", "follow one calibration until it ends", setter("watch", True))
-    Script.registerSwitch("", "interval=", "with --watch: seconds between updates (1-600, default 5)", setter("interval"))
+    Script.registerSwitch("", "interval=", "with --watch: seconds between updates (1-600, default 5)",
+                          setter("interval"))
     Script.registerArgument(["calibrationID: calibration ID(s)"], mandatory=False)
     args = parse_command_line(maxArguments=None)
 

@@ -35,7 +35,9 @@ def main():
         return S_OK()
 
     Script.registerSwitch("n", "dry-run", "only validate the settings file and print the resolved settings", setDryRun)
-    Script.registerSwitch("", "workdir=", "local backend: folder for the workers (default ./calibration-work)", setWorkdir)
+    Script.registerSwitch(
+        "", "workdir=", "local backend: folder for the workers (default ./calibration-work)", setWorkdir
+    )
     Script.registerArgument("settings: the calibration settings file")
     # a dry run needs no DIRAC installation at all: no configuration service, no dirac.cfg
     dryRun = "--dry-run" in sys.argv or "-n" in sys.argv

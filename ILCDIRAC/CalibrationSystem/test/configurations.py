@@ -6,9 +6,10 @@ four FCC-ee ECAL layouts of the talk (40, 30 and 20 uniform layers, 20 thin + 10
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.test.inprocess import Outcome, make_samples, run_calibration
 from ILCDIRAC.CalibrationSystem.test.scenario import shifted_truth

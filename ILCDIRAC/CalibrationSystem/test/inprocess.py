@@ -11,21 +11,22 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Client.Worker import Worker
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
-from ILCDIRAC.CalibrationSystem.logic.calibrations import Caller, CalibrationError
+from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Caller
+from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect
+from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
+from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles
 from marlin_emulator import STEERING
 from marlin_emulator.run import RUN_ERRORS, run
 from marlin_emulator.samples import make_sample_files
 from marlin_emulator.truth import DetectorTruth
-from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect
-from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
-from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles
 
 #: The one user of a single-machine installation: local workers are theirs to run.
 CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}),

@@ -101,7 +101,7 @@ class _BalancerHandler(http.server.BaseHTTPRequestHandler):
 class Portal:
     """WebAppDIRAC for one user of a test bed; ``url`` is where a browser opens it."""
 
-    def __init__(self, testbed: "Testbed", user: str = "alice"):
+    def __init__(self, testbed: Testbed, user: str = "alice"):
         problem = missing()
         if problem:
             raise TestbedError(problem)
@@ -151,7 +151,7 @@ class Portal:
             self.balancer = None
         _terminate(self.process)
 
-    def __enter__(self) -> "Portal":
+    def __enter__(self) -> Portal:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
 from ILCDIRAC.CalibrationSystem.test.inprocess import STEERING, make_samples
+from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
 from marlin_emulator.truth import DetectorTruth, load_truth
 
 BIN = Path(sys.executable).parent

@@ -46,16 +46,17 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
+import psutil
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from diraccfg import CFG
-import psutil
 
 from ILCDIRAC.CalibrationSystem.test import mariadb
 
@@ -168,7 +169,7 @@ class _CA:
 
     def __init__(self, folder: Path, certificates: Path):
         self.key = _new_key()
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.notBefore = now - datetime.timedelta(hours=1)
         self.notAfter = now + datetime.timedelta(days=_CERT_DAYS)
         name = _x509_name("Calibration Testbed CA")
@@ -343,7 +344,7 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-_live: "weakref.WeakSet[Testbed]" = weakref.WeakSet()
+_live: weakref.WeakSet[Testbed] = weakref.WeakSet()
 
 
 @atexit.register

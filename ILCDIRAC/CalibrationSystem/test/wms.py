@@ -133,7 +133,7 @@ def _section(template: CFG, path: str) -> CFG:
 class LocalWMS:
     """The WMS part of a test bed (``testbed.wms``); built with it, started by ``testbed.start_wms()``."""
 
-    def __init__(self, testbed: "Testbed"):
+    def __init__(self, testbed: Testbed):
         self.testbed = testbed
         root = testbed.root
         self.ports = {f"{system}/{name}": testbed.free_port() for system, names in SERVICES.items() for name in names}
@@ -156,7 +156,7 @@ class LocalWMS:
         # The JobAgent writes the CPU time left into this file; the job wrappers load it.
         (self.pilotDir / "pilot.cfg").write_text("")
         self.software = self.install_software(PLATFORM, MARLIN_VERSION)
-        for system, names in DATABASES.items():
+        for names in DATABASES.values():
             for name in names:
                 self.databases[name] = mariadb.create_database(f"calib_{name.lower()[:12]}")
         for name in SQL_SCHEMAS:

@@ -8,8 +8,9 @@ the phase counts as converged. Everything here is pure: no DIRAC, no database, n
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,10 @@ SampleOutput = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class PhaseContext:
-    """The numbers from the settings (and detector model) that the phases' physics depends on."""
+    """The numbers from the settings (and detector model) that the phases' physics depends on.
+
+    No field has a default: the resolved settings always carry every key (their defaults and the
+    detector model's values live in ``settings_schema`` and the model files, nowhere else)."""
 
     energies: Mapping[str, float]
     digitisationAccuracy: float
@@ -34,38 +38,30 @@ class PhaseContext:
     ecalEndcapCosThetaRange: tuple[float, float]
     hcalBarrelCosThetaRange: tuple[float, float]
     hcalEndcapCosThetaRange: tuple[float, float]
-    nHcalLayers: int = 44
-    nEcalThinLayers: int = 40
-    nEcalThickLayers: int = 0
-    ecalResponseCorrectionForThickLayers: float = 1.0
-    hcalThicknessRatio: float = 1.0
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    nHcalLayers: int
+    nEcalThinLayers: int
+    nEcalThickLayers: int
+    ecalResponseCorrectionForThickLayers: float
+    #: (absorber x scintillator) endcap-over-ring ratio of the HCAL layers (phase x.2's ring formula).
+    hcalThicknessRatio: float
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> "PhaseContext":
+    def from_settings(cls, settings: Mapping[str, Any]) -> PhaseContext:
         """Build from a resolved settings dict (``Settings.to_dict()``)."""
-        absorberEndcap = settings.get("hcalAbsorberThicknessEndcap", 20.0)
-        absorberRing = settings.get("hcalAbsorberThicknessRing", 20.0)
-        scintEndcap = settings.get("hcalScintillatorThicknessEndcap", 3.0)
-        scintRing = settings.get("hcalScintillatorThicknessRing", 3.0)
         return cls(
-            energies={
-                "gamma": float(settings.get("gammaEnergy", 10.0)),
-                "kaon": float(settings.get("kaonEnergy", 50.0)),
-                "muon": float(settings.get("muonEnergy", 10.0)),
-                "zuds": float(settings.get("zudsEnergy", 200.0)),
-            },
+            energies={sample: float(settings[f"{sample}Energy"]) for sample in ("gamma", "kaon", "muon", "zuds")},
             digitisationAccuracy=float(settings["digitisationAccuracy"]),
             pandoraPFAAccuracy=float(settings["pandoraPFAAccuracy"]),
             ecalBarrelCosThetaRange=tuple(settings["ecalBarrelCosThetaRange"]),
             ecalEndcapCosThetaRange=tuple(settings["ecalEndcapCosThetaRange"]),
             hcalBarrelCosThetaRange=tuple(settings["hcalBarrelCosThetaRange"]),
             hcalEndcapCosThetaRange=tuple(settings["hcalEndcapCosThetaRange"]),
-            nHcalLayers=int(settings.get("nHcalLayers", 44)),
-            nEcalThinLayers=int(settings.get("nEcalThinLayers", 40)),
-            nEcalThickLayers=int(settings.get("nEcalThickLayers", 0)),
-            ecalResponseCorrectionForThickLayers=float(settings.get("ecalResponseCorrectionForThickLayers", 1.0)),
-            hcalThicknessRatio=(absorberEndcap * scintRing) / (absorberRing * scintEndcap),
+            nHcalLayers=int(settings["nHcalLayers"]),
+            nEcalThinLayers=int(settings["nEcalThinLayers"]),
+            nEcalThickLayers=int(settings["nEcalThickLayers"]),
+            ecalResponseCorrectionForThickLayers=float(settings["ecalResponseCorrectionForThickLayers"]),
+            hcalThicknessRatio=(settings["hcalAbsorberThicknessEndcap"] * settings["hcalScintillatorThicknessRing"])
+            / (settings["hcalAbsorberThicknessRing"] * settings["hcalScintillatorThicknessEndcap"]),
         )
 
 
@@ -185,7 +181,9 @@ class Phase:
         where the phase has no such estimate."""
         return {}
 
-    def predict(self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants | None:
+    def predict(
+        self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext
+    ) -> Constants | None:
         """The update as if the measurement had been made with ``current`` instead of
         ``measuredWith`` constants (phases run in the same pass as their dependencies), or None."""
         return None

@@ -16,7 +16,7 @@ Converged: max(|m_B - E|, |m_E - E|) / E < digitisationAccuracy.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

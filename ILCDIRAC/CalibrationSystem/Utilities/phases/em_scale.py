@@ -13,7 +13,7 @@ on target up to small threshold and fragment effects.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -16,8 +16,9 @@ Converged: max(|I_E - T|, |I_H - T|) / T < pandoraPFAAccuracy.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -70,11 +71,11 @@ class HadronicScale(Phase):
 
     def spec(self, ctx: PhaseContext) -> SummarySpec:
         energy = ctx.energies["kaon"]
-        cells = dict(bins=int(ENERGY_BINS_PER_E * RANGE_IN_E), low=0.0, high=RANGE_IN_E * energy,
-                     y=Axis(FRACTION_BINS, 0.0, 1.0, flow=False))
-        return SummarySpec(hists={"events": HistSpec(**cells),
-                                  "ecalShareSum": HistSpec(**cells, sumOf=("events", 1)),
-                                  "energySum": HistSpec(**cells, sumOf=("events", 0))})
+        cells = functools.partial(HistSpec, bins=int(ENERGY_BINS_PER_E * RANGE_IN_E), low=0.0,
+                                  high=RANGE_IN_E * energy, y=Axis(FRACTION_BINS, 0.0, 1.0, flow=False))
+        return SummarySpec(hists={"events": cells(),
+                                  "ecalShareSum": cells(sumOf=("events", 1)),
+                                  "energySum": cells(sumOf=("events", 0))})
 
     def reduce(self, outputs: Mapping[str, SampleOutput], ctx: PhaseContext) -> Summary:
         tree = outputs["kaon"]

@@ -13,7 +13,7 @@ Converged: max(|m_B - T|, |m_E - T|) / E < digitisationAccuracy.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

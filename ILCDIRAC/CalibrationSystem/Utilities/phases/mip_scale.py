@@ -17,8 +17,7 @@ the digitisation phases, predicting the MIP scales for their new constants, and 
 from __future__ import annotations
 
 import math
-from typing import Mapping
-
+from collections.abc import Mapping
 
 from ILCDIRAC.CalibrationSystem.Utilities.estimators import histogram_mean, mip_peak, simcalohit_peak
 from ILCDIRAC.CalibrationSystem.Utilities.pfoanalysis import CALIBRATION_HISTOGRAMS
@@ -33,6 +32,8 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.base import (
 )
 from ILCDIRAC.CalibrationSystem.Utilities.phases.hcal_digitisation import (
     BRANCHES as KAON_BRANCHES,
+)
+from ILCDIRAC.CalibrationSystem.Utilities.phases.hcal_digitisation import (
     contained_kaon_energies,
     fitted_hcal_mean,
     hcal_precision,
@@ -120,7 +121,9 @@ class MipScale(Phase):
         histograms filled with every hit of every muon: their precision is the bin width."""
         return {"CalibrHCALOther": ("kaon", hcal_precision(ctx, events.get("kaon", 0), "endcap"))}
 
-    def predict(self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext) -> Constants:
+    def predict(
+        self, measuredWith: Constants, current: Constants, measurement: Measurement, ctx: PhaseContext
+    ) -> Constants:
         """Digitised MIP peaks scale exactly with the digitisation constants (thresholds act on
         simulated energy), so the MIP scales follow the ECAL and HCAL updates of the same pass;
         CalibrHCALOther = ratios x c_EC T / m_EC is the same with the old or the new c_EC.

@@ -13,7 +13,7 @@ A single pass: the phase completes after one step.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ILCDIRAC.CalibrationSystem.Utilities.likelihood import merge_likelihoods, read_likelihood, write_likelihood
 from ILCDIRAC.CalibrationSystem.Utilities.phases.base import Constants, Measurement, Phase, PhaseContext, SampleOutput
@@ -49,8 +49,11 @@ class PhotonTraining(Phase):
             return Measurement({}, ok=False, reason="no training file to merge")
         combined = merge_likelihoods([read_likelihood(text) for text in merged.files["likelihood"]])
         return Measurement(
-            {"signalEvents": float(sum(combined.nSignalEvents)), "backgroundEvents": float(sum(combined.nBackgroundEvents)),
-             "trainingFiles": float(len(merged.files["likelihood"]))},
+            {
+                "signalEvents": float(sum(combined.nSignalEvents)),
+                "backgroundEvents": float(sum(combined.nBackgroundEvents)),
+                "trainingFiles": float(len(merged.files["likelihood"])),
+            },
             artifacts={MERGED_LIKELIHOOD: write_likelihood(combined)},
         )
 

@@ -197,7 +197,7 @@ def test_a_broken_settings_file_lists_every_problem_and_creates_nothing(testbed,
         lines = done.stderr.splitlines()
         assert lines[0] == "ERROR: broken.txt: 4 problems in the settings:", done.stderr
         assert sorted(lines[1:]) == [
-            "  - digitisationAccuracy: must be a number, got 'two percent'",
+            "  - digitisationAccuracy: must be a finite number, got 'two percent'",
             "  - ecalBarrelCosThetaRange: must be increasing and inside [0, 1], got [0.643, 0.0]",
             "  - fractionOfFinishedJobsNeededToStartNextStep: must be in (0, 1], got 1.5",
             "  - numberOfJob: unknown key (did you mean 'numberOfJobs'?)",
@@ -243,7 +243,7 @@ def test_every_error_is_one_readable_line(testbed, down, idle, tmp_path):
          f"calibration not created: {refused}"),
     ]
     processes = [command(bed.env(user), *args, cwd=tmp_path) for bed, user, args, _ in cases]
-    for process, (_, _, _, expected) in zip(processes, cases):
+    for process, (_, _, _, expected) in zip(processes, cases, strict=True):
         assert_one_line_error(finish(process), expected)
     assert not (tmp_path / "work").exists()  # no worker was started for the refused submission
 

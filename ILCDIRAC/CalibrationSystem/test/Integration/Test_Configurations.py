@@ -111,18 +111,49 @@ def broken(tmp_path: Path, name: str, edits: dict[str, tuple[str, str]], drop: t
 
 
 BROKEN = {
-    "nested include": ("CLD", {"CLDReconstruction.xml": ("</marlin>", '<include ref="extra/Extra.xml"/></marlin>'),
-                               "extra/Extra.xml": ("", '<include ref="more.xml"/>')}, (), {},
-                       "extra/Extra.xml, line 1: nested includes are not allowed"),
-    "no detector model": ("ILD", {}, (), {"steeringConstants": None},
-                          "included file Calibration/Calibration_None_Please_specify_one.xml not found"),
-    "missing Pandora settings": ("CLIC", {}, ("PandoraSettings/PandoraSettingsDefault.xml",), {},
-                                 "PandoraSettings/PandoraSettingsDefault.xml not found"),
-    "two digitisers run": ("CLD", {"CLDReconstruction.xml": ('<processor name="MyDDSimpleMuonDigi"/>',
-                                                             '<processor name="MyDDSimpleMuonDigi"/><processor name="MyDDCaloDigi_400ns"/>')},
-                           (), {"DDCaloDigiName": "MyCaloDigi"}, "2 DDCaloDigi processors are run"),
-    "undefined constant": ("ILD", {"CaloDigi/AHcalDigi.xml": ("${HcalRingMip}", "${HcalRingMIP}")}, (), {},
-                           "CaloDigi/AHcalDigi.xml, line 51 (parameter calibration_mip): constant ${HcalRingMIP} is not defined"),
+    "nested include": (
+        "CLD",
+        {
+            "CLDReconstruction.xml": ("</marlin>", '<include ref="extra/Extra.xml"/></marlin>'),
+            "extra/Extra.xml": ("", '<include ref="more.xml"/>'),
+        },
+        (),
+        {},
+        "extra/Extra.xml, line 1: nested includes are not allowed",
+    ),
+    "no detector model": (
+        "ILD",
+        {},
+        (),
+        {"steeringConstants": None},
+        "included file Calibration/Calibration_None_Please_specify_one.xml not found",
+    ),
+    "missing Pandora settings": (
+        "CLIC",
+        {},
+        ("PandoraSettings/PandoraSettingsDefault.xml",),
+        {},
+        "PandoraSettings/PandoraSettingsDefault.xml not found",
+    ),
+    "two digitisers run": (
+        "CLD",
+        {
+            "CLDReconstruction.xml": (
+                '<processor name="MyDDSimpleMuonDigi"/>',
+                '<processor name="MyDDSimpleMuonDigi"/><processor name="MyDDCaloDigi_400ns"/>',
+            )
+        },
+        (),
+        {"DDCaloDigiName": "MyCaloDigi"},
+        "2 DDCaloDigi processors are run",
+    ),
+    "undefined constant": (
+        "ILD",
+        {"CaloDigi/AHcalDigi.xml": ("${HcalRingMip}", "${HcalRingMIP}")},
+        (),
+        {},
+        "CaloDigi/AHcalDigi.xml, line 51 (parameter calibration_mip): constant ${HcalRingMIP} is not defined",
+    ),
 }
 
 
@@ -203,7 +234,7 @@ def test_every_run_of_a_whole_calibration_carries_its_steps_constants(tmp_path, 
     userPandora = user.processors[user.running("DDPandoraPFANewProcessor")[0]]
     trained = None
     assert len(runner.runs) == sum(4 * len({x for p in s["Phases"] for x in phase_for(p).samples}) for s in outcome.steps)
-    for (worker, run), (parsed, settingsFile, likelihoods) in sorted(runner.runs.items()):
+    for (_worker, run), (parsed, settingsFile, likelihoods) in sorted(runner.runs.items()):
         step, sample = int(run.split("_")[0].removeprefix("step")), run.split("_")[1].removesuffix(".xml")
         constants = steps[step]["Constants"]
         got, expected = digitisation(parsed, model, constants)

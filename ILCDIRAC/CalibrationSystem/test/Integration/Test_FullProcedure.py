@@ -4,7 +4,7 @@ For CLD and each FCC-ee ECAL layout (true constants 10-20 % away from the starti
 default ``fast`` strategy must end with every constant within the requested accuracy of the
 value the original estimators settle on for that detector: the ``legacy`` procedure started from
 the true constants, on the same events. (The generator truth itself is not the reference: the
-estimators have their own fixed points, docs/calibration_physics.md section 4.3.)
+estimators have their own fixed points, docs/PHYSICS.md section 8.)
 """
 import pytest
 
@@ -50,7 +50,7 @@ def test_every_constant_ends_where_the_estimators_settle(calibrated, group, tole
     configuration, fast, settled = calibrated
     start = fast.steps[0]["Constants"]
     for name in group:
-        for got, reference, initial in zip(values(fast.constants[name]), values(settled.constants[name]), values(start[name])):
+        for got, reference, initial in zip(values(fast.constants[name]), values(settled.constants[name]), values(start[name]), strict=True):
             assert got == pytest.approx(reference, rel=tolerance), f"{configuration.name} {name}"
             if name in DIGITISATION[:4] + PANDORA:
                 # the calibration really moved it: the start was 10-20 % away

@@ -6,10 +6,15 @@ ConfigTemplate.cfg, whose HandlerPath names the module, and again without Handle
 loader searches the extensions by priority):
 - the checkout, with the checkout on PYTHONPATH as the test bed runs services (the environment's
   installed copy, possibly stale, must not win);
-- a fresh virtualenv holding a pristine iLCDirac wheel, with its OLD CalibrationSystem folder,
-  into which ``pip install --no-deps .`` installs this project: our files must replace the old
-  ones although the old folder is not deleted. Third-party packages (DIRAC included) come from the
+- a fresh virtualenv holding iLCDirac as its wheel installs it, with its OLD CalibrationSystem
+  folder, into which this project's wheel is installed: our files must replace the old ones
+  although the old folder is not deleted. Third-party packages (DIRAC included) come from the
   current environment through a folder of symlinks that leaves out every ILCDIRAC distribution.
+
+Nothing is downloaded (the test runs offline): iLCDirac is copied from the current environment
+with its dist-info, and since ``make install`` removed the wheel's old CalibrationSystem there,
+that folder is laid out again from the dist-info's RECORD (the old file names, stand-in contents);
+the project's wheel is built from a copy of the checkout and installed with ``--no-index``.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ HANDLER = Path("Service") / "CalibrationHandler.py"
 AGENT = Path("Agent") / "CalibrationAgent.py"
 PACKAGE_PREFIX = "ILCDIRAC/CalibrationSystem/"
 SOURCE_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in")
+OLD_CONTENT = "# iLCDirac's own CalibrationSystem file (stand-in for the wheel's original)\n"
 
 PROBE = r"""
 import hashlib, inspect, json
@@ -163,10 +169,30 @@ def test_dirac_loads_the_checkout_components(tmp_path):
     _assert_ilcdirac_intact(result, installed)
 
 
+def _copy_ilcdirac(site: Path) -> set[Path]:
+    """Install iLCDirac into ``site`` as its wheel would, offline, from the current environment.
+
+    The package and its dist-info are copied; the old CalibrationSystem folder (which ``make install``
+    replaced here by this project) is laid out from the dist-info's RECORD. Returns its files."""
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    (distInfo,) = purelib.glob(f"ilcdirac-{importlib.metadata.version('ILCDIRAC')}.dist-info")
+    shutil.copytree(purelib / "ILCDIRAC", site / "ILCDIRAC",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "CalibrationSystem"))
+    shutil.copytree(distInfo, site / distInfo.name)
+    oldFiles = set()
+    for line in (distInfo / "RECORD").read_text().splitlines():
+        path = line.split(",")[0]
+        if path.startswith(PACKAGE_PREFIX) and "__pycache__" not in path:
+            target = site / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(OLD_CONTENT)
+            oldFiles.add(Path(path).relative_to(PACKAGE_PREFIX))
+    return oldFiles
+
+
 @pytest.fixture(scope="module")
 def fresh_venv():
-    """A new virtualenv: pristine iLCDirac (old CalibrationSystem included), then ``pip install --no-deps .``."""
-    version = importlib.metadata.version("ILCDIRAC")
+    """A new virtualenv: iLCDirac (old CalibrationSystem included), then this project's wheel, all offline."""
     with tempfile.TemporaryDirectory(prefix="calib-freshvenv-") as tmp:
         tmp = Path(tmp)
         _run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")])
@@ -181,16 +207,8 @@ def fresh_venv():
                 continue
             (deps / entry.name).symlink_to(entry)
         (site / "_calibration_test_deps.pth").write_text(f"import site; site.addsitedir({str(deps)!r})\n")
-
-        pip = [python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", "--no-deps"]
-        done = subprocess.run([*pip, f"ILCDIRAC=={version}"], capture_output=True, text=True, timeout=300, cwd=tmp)
-        if done.returncode != 0:
-            reason = f"cannot install ILCDIRAC=={version} from PyPI into a fresh virtualenv:\n{done.stderr[-2000:]}"
-            if os.environ.get("CALIBRATION_ALLOW_SKIP") == "1":
-                pytest.skip(reason)
-            pytest.fail(reason, pytrace=False)
-        old = site / "ILCDIRAC" / "CalibrationSystem"
-        oldFiles = {p.relative_to(old) for p in old.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+        oldFiles = _copy_ilcdirac(site)
+        assert oldFiles, "the iLCDirac dist-info lists no CalibrationSystem files: the test would prove nothing"
 
         # Build from a copy of the sources: an in-tree build would leave build/ and *.egg-info in the checkout.
         source = tmp / "source"
@@ -201,7 +219,11 @@ def fresh_venv():
         shutil.copy2(CODE_ROOT / "ILCDIRAC" / "__init__.py", source / "ILCDIRAC" / "__init__.py")
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(PACKAGE_DIR, source / "ILCDIRAC" / "CalibrationSystem", ignore=ignore)
-        _run([*pip, "--no-build-isolation", str(source)], cwd=tmp)
+        pip = [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+        wheels = tmp / "wheels"
+        _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(wheels), str(source)], cwd=tmp)
+        (wheel,) = wheels.glob("ilcdirac_calibration-*.whl")
+        _run([*pip, "install", "--no-index", "--no-deps", str(wheel)], cwd=tmp)
         yield SimpleNamespace(root=tmp, python=python, site=site, oldFiles=oldFiles)
 
 
@@ -216,6 +238,7 @@ def test_installed_copy_wins_over_the_old_calibration_system(fresh_venv):
     ours = {Path(f).relative_to(PACKAGE_PREFIX) for f in _record_files(fresh_venv)}
     leftovers = {f for f in fresh_venv.oldFiles - ours if (package / f).is_file()}
     assert leftovers, "the fresh iLCDirac had no old CalibrationSystem files: the test proves nothing"
+    assert all((package / f).read_text() == OLD_CONTENT for f in leftovers)
     # ... and every file this project installed is byte-identical to the checkout.
     assert {HANDLER, AGENT, Path("ConfigTemplate.cfg")} <= ours
     for relative in ours:

@@ -5,6 +5,8 @@ four local worker processes running the emulator through the reconstruction cont
 threshold at 0.75. The calibration must converge to the emulator's true constants, and the
 database must hold every step with the constants it ran with.
 """
+import itertools
+
 import pytest
 
 from ILCDIRAC.CalibrationSystem.test.scenario import Scenario, shifted_truth
@@ -54,7 +56,7 @@ def test_every_step_is_in_the_database_with_its_constants(calibration, testbed):
     assert [s["Step"] for s in steps] == list(range(1, len(steps) + 1))
     assert len(steps) >= 2  # legacy: a start outside tolerance needs an update and a confirmation
     assert all(s["Status"] == "closed" and s["NResults"] >= 3 for s in steps)
-    for before, after in zip(steps, steps[1:]):
+    for before, after in itertools.pairwise(steps):
         # each step ran with exactly the constants the previous step's update produced
         assert after["Constants"] == before["Outcome"]["constantsAfter"]
     last = steps[-1]["Outcome"]

@@ -79,7 +79,7 @@ def test_setup_installs_the_expected_scripts():
 
 def test_every_script_answers_help_with_purpose_options_and_an_example(env, tmp_path):
     cases = [(name, [flag]) for name in SCRIPTS for flag in ("--help", "-h")]
-    for (name, args), done in zip(cases, run_all(cases, env, tmp_path)):
+    for (name, args), done in zip(cases, run_all(cases, env, tmp_path), strict=True):
         shown = f"{name} {args}: rc={done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
         assert done.returncode == 0, shown
         text = done.stdout
@@ -98,7 +98,7 @@ def test_a_wrong_option_is_one_line_and_a_non_zero_exit(env, tmp_path):
               ("dirac-clic-calibration-status", ["12", "--interval", "5"]),
               ("dirac-clic-calibration-worker", ["--calibration", "x", "--worker", "3"]),
               ("dirac-clic-calibration-worker", ["--calibration", "12", "--worker", "3", "--owner-dn", "/CN=a"])]
-    for (name, args), done in zip(cases, run_all(cases, env, tmp_path)):
+    for (name, args), done in zip(cases, run_all(cases, env, tmp_path), strict=True):
         shown = f"{name} {args}: rc={done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
         assert done.returncode != 0, shown
         lines = (done.stdout + done.stderr).splitlines()

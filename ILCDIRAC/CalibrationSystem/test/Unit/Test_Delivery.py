@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from diraccfg import CFG
 from DIRAC import gConfig, gLogger
 from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
 from DIRAC.DataManagementSystem.Client import DataManager as data_manager_module
+from diraccfg import CFG
 
 from ILCDIRAC.CalibrationSystem.Agent import CalibrationAgent as agent_module
 from ILCDIRAC.CalibrationSystem.Agent.CalibrationAgent import AgentError, CalibrationAgent, copy_local, upload

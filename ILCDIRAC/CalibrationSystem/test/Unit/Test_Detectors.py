@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from ILCDIRAC.CalibrationSystem.Utilities import detectors
+from ILCDIRAC.CalibrationSystem.Utilities.carriers import CALIBRATED_CONSTANTS
 from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
     SETTINGS_KEYS,
     DetectorModelError,
@@ -14,7 +15,6 @@ from ILCDIRAC.CalibrationSystem.Utilities.detectors import (
     load_detector_model,
     model_stem,
 )
-from ILCDIRAC.CalibrationSystem.Utilities.carriers import CALIBRATED_CONSTANTS
 
 FCCEE_VARIANTS = ("FCCee_01_v04_ecal40", "FCCee_01_v04_ecal30", "FCCee_01_v04_ecal20", "FCCee_01_v04_ecal20_10")
 

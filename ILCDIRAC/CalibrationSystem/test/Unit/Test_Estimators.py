@@ -1,5 +1,5 @@
 """Calibration estimators against distributions with known answers, against literal
-(loop-by-loop) re-statements of the original algorithms from docs/calibration_physics.md, and
+(loop-by-loop) re-statements of the original algorithms (docs/PHYSICS.md section 4), and
 (chi-square method) against today's per-event computation it replaces."""
 import math
 
@@ -75,7 +75,7 @@ def literal_peak(counts, distance=10):
 
 def literal_csm_chi2(eEcal, eHcal, iE, iH, c=0.55):
     chi2 = 0.0
-    for eE, eH in zip(eEcal, eHcal):
+    for eE, eH in zip(eEcal, eHcal, strict=True):
         d = abs(eH * iE + eE * iH - iH * iE) / math.sqrt(iH ** 2 + iE ** 2)
         sigma = math.sqrt(((c * math.sqrt(eH) * iE) ** 2 + (c * math.sqrt(eE) * iH) ** 2) / (iH ** 2 + iE ** 2))
         chi2 += (d / sigma) ** 2
@@ -161,9 +161,9 @@ def test_rms90_window_of_a_gaussian_is_the_central_1p645_sigma():
     expected = 1e6 * np.diff(stats.norm.cdf(edges))
     samples = np.random.default_rng(7).normal(3.0, 2.0, 200_000)
     sampled, sampledEdges = np.histogram(samples, bins=400, range=(-7.0, 13.0))
-    for counts, edges, mu, sigma in ((expected, edges, 0.0, 1.0), (sampled, sampledEdges, 3.0, 2.0)):
-        low, high, mean, rms = rms90_window(counts, edges)
-        centre = 0.5 * (edges[:-1] + edges[1:])
+    for counts, binEdges, mu, sigma in ((expected, edges, 0.0, 1.0), (sampled, sampledEdges, 3.0, 2.0)):
+        low, high, mean, rms = rms90_window(counts, binEdges)
+        centre = 0.5 * (binEdges[:-1] + binEdges[1:])
         assert (centre[low] - mu) / sigma == pytest.approx(-z, abs=0.1)
         assert (centre[high] - mu) / sigma == pytest.approx(z, abs=0.1)
         assert (mean - mu) / sigma == pytest.approx(0.0, abs=0.05)
@@ -340,7 +340,9 @@ def cells_of(eEcal, eHcal, beam=BEAM):
     n = len(eEcal)
     ctx = PhaseContext(energies={"kaon": beam}, digitisationAccuracy=0.02, pandoraPFAAccuracy=0.005,
                        ecalBarrelCosThetaRange=(0, 0.6), ecalEndcapCosThetaRange=(0.8, 0.9),
-                       hcalBarrelCosThetaRange=(0, 0.6), hcalEndcapCosThetaRange=(0.8, 0.9))
+                       hcalBarrelCosThetaRange=(0, 0.6), hcalEndcapCosThetaRange=(0.8, 0.9), nHcalLayers=44,
+                       nEcalThinLayers=40, nEcalThickLayers=0, ecalResponseCorrectionForThickLayers=1.0,
+                       hcalThicknessRatio=1.0)
     tree = {name: np.ones(n) for name in ("nPfoTargetsTotal", "nPfoTargetsNeutralHadrons", "nPfosTotal", "nPfosNeutralHadrons")}
     tree.update(pfoMinHCalLayerToEdge=np.full(n, 10), pfoECalToHadEnergy=np.asarray(eEcal), pfoHCalToHadEnergy=np.asarray(eHcal))
     return kaon_cells(phase_for("1.4").reduce({"kaon": tree}, ctx))

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from marlin_emulator import STEERING_DIR
 from ILCDIRAC.CalibrationSystem.Utilities.likelihood import (
     LikelihoodData,
     LikelihoodDataError,
@@ -12,6 +11,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.likelihood import (
     read_likelihood,
     write_likelihood,
 )
+from marlin_emulator import STEERING_DIR
 
 SHIPPED = STEERING_DIR / "PandoraSettings" / "PandoraLikelihoodData9EBin.xml"
 

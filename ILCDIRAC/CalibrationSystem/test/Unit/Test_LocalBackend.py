@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -30,15 +31,22 @@ def start(processes, command: list[str]) -> int:
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     processes.append(process)
-    # wait (without sleeping blindly) until the command line is the final one
-    for _ in range(500):
+    wait_for_command_line(process.pid, command[-1])
+    return process.pid
+
+
+def wait_for_command_line(pid: int, last: str, timeout: float = 60.0) -> None:
+    """Wait (without sleeping blindly) until the process has exec'd its final command line, whose
+    last argument is ``last``: between fork and exec it shows its parent's, or none."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            if psutil.Process(process.pid).cmdline()[-1:] == command[-1:]:
-                return process.pid
+            if psutil.Process(pid).cmdline()[-1:] == [last]:
+                return
         except psutil.Error:
             pass
         psutil.wait_procs([], timeout=0.01)
-    raise AssertionError(f"{command} did not start")
+    raise AssertionError(f"process {pid} did not start a command ending in {last!r}")
 
 
 def fake_worker(folder: Path) -> Path:
@@ -117,6 +125,7 @@ def test_a_restarted_worker_acts_for_its_owner_with_the_starters_own_environment
     pid = int(jobs[2].removeprefix("local:"))
     process = psutil.Process(pid)
     try:
+        wait_for_command_line(pid, "calibration_user")
         cmdline = process.cmdline()
         assert cmdline[-10:] == ["--calibration", "5", "--worker", "2", "--workdir",
                                  str(tmp_path / "agent" / "calibration_5" / "worker_2"),

@@ -70,7 +70,7 @@ def texts(figure):
 def shown_ticks(axis):
     """The tick labels drawn: those of ticks inside the view (matplotlib keeps the others, undrawn)."""
     low, high = sorted(axis.get_view_interval())
-    return [label for tick, label in zip(axis.get_ticklocs(), axis.get_ticklabels()) if low <= tick <= high]
+    return [label for tick, label in zip(axis.get_ticklocs(), axis.get_ticklabels(), strict=True) if low <= tick <= high]
 
 
 def assert_readable(figure):

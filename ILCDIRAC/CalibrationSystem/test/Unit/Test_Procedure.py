@@ -12,6 +12,11 @@ CTX = PhaseContext(
     ecalEndcapCosThetaRange=(0.766, 0.94),
     hcalBarrelCosThetaRange=(0.15, 0.485),
     hcalEndcapCosThetaRange=(0.72, 0.94),
+    nHcalLayers=44,
+    nEcalThinLayers=40,
+    nEcalThickLayers=0,
+    ecalResponseCorrectionForThickLayers=1.0,
+    hcalThicknessRatio=1.0,
 )
 TRUE_BARREL, TRUE_ENDCAP_FACTOR = 40.0, 1.05
 START = {"CalibrECAL": [34.0, 34.0], "ECALEndcapCorrectionFactor": 1.0, "CalibrHCALBarrel": 45.0, "CalibrHCALEndcap": 46.0}

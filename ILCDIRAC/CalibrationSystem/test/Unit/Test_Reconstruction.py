@@ -94,31 +94,76 @@ def in_folder(tmp_path: Path, source: Path, edits: dict[str, tuple[str, str]] = 
     return target / source.name
 
 
-@pytest.mark.parametrize("edits, drop, extra, message", [
-    ({}, ["PandoraSettingsCLD/PandoraSettingsDefault.xml"], {},
-     "the Pandora settings (PandoraSettingsXmlFile of MyDDMarlinPandora_10ns) PandoraSettingsCLD/PandoraSettingsDefault.xml not found"),
-    ({}, ["PandoraSettingsCLD/PandoraLikelihoodData9EBin.xml"], {},
-     "the photon likelihood file of PandoraSettingsCLD/PandoraSettingsDefault.xml PandoraSettingsCLD/PandoraLikelihoodData9EBin.xml not found"),
-    ({}, ["CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml"], {},
-     "photon training needs Pandora settings that make PDF histograms: none found as "
-     "CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml, PandoraSettingsCLD/PandoraSettingsPhotonTraining.xml, "
-     "PandoraSettingsPhotonTraining.xml; name them with the setting pandoraSettingsTrainingFile"),
-    ({"CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml": ("<ShouldMakePdfHistograms>true", "<ShouldMakePdfHistograms>false")},
-     [], {}, "trains no photon likelihood"),
-    ({"PandoraSettingsCLD/PandoraSettingsDefault.xml": ("<HistogramFile>", "<!--HistogramFile>")}, [], {},
-     "is not well-formed XML"),
-    ({"CLDReconstruction.xml": ("PandoraSettingsCLD/PandoraSettingsDefault.xml", "/opt/PandoraSettingsDefault.xml")}, [], {},
-     "PandoraSettingsXmlFile of MyDDMarlinPandora_10ns '/opt/PandoraSettingsDefault.xml' is an absolute path"),
-    ({}, [], {"pandoraSettingsFile": "PandoraSettingsCLD/Other.xml"}, "the Pandora settings (pandoraSettingsFile) PandoraSettingsCLD/Other.xml not found"),
-    ({}, [], {"steeringConstants": {"DetectorModel": "x"}}, "steeringConstants ['DetectorModel'] are not defined"),
-    ({"CLDReconstruction.xml": ('<processor name="MyDDCaloDigi_${CalorimeterIntegrationTimeWindow}ns"/>',
-                                '<processor name="MyDDCaloDigi_10ns"/><processor name="MyDDCaloDigi_400ns"/>')},
-     [], {"DDCaloDigiName": "Nope"},
-     "'Nope' is not defined, and 2 DDCaloDigi processors are run (MyDDCaloDigi_10ns, MyDDCaloDigi_400ns): it is "
-     "ambiguous which one to calibrate; name it with the setting DDCaloDigiName"),
-    ({"CLDReconstruction.xml": ('<processor name="MyDDMarlinPandora_${CalorimeterIntegrationTimeWindow}ns"/>', "")}, [], {},
-     "no DDPandoraPFANewProcessor processor is run: 'MyDDMarlinPandora_10ns' is defined but not run by <execute>"),
-])
+@pytest.mark.parametrize(
+    "edits, drop, extra, message",
+    [
+        (
+            {},
+            ["PandoraSettingsCLD/PandoraSettingsDefault.xml"],
+            {},
+            "the Pandora settings (PandoraSettingsXmlFile of MyDDMarlinPandora_10ns) "
+            "PandoraSettingsCLD/PandoraSettingsDefault.xml not found",
+        ),
+        (
+            {},
+            ["PandoraSettingsCLD/PandoraLikelihoodData9EBin.xml"],
+            {},
+            "the photon likelihood file of PandoraSettingsCLD/PandoraSettingsDefault.xml "
+            "PandoraSettingsCLD/PandoraLikelihoodData9EBin.xml not found",
+        ),
+        (
+            {},
+            ["CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml"],
+            {},
+            "photon training needs Pandora settings that make PDF histograms: none found as "
+            "CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml, PandoraSettingsCLD/PandoraSettingsPhotonTraining.xml, "
+            "PandoraSettingsPhotonTraining.xml; name them with the setting pandoraSettingsTrainingFile",
+        ),
+        (
+            {
+                "CalibrationPandoraSettings/PandoraSettingsPhotonTraining.xml": (
+                    "<ShouldMakePdfHistograms>true",
+                    "<ShouldMakePdfHistograms>false",
+                )
+            },
+            [],
+            {},
+            "trains no photon likelihood",
+        ),
+        ({"PandoraSettingsCLD/PandoraSettingsDefault.xml": ("<HistogramFile>", "<!--HistogramFile>")}, [], {}, "is not well-formed XML"),
+        (
+            {"CLDReconstruction.xml": ("PandoraSettingsCLD/PandoraSettingsDefault.xml", "/opt/PandoraSettingsDefault.xml")},
+            [],
+            {},
+            "PandoraSettingsXmlFile of MyDDMarlinPandora_10ns '/opt/PandoraSettingsDefault.xml' is an absolute path",
+        ),
+        (
+            {},
+            [],
+            {"pandoraSettingsFile": "PandoraSettingsCLD/Other.xml"},
+            "the Pandora settings (pandoraSettingsFile) PandoraSettingsCLD/Other.xml not found",
+        ),
+        ({}, [], {"steeringConstants": {"DetectorModel": "x"}}, "steeringConstants ['DetectorModel'] are not defined"),
+        (
+            {
+                "CLDReconstruction.xml": (
+                    '<processor name="MyDDCaloDigi_${CalorimeterIntegrationTimeWindow}ns"/>',
+                    '<processor name="MyDDCaloDigi_10ns"/><processor name="MyDDCaloDigi_400ns"/>',
+                )
+            },
+            [],
+            {"DDCaloDigiName": "Nope"},
+            "'Nope' is not defined, and 2 DDCaloDigi processors are run (MyDDCaloDigi_10ns, MyDDCaloDigi_400ns): it is "
+            "ambiguous which one to calibrate; name it with the setting DDCaloDigiName",
+        ),
+        (
+            {"CLDReconstruction.xml": ('<processor name="MyDDMarlinPandora_${CalorimeterIntegrationTimeWindow}ns"/>', "")},
+            [],
+            {},
+            "no DDPandoraPFANewProcessor processor is run: 'MyDDMarlinPandora_10ns' is defined but not run by <execute>",
+        ),
+    ],
+)
 def test_what_cannot_work_is_refused_with_the_file_and_the_reason(tmp_path, edits, drop, extra, message):
     steeringFile = in_folder(tmp_path, CLD, edits, drop)
     with pytest.raises(SteeringError) as refused:
@@ -127,12 +172,20 @@ def test_what_cannot_work_is_refused_with_the_file_and_the_reason(tmp_path, edit
 
 
 def test_a_pfoanalysis_before_pandora_or_two_of_them_are_refused(tmp_path):
-    before = in_folder(tmp_path / "a", ILD, {"MarlinStdReco.xml": ('<group name="EcalDigi" />', '<processor name="MyPfoAnalysis" /><group name="EcalDigi" />')})
+    before = in_folder(
+        tmp_path / "a",
+        ILD,
+        {"MarlinStdReco.xml": ('<group name="EcalDigi" />', '<processor name="MyPfoAnalysis" /><group name="EcalDigi" />')},
+    )
     before.parent.joinpath("MarlinStdReco.xml").write_text(before.read_text().replace(
         '    <processor name="MyPfoAnalysis" />\n  </execute>', "  </execute>"))
     with pytest.raises(SteeringError, match="PfoAnalysis 'MyPfoAnalysis' runs before the Pandora processor 'MyDDMarlinPandora'"):
         files_of(before, settings("ILD", before, steeringConstants=ILD_CONSTANTS))
-    two = in_folder(tmp_path / "b", ILD, {"MarlinStdReco.xml": ('<processor name="MyPfoAnalysis" />', '<processor name="MyPfoAnalysis" /><processor name="Second" />')})
+    two = in_folder(
+        tmp_path / "b",
+        ILD,
+        {"MarlinStdReco.xml": ('<processor name="MyPfoAnalysis" />', '<processor name="MyPfoAnalysis" /><processor name="Second" />')},
+    )
     two.write_text(two.read_text().replace("</marlin>", '<processor name="Second" type="PfoAnalysis"/></marlin>'))
     with pytest.raises(SteeringError, match="2 PfoAnalysis processors are run"):
         files_of(two, settings("ILD", two, steeringConstants=ILD_CONSTANTS, PfoAnalysisName="Other"))

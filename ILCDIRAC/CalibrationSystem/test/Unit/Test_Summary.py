@@ -49,7 +49,7 @@ def test_payload_round_trip_is_exact_sparse_and_json_safe():
 def test_merging_reports_equals_filling_all_events_at_once():
     payloads = [make(seed).to_payload() for seed in range(3)]
     merged = Summary.merge_payloads(payloads, SPEC)
-    e, x, y = (np.concatenate(parts) for parts in zip(*(events(seed) for seed in range(3))))
+    e, x, y = (np.concatenate(parts) for parts in zip(*(events(seed) for seed in range(3)), strict=True))
     np.testing.assert_array_equal(merged.hists["e"].values(flow=True), np.histogram(e, bins=[-np.inf, *np.linspace(0, 10, 21), np.inf])[0])
     xEdges = [-np.inf, *np.linspace(0, 15, 31), np.inf]
     counts, _, _ = np.histogram2d(x, y, bins=[xEdges, np.linspace(0, 1, 11)])

@@ -203,7 +203,7 @@ def test_unreachable_service_is_retried_with_growing_jittered_delays_until_the_p
     patience, maximum = 3600.0, 120.0
     delays = time_.delays
     bases = geometric(1.0, 1.6, maximum, len(delays))
-    assert all(0.5 * b <= d <= min(1.5 * b, maximum) for d, b in zip(delays, bases)), list(zip(delays, bases))
+    assert all(0.5 * b <= d <= min(1.5 * b, maximum) for d, b in zip(delays, bases, strict=True)), list(zip(delays, bases, strict=True))
     assert delays == pytest.approx(expected_delays(11, bases, maximum), rel=1e-12)
     below = [d for d in delays if d < maximum]
     assert max(delays) == maximum and len(set(below)) == len(below) > 10, "jittered, never above the maximum"
@@ -238,8 +238,8 @@ def test_a_service_that_comes_back_within_the_patience_is_simply_used(tmp_path, 
     assert worker.run() == EXIT_ENDED
     assert len(time_.delays) == 5
     setupDelays, stepDelays = time_.delays[:3], time_.delays[3:]
-    assert all(0.5 * b <= d <= 1.5 * b for d, b in zip(setupDelays, geometric(1.0, 1.6, 120.0, 3)))
-    assert all(0.5 * b <= d <= 1.5 * b for d, b in zip(stepDelays, geometric(1.0, 1.6, 30.0, 2))), "back-off per call"
+    assert all(0.5 * b <= d <= 1.5 * b for d, b in zip(setupDelays, geometric(1.0, 1.6, 120.0, 3), strict=True))
+    assert all(0.5 * b <= d <= 1.5 * b for d, b in zip(stepDelays, geometric(1.0, 1.6, 30.0, 2), strict=True)), "back-off per call"
     assert reports == [f"PandoraCalib_{calibration.id}: Calibration is finished."]
 
 
@@ -289,7 +289,7 @@ def test_waiting_sleeps_with_growing_jittered_delays_and_a_run_resets_them(tmp_p
     bases = geometric(5.0, 1.6, 30.0, 5) + geometric(5.0, 1.6, 30.0, 3)
     assert bases[4] == 30.0, "the fifth wait is at the cap"
     assert time_.delays == pytest.approx(expected_delays(21, bases, 30.0), rel=1e-12)
-    assert all(0.5 * b <= d <= min(1.5 * b, 30.0) for d, b in zip(time_.delays, bases))
+    assert all(0.5 * b <= d <= min(1.5 * b, 30.0) for d, b in zip(time_.delays, bases, strict=True))
     assert time_.delays[5] <= 7.5 < 0.5 * bases[3], "after the run the back-off starts again at the minimum"
 
     waiting0 = f"PandoraCalib_{cid}: step 0 is finished. Waiting for other jobs"
@@ -420,7 +420,7 @@ class FakeGrid:
 
 def test_lfns_are_downloaded_once_per_worker_and_reused_for_every_step(tmp_path, calibration, samples):
     lfns = ["/ilc/user/p/physicist/gamma/gamma_1.slcio", "/ilc/user/p/physicist/gamma/gamma_2.slcio"]
-    grid = FakeGrid(dict(zip(lfns, samples["gamma"][1:3])))
+    grid = FakeGrid(dict(zip(lfns, samples["gamma"][1:3], strict=True)))
     setup = worker_setup(calibration)
     setup["samples"]["gamma"]["files"] = ["LFN:" + lfns[0], lfns[1]]  # with and without the prefix
     rpc = ScriptedRPC(getWorkerSetup=[ok(setup)],

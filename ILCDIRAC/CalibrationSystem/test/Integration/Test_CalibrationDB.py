@@ -5,6 +5,7 @@ import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, mysql_url
 from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
 
 
 @pytest.fixture(params=["mariadb", "sqlite"])
@@ -12,6 +13,7 @@ def url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite+pysqlite:///{tmp_path / 'calibration.sqlite'}"
         return
+    require_mariadb()
     name = mariadb.create_database("CalibDBUnit")
     try:
         yield mysql_url(mariadb.HOST, mariadb.PORT, mariadb.USER, mariadb.PASSWORD, name)
@@ -106,7 +108,7 @@ def test_two_service_processes_close_a_step_exactly_once_while_reports_race(url)
             errors.append(exc)
 
     threads = [threading.Thread(target=closer, args=(db,)) for db in (first, second, first, second)]
-    threads += [threading.Thread(target=reporter, args=(db, w)) for db, w in zip((first, second) * 2, range(6, 10))]
+    threads += [threading.Thread(target=reporter, args=(db, w)) for db, w in zip((first, second) * 2, range(6, 10), strict=True)]
     for t in threads:
         t.start()
     for t in threads:
