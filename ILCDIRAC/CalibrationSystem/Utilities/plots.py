@@ -206,6 +206,8 @@ def workers_plot(calibrationID: int, steps: Sequence[Mapping[str, Any]],
     axis.set_xlabel("step (label: the worker whose result came last)")
     axis.set_ylabel("seconds after the step opened")
     axis.set_ylim(bottom=0)
+    numbers = sorted(opened)
+    axis.set_xlim(numbers[0] - 0.8, numbers[-1] + 0.8)  # room for the labels left and right of each step
     _integer_steps(axis)
     figure.legend(fontsize=8, loc="outside lower center", ncol=2)
     return figure
