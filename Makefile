@@ -44,9 +44,9 @@ install: $(VENV)/.deps
 	rm -rf build
 
 mariadb:
-	@$(PY) -m ILCDIRAC.CalibrationSystem.test.mariadb || \
+	@$(PY) -m ILCDIRAC.CalibrationSystem.localdirac.mariadb || \
 	  { start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && \
-	    $(PY) -m ILCDIRAC.CalibrationSystem.test.mariadb --wait 60; }
+	    $(PY) -m ILCDIRAC.CalibrationSystem.localdirac.mariadb --wait 60; }
 
 # ruff over the whole repository (ruff.toml), mypy over the pure modules and the emulator (mypy.ini).
 # After `install`, whose dependencies step would otherwise leave the project uninstalled.

@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ILCDIRAC.CalibrationSystem.Client.Worker import Worker  # noqa: E402
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB  # noqa: E402
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import CONFIGURATIONS  # noqa: E402
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import CALLER, EmulatorRunner, LogicRPC, input_files, make_samples  # noqa: E402
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic  # noqa: E402
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties  # noqa: E402
 from ILCDIRAC.CalibrationSystem.test import percsm  # noqa: E402
-from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS  # noqa: E402
-from ILCDIRAC.CalibrationSystem.test.inprocess import CALLER, EmulatorRunner, LogicRPC, input_files, make_samples  # noqa: E402
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for  # noqa: E402
 from ILCDIRAC.CalibrationSystem.Utilities.phases.base import K0L_MASS  # noqa: E402
 from ILCDIRAC.CalibrationSystem.Utilities.procedure import ProcedureState, start  # noqa: E402

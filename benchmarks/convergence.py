@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Passes and worker CPU seconds of the ``legacy`` and ``fast`` strategies, side by side.
 
-Every configuration of ``ILCDIRAC.CalibrationSystem.test.configurations`` (CLD and the four
+Every configuration of ``ILCDIRAC.CalibrationSystem.localdirac.configurations`` (CLD and the four
 FCC-ee ECAL layouts, true constants 10-20 % away from the starting ones) is calibrated through
 all three stages in-process (service logic, real workers, the emulator) with each strategy.
 A pass is one step: one round trip of all workers over their samples.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS  # noqa: E402
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import CONFIGURATIONS  # noqa: E402
 
 STRATEGIES = ("legacy", "fast")
 

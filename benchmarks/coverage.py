@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import CONFIGURATIONS  # noqa: E402
 from ILCDIRAC.CalibrationSystem.test import coverage  # noqa: E402
-from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ILCDIRAC.CalibrationSystem.test.scenario import BIN, Scenario, create_via_rpc, shifted_truth  # noqa: E402
-from ILCDIRAC.CalibrationSystem.test.testbed import CODE_ROOT, Testbed  # noqa: E402
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import BIN, Scenario, create_via_rpc, shifted_truth  # noqa: E402
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import CODE_ROOT, Testbed  # noqa: E402
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits  # noqa: E402
 
 TRUTH = shifted_truth("FCCee_o1_v04", {"CalibrECAL": 1.15})

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The delivered result folder, run as delivered: the EM scale of fresh photons.
 
-Each configuration of ``ILCDIRAC.CalibrationSystem.test.configurations`` (true constants 10-20 %
+Each configuration of ``ILCDIRAC.CalibrationSystem.localdirac.configurations`` (true constants 10-20 %
 away from the starting ones) is calibrated through all three stages in-process (service logic,
 real workers, the emulator as Marlin), CLD with the CLDConfig-like fixture folder, the others
 with the emulator's own folder. The result files the service stored are then written out as the
@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import uproot  # noqa: E402
 
-from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX  # noqa: E402
-from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS  # noqa: E402
-from ILCDIRAC.CalibrationSystem.test.inprocess import run_calibration  # noqa: E402
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import CONFIGURATIONS  # noqa: E402
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import run_calibration  # noqa: E402
 from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files  # noqa: E402
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for  # noqa: E402
 from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles, read_steering  # noqa: E402
 from ILCDIRAC.CalibrationSystem.Utilities.steering_editor import SteeringEditor  # noqa: E402
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX  # noqa: E402
 from marlin_emulator import STEERING  # noqa: E402
 from marlin_emulator.run import run as emulate  # noqa: E402
 from marlin_emulator.samples import make_sample_files  # noqa: E402

@@ -21,9 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ILCDIRAC.CalibrationSystem.test import mariadb, wms  # noqa: E402
+from ILCDIRAC.CalibrationSystem.localdirac import (
+    mariadb,  # noqa: E402
+    wms,  # noqa: E402
+)
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed  # noqa: E402
 from ILCDIRAC.CalibrationSystem.test.grid import job_states, wait_for  # noqa: E402
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed  # noqa: E402
 
 
 def one_job(testbed: Testbed, folder: Path) -> int:

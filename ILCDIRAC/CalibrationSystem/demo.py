@@ -15,10 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-from ILCDIRAC.CalibrationSystem.test import mariadb
-from ILCDIRAC.CalibrationSystem.test.configurations import ACCURACY, CONFIGURATIONS, SAMPLES, true_starting_constants
-from ILCDIRAC.CalibrationSystem.test.scenario import Scenario, ScenarioError
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import (
+    ACCURACY,
+    CONFIGURATIONS,
+    SAMPLES,
+    true_starting_constants,
+)
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario, ScenarioError
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 
 FAST_WORKERS = {"WorkerPollMinimum": 0.5, "WorkerPollMaximum": 3, "WorkerPatience": 300}
 

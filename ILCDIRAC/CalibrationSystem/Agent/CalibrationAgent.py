@@ -36,15 +36,14 @@ from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
 from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getUserOption, getVOForGroup
 from DIRAC.Core.Base.AgentModule import AgentModule
 from DIRAC.Core.Utilities.Proxy import executeWithUserProxy
+from DIRAC.Core.Utilities.ReturnValues import convertToReturnValue
 from DIRAC.FrameworkSystem.Client.NotificationClient import NotificationClient
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
-from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
-from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import now
+from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 from ILCDIRAC.CalibrationSystem.logic.health import ENDED_WORKER_STATES, Limits, review_workers
 from ILCDIRAC.CalibrationSystem.logic.notification import compose, due
-from ILCDIRAC.CalibrationSystem.logic.results import RESULT_PREFIX
-from ILCDIRAC.CalibrationSystem.logic.supervision import older_than
+from ILCDIRAC.CalibrationSystem.Utilities.clock import now, older_than
 from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     PathError,
     lfn_within,
@@ -53,6 +52,7 @@ from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     relative_path,
     user_home,
 )
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX, decode_file
 
 
 class AgentError(RuntimeError):
@@ -74,12 +74,13 @@ class CalibrationAgent(AgentModule):
     def execute(self):
         closed = self.call("closeReadySteps")
         for item in closed:
-            self.log.notice("closed a step the service left open", str(item))
+            self.log.notice("Closed a step the service left open", str(item))
         for calibration in self.call("getAgentWork"):
             try:
                 self.look_after(calibration)
             except Exception as exc:  # noqa: BLE001 - one calibration must not block the others
-                self.log.error(f"calibration {calibration['calibrationID']}", f"{type(exc).__name__}: {exc}")
+                self.log.error("Cannot look after calibration",
+                               f"{calibration['calibrationID']}: {type(exc).__name__}: {exc}")
         return S_OK()
 
     def call(self, method: str, *args: Any) -> Any:
@@ -109,7 +110,7 @@ class CalibrationAgent(AgentModule):
             self.notify(calibration)
         if calibration["status"] != "running" and older_than(calibration["endTime"], self.deleteAfterDays, now()):
             self.call("removeCalibrationData", calibrationID)
-            self.log.notice(f"calibration {calibrationID}: working data deleted after {self.deleteAfterDays} days")
+            self.log.notice("Working data deleted", f"calibration {calibrationID}, after {self.deleteAfterDays} days")
 
     def act(self, calibration: dict[str, Any], backend, review) -> None:
         calibrationID = calibration["calibrationID"]
@@ -121,10 +122,10 @@ class CalibrationAgent(AgentModule):
                 worker = byJob[jobID]
                 if calibration["status"] != "running" or review.fail:
                     updates[str(worker["workerID"])] = {"Status": "killed"}
-            self.log.notice(f"calibration {calibrationID}: killed jobs", ", ".join(review.kill))
+            self.log.notice("Killed jobs", f"calibration {calibrationID}: {', '.join(review.kill)}")
         if review.fail:
             self.call("failCalibration", calibrationID, review.fail)
-            self.log.warn(f"calibration {calibrationID} failed", review.fail)
+            self.log.warn("Calibration failed", f"{calibrationID}: {review.fail}")
         if review.resubmit:
             jobs = self.on_backend(calibration, backend.submit, calibrationID, review.resubmit)
             workers = {w["workerID"]: w for w in calibration["workers"]}
@@ -135,7 +136,7 @@ class CalibrationAgent(AgentModule):
                     "Resubmissions": workers[workerID]["resubmissions"] + 1,
                     "LastSeen": None,
                 }
-            self.log.notice(f"calibration {calibrationID}: resubmitted workers", str(sorted(jobs)))
+            self.log.notice("Resubmitted workers", f"calibration {calibrationID}: {sorted(jobs)}")
         for workerID in review.dead:
             updates[str(workerID)] = {"Status": "dead", "ApplicationStatus": "given up after repeated failures"}
         if updates:
@@ -149,13 +150,10 @@ class CalibrationAgent(AgentModule):
         return self.as_owner(calibration, function, *args)
 
     def as_owner(self, calibration: dict[str, Any], function: Callable, *args: Any) -> Any:
-        """Run a grid operation with the owner's proxy."""
-
-        def wrapped():
-            return S_OK(function(*args))
-
-        result = executeWithUserProxy(wrapped)(
-            proxyUserDN=calibration["ownerDN"], proxyUserGroup=calibration["ownerGroup"]
+        """Run a grid operation with the owner's proxy (DIRAC's convertToReturnValue turns its
+        value or exception into the S_OK/S_ERROR executeWithUserProxy passes on)."""
+        result = executeWithUserProxy(convertToReturnValue(function))(
+            *args, proxyUserDN=calibration["ownerDN"], proxyUserGroup=calibration["ownerGroup"]
         )
         if not result["OK"]:
             raise AgentError(f"as {calibration['owner']}: {result['Message']}")
@@ -194,7 +192,7 @@ class CalibrationAgent(AgentModule):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.call("markDelivered", calibrationID, report)
-        self.log.notice(f"calibration {calibrationID}: results delivered", report)
+        self.log.notice("Results delivered", f"calibration {calibrationID}: {report}")
 
     def notify(self, calibration: dict[str, Any]) -> None:
         """Mail the owner that the calibration ended, once: the service records the mail before
@@ -204,14 +202,14 @@ class CalibrationAgent(AgentModule):
         if not self.call("claimNotification", calibrationID):
             return
         if not address:
-            self.log.warn(f"calibration {calibrationID}: owner not notified", f"the Registry has no Email for {owner}")
+            self.log.warn("Owner not notified", f"calibration {calibrationID}: the Registry has no Email for {owner}")
             return
         mail = compose(calibration)
         sent = NotificationClient().sendMail(address, mail.subject, mail.body, fromAddress=self.mailFrom)
         if not sent["OK"]:
             self.call("releaseNotification", calibrationID)
             raise AgentError(f"mail to {address} not sent (tried again next cycle): {sent['Message']}")
-        self.log.notice(f"calibration {calibrationID}: owner notified", address)
+        self.log.notice("Owner notified", f"calibration {calibrationID}: {address}")
 
     @staticmethod
     def output_problem(calibration: dict[str, Any], outputPath: str) -> str | None:

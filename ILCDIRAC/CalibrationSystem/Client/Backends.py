@@ -22,7 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ILCDIRAC.CalibrationSystem.logic.health import DONE_JOB, FAILED_JOB, RUNNING_JOB, UNKNOWN_JOB
+from DIRAC.WorkloadManagementSystem.Client import JobStatus
+
+from ILCDIRAC.CalibrationSystem.Utilities.jobstates import DONE_JOB, FAILED_JOB, RUNNING_JOB, UNKNOWN_JOB
 from ILCDIRAC.CalibrationSystem.Utilities.paths import LFN_PREFIX, folder_below, open_below
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -165,10 +167,12 @@ def _reap(pid: int) -> None:
 #: DIRAC job states seen by the agent: still queued or running, ended, or ended badly.
 DIRAC_STATES = {
     **dict.fromkeys(
-        ("Received", "Checking", "Staging", "Waiting", "Matched", "Rescheduled", "Running", "Completing"), RUNNING_JOB
+        (JobStatus.RECEIVED, JobStatus.CHECKING, JobStatus.STAGING, JobStatus.WAITING, JobStatus.MATCHED,
+         JobStatus.RESCHEDULED, JobStatus.RUNNING, JobStatus.COMPLETING),
+        RUNNING_JOB,
     ),
-    **dict.fromkeys(("Done", "Completed"), DONE_JOB),
-    **dict.fromkeys(("Failed", "Killed", "Deleted", "Stalled"), FAILED_JOB),
+    **dict.fromkeys((JobStatus.DONE, JobStatus.COMPLETED), DONE_JOB),
+    **dict.fromkeys((JobStatus.FAILED, JobStatus.KILLED, JobStatus.DELETED, JobStatus.STALLED), FAILED_JOB),
 }
 BUNDLE_NAME = "ilcdirac-calibration.tar.gz"
 #: The bundle's top folder. DIRAC's JobWrapper unpacks every tarball of the input sandbox into
@@ -187,14 +191,14 @@ def job_group(calibrationID: int) -> str:
 
 
 def make_worker_bundle(folder: Path) -> Path:
-    """This project's package (without tests) as the tarball the launcher puts first on
+    """This project's package (without its tests and local-run tools) as the tarball the launcher puts first on
     ``ILCDIRAC.__path__`` in the job: ``calibration_code/ILCDIRAC/CalibrationSystem/...``, with no
     ``ILCDIRAC/__init__.py`` of its own (the pilot's iLCDirac stays the package)."""
     bundle = folder / BUNDLE_NAME
 
     def keep(info: tarfile.TarInfo):
         parts = Path(info.name).parts
-        return None if "__pycache__" in parts or "test" in parts[3:4] else info
+        return None if "__pycache__" in parts or {"test", "localdirac"} & set(parts[3:4]) else info
 
     with tarfile.open(bundle, "w:gz") as tar:
         tar.add(PACKAGE_DIR, arcname=f"{BUNDLE_ROOT}/ILCDIRAC/CalibrationSystem", filter=keep)

@@ -4,8 +4,6 @@ The RPC stubs (createCalibration, getCalibrationStatus, submitResult, ...) are g
 from the handler's ``export_`` methods; keyword arguments such as ``proxyLocation``,
 ``useCertificates`` or ``timeout`` go to the underlying DISET client as usual.
 """
-import base64
-
 from DIRAC.Core.Base.Client import Client, createClient
 
 
@@ -17,9 +15,3 @@ class CalibrationClient(Client):
         super().__init__(**kwargs)
         self.setServer(url or "Calibration/Calibration")
 
-
-def decode_file(stored: dict[str, str]) -> bytes:
-    """The bytes of a file as ``getCalibrationFile`` returns it (text, or base64 for binary files)."""
-    if stored["encoding"] == "base64":
-        return base64.b64decode(stored["content"])
-    return stored["content"].encode()

@@ -190,9 +190,9 @@ def fetch_results(text: str, folder: str | None, onlyPlots: bool = False) -> int
     """Download the result files (only the plots with ``onlyPlots``) and print the constants."""
     from pathlib import Path
 
-    from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient, decode_file
-    from ILCDIRAC.CalibrationSystem.logic.results import PLOT_FILES, RESULT_PREFIX
+    from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
     from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
+    from ILCDIRAC.CalibrationSystem.Utilities.stored_files import PLOT_FILES, RESULT_PREFIX, decode_file
 
     ids = calibration_ids([text])
     if ids is None:

@@ -6,10 +6,11 @@ keeps the same wording per worker in its DB for every backend.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 
-log = logging.getLogger("CalibrationWorker")
+from DIRAC import gLogger
+
+log = gLogger.getSubLogger("CalibrationWorker")
 SOURCE = "CalibrationWorker"
 
 
@@ -25,14 +26,14 @@ def status_reporter(jobID: int | None) -> Callable[[str], None]:
     JobReport and goes with the next attempt (the next report, even if it repeats the message),
     so the monitor catches up after a network hiccup instead of showing a stale status."""
     if jobID is None:
-        return lambda message: log.info("status: %s", message)
+        return lambda message: log.info("status:", message)
     from DIRAC.WorkloadManagementSystem.Client.JobReport import JobReport
 
     jobReport = JobReport(jobID, source=SOURCE)
     state = {"sent": None, "queued": None}
 
     def report(message: str) -> None:
-        log.info("status: %s", message)
+        log.info("status:", message)
         if message == state["sent"]:
             return
         if message != state["queued"]:
@@ -42,6 +43,6 @@ def status_reporter(jobID: int | None) -> Callable[[str], None]:
         if result["OK"]:
             state["sent"] = message
         else:
-            log.warning("could not set ApplicationStatus: %s", result["Message"])
+            log.warn("could not set ApplicationStatus:", result["Message"])
 
     return report

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import BackendError, backend_named
-from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, validate_calibration
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect, plan
 from ILCDIRAC.CalibrationSystem.Utilities.settings import SettingsError, load_settings
 from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles, SteeringError
+from ILCDIRAC.CalibrationSystem.Utilities.validation import CalibrationError, validate_calibration
 
 
 class SubmissionError(ValueError):
@@ -92,7 +92,7 @@ def power_report(settings: Mapping[str, Any]) -> str:
     """The statistical power of the samples as YAML comments (the dry run's output still loads
     as the resolved settings): per phase and constant the expected uncertainty against the
     accuracy asked, and for each sample too small the events it would need."""
-    from ILCDIRAC.CalibrationSystem.logic.power import expected_power
+    from ILCDIRAC.CalibrationSystem.Utilities.power import expected_power
 
     estimates = expected_power(settings)
     lines = ["# Statistical power of these samples: an estimate before any event is reconstructed (per-event",

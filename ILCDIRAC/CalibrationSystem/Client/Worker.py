@@ -17,9 +17,7 @@ files) failed.
 """
 from __future__ import annotations
 
-import base64
 import errno
-import logging
 import os
 import random
 import shlex
@@ -29,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from DIRAC import gLogger
 
 from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     LFN_PREFIX,
@@ -45,8 +45,12 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases.photon_training import MERGED_L
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import Run, run_files, trained_likelihood_path
 from ILCDIRAC.CalibrationSystem.Utilities.slicing import Slice
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE, SteeringError
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import decode_file
 
-log = logging.getLogger("CalibrationWorker")
+#: The worker's log (shared with StatusReport): quiet below NOTICE where a Worker runs inside
+#: another program (the in-process driver, benchmarks); the worker program shows INFO.
+log = gLogger.getSubLogger("CalibrationWorker")
+log.setLevel("NOTICE")
 
 EXIT_ENDED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_RECONSTRUCTION = 0, 2, 3, 4
 #: Where downloaded sample files go, below the work directory (mirroring their LFN folders).
@@ -148,7 +152,7 @@ class Worker:
                     self.report(params["applicationStatus"])
                     report = self.reconstruct(params)
                     answer = self.call("submitResult", self.calibrationID, params["step"], self.workerID, report)
-                    log.info("step %s submitted: %s", params["step"], answer["verdict"])
+                    log.info("step", f"{params['step']} submitted: {answer['verdict']}")
                     lastStep = params["step"]
                     waiting.reset()
                 elif action == "wait":
@@ -156,20 +160,20 @@ class Worker:
                     self.sleep(waiting.next())
                 elif action in END_ACTIONS:
                     self.report(f"PandoraCalib_{self.calibrationID}: Calibration is {action}.")
-                    log.info("calibration %s %s %s", self.calibrationID, action, params.get("reason", ""))
+                    log.info("calibration ended", f"{self.calibrationID} {action} {params.get('reason', '')}")
                     return EXIT_ENDED
                 else:
                     raise ServiceRefused(f"getStepParameters answered the unknown action {action!r}")
         except ServiceUnreachable as exc:
-            log.error("giving up: %s", exc)
+            log.error("giving up:", str(exc))
             self.report(f"PandoraCalib_{self.calibrationID}: service unreachable, worker stopped")
             return EXIT_UNREACHABLE
         except ServiceRefused as exc:
-            log.error("service refused: %s", exc)
+            log.error("service refused:", str(exc))
             self.report(f"PandoraCalib_{self.calibrationID}: {exc}"[:STATUS_LENGTH])
             return EXIT_REFUSED
         except ReconstructionFailed as exc:
-            log.error("reconstruction failed: %s", exc)
+            log.error("reconstruction failed:", str(exc))
             self.report(f"PandoraCalib_{self.calibrationID}: reconstruction failed: {exc}"[:STATUS_LENGTH])
             return EXIT_RECONSTRUCTION
 
@@ -190,7 +194,7 @@ class Worker:
             if self.clock() >= deadline:
                 raise ServiceUnreachable(f"{method} failed for {self.polling.patience:.0f} s, last error: {message}")
             delay = backoff.next()
-            log.warning("%s failed (%s); retrying in %.1f s", method, message, delay)
+            log.warn("call failed, retrying", f"{method} ({message}) in {delay:.1f} s")
             self.sleep(delay)
 
     # ------------------------------------------------------------------ set-up
@@ -295,10 +299,7 @@ class Worker:
             return None
         if stored not in self.likelihoods:
             answer = self.call("getCalibrationFile", self.calibrationID, stored)
-            content = (
-                base64.b64decode(answer["content"]).decode() if answer["encoding"] == "base64" else answer["content"]
-            )
-            self.likelihoods[stored] = content
+            self.likelihoods[stored] = decode_file(answer).decode()
         path = trained_likelihood_path(self.files, self.settings, self.calibrationID)
         return path, self.likelihoods[stored]
 
@@ -341,7 +342,7 @@ class Worker:
         if returncode != 0:
             tail = logFile.read_text()[-2000:].strip().splitlines()[-5:]
             raise ReconstructionFailed(f"{shlex.join(command)} exited with {returncode}: {' | '.join(tail)}")
-        log.info("step %s %s reconstructed in %.1f s", step, sample, time.monotonic() - started)
+        log.info("step reconstructed", f"{step} {sample} in {time.monotonic() - started:.1f} s")
         return rootFile
 
 

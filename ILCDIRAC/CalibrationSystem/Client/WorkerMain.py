@@ -1,12 +1,12 @@
 """Start a worker: shared by the console script and the launcher inside DIRAC jobs."""
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from ILCDIRAC.CalibrationSystem.Client.StatusReport import dirac_job_id, status_reporter
 from ILCDIRAC.CalibrationSystem.Client.Worker import Worker, download_lfn, marlin_environment
+from ILCDIRAC.CalibrationSystem.Client.Worker import log as worker_log
 
 #: DIRAC's documented switch that stops the job watchdog from killing a payload for a low
 #: CPU/wall-clock ratio: a worker legitimately sleeps while it waits for the other workers.
@@ -24,7 +24,9 @@ def run_worker(calibrationID: int, workerID: int, workDir: Path, owner: tuple[st
     the owner's behalf (DIRAC delegation), as only a TrustedHost may."""
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # A worker's log is read after the fact (stalls, retries): every line with its time and level.
+    worker_log.setLevel("INFO")
+    worker_log.showHeaders(True)
     jobID = dirac_job_id(os.environ)
     if jobID is not None:
         Path(WATCHDOG_SWITCH).touch()

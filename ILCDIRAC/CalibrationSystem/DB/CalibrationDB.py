@@ -48,6 +48,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from ILCDIRAC.CalibrationSystem.Utilities.clock import now
+
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
@@ -154,10 +156,6 @@ class StepClose:
     nextConstants: Mapping[str, Any] | None
     nextInputs: Mapping[str, str]
     files: Mapping[str, bytes]
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
 
 
 def dumps(value: Any) -> str:
@@ -726,30 +724,35 @@ def _make_engine(url: str, echo: bool) -> Engine:
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_recycle=3600)
 
 
+#: The database's name in the CS, as DIRAC's database helpers take it (``<System>/<DB>``).
+DB_NAME = "Calibration/CalibrationDB"
+
+
 def mysql_url(host: str, port: int, user: str, password: str, dbName: str) -> str:
     auth = quote_plus(user) + (":" + quote_plus(password) if password else "")
     return f"mysql+mysqldb://{auth}@{host}:{int(port)}/{dbName}?charset=utf8mb4"
 
 
 def url_from_cs() -> str:
-    """The database URL from the DIRAC configuration (MariaDB if a Host is configured, else SQLite)."""
+    """The database URL from the DIRAC configuration: MariaDB through DIRAC's own reading of a
+    database section (``getDBParameters``: the section's Host, Port, User, Password and DBName,
+    falling back to /Systems/Databases) if a Host is configured, else an SQLite file."""
     import os
 
     from DIRAC import gConfig, rootPath
     from DIRAC.ConfigurationSystem.Client.PathFinder import getDatabaseSection
+    from DIRAC.ConfigurationSystem.Client.Utilities import getDBParameters
 
-    section = getDatabaseSection("Calibration/CalibrationDB")
-    host = gConfig.getValue(f"{section}/Host", gConfig.getValue("/Systems/Databases/Host", ""))
-    if not host:
+    section = getDatabaseSection(DB_NAME)
+    if not gConfig.getValue(f"{section}/Host", gConfig.getValue("/Systems/Databases/Host", "")):
         path = gConfig.getValue(
             f"{section}/SQLitePath", os.path.join(rootPath, "work", "Calibration", "CalibrationDB.sqlite")
         )
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return f"sqlite+pysqlite:///{os.path.abspath(path)}"
-    return mysql_url(
-        host,
-        gConfig.getValue(f"{section}/Port", gConfig.getValue("/Systems/Databases/Port", 3306)),
-        gConfig.getValue(f"{section}/User", gConfig.getValue("/Systems/Databases/User", "Dirac")),
-        gConfig.getValue(f"{section}/Password", gConfig.getValue("/Systems/Databases/Password", "")),
-        gConfig.getValue(f"{section}/DBName", "CalibrationDB"),
-    )
+    result = getDBParameters(DB_NAME)
+    if not result["OK"]:
+        raise CalibrationDBError(f"{section}: {result['Message']}")
+    parameters = result["Value"]
+    return mysql_url(parameters["Host"], parameters["Port"], parameters["User"], parameters["Password"],
+                     parameters["DBName"])

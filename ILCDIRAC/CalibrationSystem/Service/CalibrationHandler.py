@@ -1,239 +1,203 @@
 """DISET handler of the Calibration service ``Calibration/Calibration``.
 
-A thin transport layer: DIRAC authenticates the caller and checks argument types (``types_``),
-this class turns the caller into a ``Caller`` (with what the CS allows them: administrator,
-grid user folder, local backend) and delegates to ``logic.calibrations``, whose
-``CalibrationError`` messages go back as S_ERROR unchanged. Who may call what is in the CS
-(``Authorization``; agent-only methods need ``TrustedHost``); *which* calibration a caller may
+A thin transport shell over ``logic.service.CalibrationService``: DIRAC authenticates the caller,
+checks who may call what (the CS's ``Authorization``, and where the CS says nothing about a
+method, the ``auth_`` defaults here: users' methods need an authenticated caller, the agent's
+need ``TrustedHost``) and the argument types (``types_``, from the facade's ``RPC_TYPES``). This
+class reads the service's CS options, turns DIRAC's credentials into a ``Caller`` (with the
+caller's grid user folder from the CS) and hands each call to the facade, which checks the
+arguments, runs the logic and maps its outcome to S_OK/S_ERROR. *Which* calibration a caller may
 touch (their own; administrators, ``AdminProperties``, may also see and kill others') and the
-limits (``ServiceLimits``) are checked in the logic. Any other error is answered with an error
-ID only; its details go to the service log under that ID.
+limits (``ServiceLimits``) are checked in the logic.
 """
 from __future__ import annotations
 
-import errno
-import functools
-import inspect
-
-from DIRAC import S_ERROR, S_OK, gLogger
+from DIRAC import S_ERROR, S_OK
 from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
 from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getVOForGroup
 from DIRAC.Core.DISET.RequestHandler import RequestHandler
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
-from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
-from ILCDIRAC.CalibrationSystem.logic import supervision
-from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Caller, new_error_id
+from ILCDIRAC.CalibrationSystem.logic.service import RPC_TYPES, CalibrationService
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits
 from ILCDIRAC.CalibrationSystem.Utilities.paths import user_home
+from ILCDIRAC.CalibrationSystem.Utilities.validation import Caller
 
-
-def refusal(message: str) -> dict:
-    """S_ERROR for a request that will never succeed as sent: Errno EINVAL tells workers not to
-    retry, while the message stays exactly the logic's (DIRAC would prefix the errno text)."""
-    result = S_ERROR(message, callStack=[])
-    result["Errno"] = errno.EINVAL
-    return result
-
-
-def _delegate(method):
-    """Map the logic's outcome to DIRAC's return structure. DIRAC checks the types of the
-    arguments ``types_`` names, but lets more arguments through: they are refused here."""
-    name = method.__name__.removeprefix("export_")
-    expected = len(inspect.signature(method).parameters) - 1
-
-    @functools.wraps(method)
-    def wrapper(self, *args):
-        if len(args) != expected:
-            return refusal(f"{name} takes {expected} arguments, not {len(args)}")
-        try:
-            return S_OK(method(self, *args))
-        except CalibrationError as exc:
-            return refusal(str(exc))
-        except Exception as exc:  # noqa: BLE001 - the details (SQL, paths) are for the log only
-            errorID = new_error_id()
-            gLogger.exception(f"Calibration service: internal error {errorID} in {name}", lException=exc)
-            return S_ERROR(f"internal error {errorID} in {name}: the details are in the service log")
-
-    return wrapper
+#: Who may call a method when the CS's Authorization section has no line for it: DIRAC asks the
+#: handler's ``auth_<method>`` before the section's ``Default``, so a CS that only says
+#: ``Default = authenticated`` still keeps the agent's methods to trusted hosts.
+USER_AUTH = ["authenticated"]
+AGENT_AUTH = ["TrustedHost"]
 
 
 class CalibrationHandler(RequestHandler):
     """Calibration service: calibrations for users, step parameters and results for workers."""
 
-    db: CalibrationDB | None = None
-    adminProperties: frozenset[str] = frozenset()
-    localBackendUsers: frozenset[str] = frozenset()
-    limits: ServiceLimits = ServiceLimits()
-    polling: dict[str, float] = {}
+    service: CalibrationService | None = None
 
     @classmethod
     def initializeHandler(cls, serviceInfoDict):
-        if cls.db is None:
-            try:
-                cls.db = CalibrationDB()
-            except Exception as exc:  # noqa: BLE001 - the service must not start without its DB
-                return S_ERROR(f"cannot open CalibrationDB: {exc}")
-        cls.adminProperties = frozenset(cls.srv_getCSOption("AdminProperties", ["JobAdministrator"]))
-        cls.localBackendUsers = frozenset(cls.srv_getCSOption("LocalBackendUsers", []))
         try:
-            cls.limits = ServiceLimits.from_options(cls.srv_getCSOption)
+            db = CalibrationDB()
+        except Exception as exc:  # noqa: BLE001 - the service must not start without its DB
+            return S_ERROR(f"cannot open CalibrationDB: {exc}")
+        try:
+            limits = ServiceLimits.from_options(cls.srv_getCSOption)
         except LimitError as exc:
             return S_ERROR(f"Calibration service limits: {exc}")
-        cls.polling = {
-            "minimum": cls.srv_getCSOption("WorkerPollMinimum", 5.0),
-            "maximum": cls.srv_getCSOption("WorkerPollMaximum", 120.0),
-            "patience": cls.srv_getCSOption("WorkerPatience", 3600.0),
-        }
+        cls.service = CalibrationService(
+            db,
+            limits,
+            polling={
+                "minimum": cls.srv_getCSOption("WorkerPollMinimum", 5.0),
+                "maximum": cls.srv_getCSOption("WorkerPollMaximum", 120.0),
+                "patience": cls.srv_getCSOption("WorkerPatience", 3600.0),
+            },
+            adminProperties=frozenset(cls.srv_getCSOption("AdminProperties", ["JobAdministrator"])),
+            localBackendUsers=frozenset(cls.srv_getCSOption("LocalBackendUsers", [])),
+        )
         return S_OK()
 
     def caller(self) -> Caller:
-        creds = self.getRemoteCredentials()
-        properties = frozenset(creds.get("properties", []))
-        username, group = creds.get("username", "anonymous"), creds.get("group", "")
+        """The caller as DIRAC authenticated them, with their grid user folder (from their VO)."""
+        credentials = self.getRemoteCredentials()
+        username, group = credentials.get("username", "anonymous"), credentials.get("group", "")
         vo = getVOForGroup(group) if group else ""
-        return Caller(
-            dn=creds.get("DN", ""),
-            username=username,
-            group=group,
-            properties=properties,
-            isAdmin=bool(properties & (self.adminProperties | {"TrustedHost"})),
-            userHome=user_home(vo, Operations(vo=vo).getValue("LFNUserPrefix", "user"), username) if vo else None,
-            localBackend=username in self.localBackendUsers,
-        )
+        userHome = user_home(vo, Operations(vo=vo).getValue("LFNUserPrefix", "user"), username) if vo else None
+        return self.service.caller(credentials, userHome)
 
     # ------------------------------------------------------------------ users
-    types_createCalibration = [dict, dict]
+    types_createCalibration = list(RPC_TYPES["createCalibration"])
+    auth_createCalibration = USER_AUTH
 
-    @_delegate
-    def export_createCalibration(self, settings, inputFiles):
+    def export_createCalibration(self, *args):
         """Create a calibration from resolved settings and the input files (steering, Pandora settings)."""
-        return logic.create_calibration(self.db, self.caller(), settings, inputFiles, self.limits)
+        return self.service.createCalibration(self.caller(), *args)
 
-    types_getCalibrationStatus = [list]
+    types_getCalibrationStatus = list(RPC_TYPES["getCalibrationStatus"])
+    auth_getCalibrationStatus = USER_AUTH
 
-    @_delegate
-    def export_getCalibrationStatus(self, calibrationIDs):
+    def export_getCalibrationStatus(self, *args):
         """Status of the given calibrations, or of the caller's newest when the list is empty."""
-        return logic.calibration_status(self.db, self.caller(), calibrationIDs, self.limits)
+        return self.service.getCalibrationStatus(self.caller(), *args)
 
-    types_getCalibrationHistory = [int]
+    types_getCalibrationHistory = list(RPC_TYPES["getCalibrationHistory"])
+    auth_getCalibrationHistory = USER_AUTH
 
-    @_delegate
-    def export_getCalibrationHistory(self, calibrationID):
+    def export_getCalibrationHistory(self, *args):
         """Every step of a calibration: constants used, estimator outputs, outcome."""
-        return logic.calibration_history(self.db, self.caller(), calibrationID)
+        return self.service.getCalibrationHistory(self.caller(), *args)
 
-    types_killCalibration = [int]
+    types_killCalibration = list(RPC_TYPES["killCalibration"])
+    auth_killCalibration = USER_AUTH
 
-    @_delegate
-    def export_killCalibration(self, calibrationID):
+    def export_killCalibration(self, *args):
         """Stop a calibration (its owner, or an administrator)."""
-        return logic.kill_calibration(self.db, self.caller(), calibrationID)
+        return self.service.killCalibration(self.caller(), *args)
 
-    types_registerWorkers = [int, dict]
+    types_registerWorkers = list(RPC_TYPES["registerWorkers"])
+    auth_registerWorkers = USER_AUTH
 
-    @_delegate
-    def export_registerWorkers(self, calibrationID, jobIDs):
+    def export_registerWorkers(self, *args):
         """Record which job runs each worker ({workerID: jobID}), once, after submission."""
-        return logic.register_workers(self.db, self.caller(), calibrationID, jobIDs, self.limits)
+        return self.service.registerWorkers(self.caller(), *args)
 
     # ------------------------------------------------------------------ workers
-    types_getWorkerSetup = [int, int]
+    types_getWorkerSetup = list(RPC_TYPES["getWorkerSetup"])
+    auth_getWorkerSetup = USER_AUTH
 
-    @_delegate
-    def export_getWorkerSetup(self, calibrationID, workerID):
+    def export_getWorkerSetup(self, *args):
         """What a worker needs once: its event slices, the settings and input files."""
-        return logic.worker_setup(self.db, self.caller(), calibrationID, workerID, self.polling)
+        return self.service.getWorkerSetup(self.caller(), *args)
 
-    types_getStepParameters = [int, int, int]
+    types_getStepParameters = list(RPC_TYPES["getStepParameters"])
+    auth_getStepParameters = USER_AUTH
 
-    @_delegate
-    def export_getStepParameters(self, calibrationID, workerID, lastStep):
+    def export_getStepParameters(self, *args):
         """Run step N with these constants, wait, or stop; lastStep 0 means none done yet."""
-        return logic.step_parameters(self.db, self.caller(), calibrationID, workerID, lastStep)
+        return self.service.getStepParameters(self.caller(), *args)
 
-    types_submitResult = [int, int, int, dict]
+    types_submitResult = list(RPC_TYPES["submitResult"])
+    auth_submitResult = USER_AUTH
 
-    @_delegate
-    def export_submitResult(self, calibrationID, step, workerID, report):
+    def export_submitResult(self, *args):
         """A worker's histogram summary for one step; committed before it is acknowledged."""
-        return logic.submit_result(self.db, self.caller(), calibrationID, step, workerID, report, self.limits)
+        return self.service.submitResult(self.caller(), *args)
 
-    types_getCalibrationFile = [int, str]
+    types_getCalibrationFile = list(RPC_TYPES["getCalibrationFile"])
+    auth_getCalibrationFile = USER_AUTH
 
-    @_delegate
-    def export_getCalibrationFile(self, calibrationID, name):
+    def export_getCalibrationFile(self, *args):
         """A file stored with the calibration (e.g. a merged photon likelihood), as text."""
-        return logic.calibration_file(self.db, self.caller(), calibrationID, name)
+        return self.service.getCalibrationFile(self.caller(), *args)
 
-    types_getCalibrationResults = [int]
+    types_getCalibrationResults = list(RPC_TYPES["getCalibrationResults"])
+    auth_getCalibrationResults = USER_AUTH
 
-    @_delegate
-    def export_getCalibrationResults(self, calibrationID):
+    def export_getCalibrationResults(self, *args):
         """Final constants with uncertainties and the names of the result files of a finished calibration."""
-        return logic.calibration_results(self.db, self.caller(), calibrationID)
+        return self.service.getCalibrationResults(self.caller(), *args)
 
     # ------------------------------------------------------------------ agent (TrustedHost)
-    types_closeReadySteps = []
+    types_closeReadySteps = list(RPC_TYPES["closeReadySteps"])
+    auth_closeReadySteps = AGENT_AUTH
 
-    @_delegate
-    def export_closeReadySteps(self):
+    def export_closeReadySteps(self, *args):
         """Safety net: close every open step that has enough results."""
-        return logic.close_ready_steps(self.db)
+        return self.service.closeReadySteps(self.caller(), *args)
 
-    types_getAgentWork = []
+    types_getAgentWork = list(RPC_TYPES["getAgentWork"])
+    auth_getAgentWork = AGENT_AUTH
 
-    @_delegate
-    def export_getAgentWork(self):
+    def export_getAgentWork(self, *args):
         """Running calibrations and ended ones not yet cleaned up, with their workers."""
-        return supervision.agent_work(self.db)
+        return self.service.getAgentWork(self.caller(), *args)
 
-    types_setWorkerStates = [int, dict]
+    types_setWorkerStates = list(RPC_TYPES["setWorkerStates"])
+    auth_setWorkerStates = AGENT_AUTH
 
-    @_delegate
-    def export_setWorkerStates(self, calibrationID, updates):
+    def export_setWorkerStates(self, *args):
         """The agent's verdicts on workers: {workerID: {JobID, Status, Resubmissions, LastSeen}}."""
-        return supervision.set_worker_states(self.db, calibrationID, updates, self.limits)
+        return self.service.setWorkerStates(self.caller(), *args)
 
-    types_failCalibration = [int, str]
+    types_failCalibration = list(RPC_TYPES["failCalibration"])
+    auth_failCalibration = AGENT_AUTH
 
-    @_delegate
-    def export_failCalibration(self, calibrationID, reason):
+    def export_failCalibration(self, *args):
         """End a running calibration as failed, with the reason."""
-        return supervision.fail_calibration(self.db, calibrationID, reason, self.limits)
+        return self.service.failCalibration(self.caller(), *args)
 
-    types_finalizeCalibration = [int]
+    types_finalizeCalibration = list(RPC_TYPES["finalizeCalibration"])
+    auth_finalizeCalibration = AGENT_AUTH
 
-    @_delegate
-    def export_finalizeCalibration(self, calibrationID):
+    def export_finalizeCalibration(self, *args):
         """Make sure a finished calibration has its result files."""
-        return logic.finalize_calibration(self.db, calibrationID)
+        return self.service.finalizeCalibration(self.caller(), *args)
 
-    types_markDelivered = [int, str]
+    types_markDelivered = list(RPC_TYPES["markDelivered"])
+    auth_markDelivered = AGENT_AUTH
 
-    @_delegate
-    def export_markDelivered(self, calibrationID, report):
+    def export_markDelivered(self, *args):
         """Record that the results were copied to the user's outputPath."""
-        return supervision.mark_delivered(self.db, calibrationID, report, self.limits)
+        return self.service.markDelivered(self.caller(), *args)
 
-    types_claimNotification = [int]
+    types_claimNotification = list(RPC_TYPES["claimNotification"])
+    auth_claimNotification = AGENT_AUTH
 
-    @_delegate
-    def export_claimNotification(self, calibrationID):
+    def export_claimNotification(self, *args):
         """Record that the owner is being mailed about the end; True only the first time."""
-        return supervision.claim_notification(self.db, calibrationID)
+        return self.service.claimNotification(self.caller(), *args)
 
-    types_releaseNotification = [int]
+    types_releaseNotification = list(RPC_TYPES["releaseNotification"])
+    auth_releaseNotification = AGENT_AUTH
 
-    @_delegate
-    def export_releaseNotification(self, calibrationID):
+    def export_releaseNotification(self, *args):
         """The end-of-calibration mail could not be sent: try again next cycle."""
-        return supervision.release_notification(self.db, calibrationID)
+        return self.service.releaseNotification(self.caller(), *args)
 
-    types_removeCalibrationData = [int]
+    types_removeCalibrationData = list(RPC_TYPES["removeCalibrationData"])
+    auth_removeCalibrationData = AGENT_AUTH
 
-    @_delegate
-    def export_removeCalibrationData(self, calibrationID):
+    def export_removeCalibrationData(self, *args):
         """Delete the working data of an ended calibration (history and results stay)."""
-        return supervision.remove_calibration_data(self.db, calibrationID)
+        return self.service.removeCalibrationData(self.caller(), *args)

@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-RUNNING_JOB, DONE_JOB, FAILED_JOB, UNKNOWN_JOB = "running", "done", "failed", "unknown"
+from ILCDIRAC.CalibrationSystem.Utilities.jobstates import DONE_JOB, FAILED_JOB, RUNNING_JOB, UNKNOWN_JOB
+
 #: Worker states after which nothing more is expected of a worker.
 ENDED_WORKER_STATES = frozenset({"finished", "killed", "failed", "dead"})
 

@@ -25,16 +25,14 @@ from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES, PhaseContext
 from ILCDIRAC.CalibrationSystem.Utilities.plots import constants_plot, phase_plot, png, workers_plot
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import result_files as reconstruction_files
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import trained_likelihood_path
-
-RESULT_PREFIX = "result_"
-CONSTANTS_FILE = RESULT_PREFIX + "constants.json"
-HISTORY_FILE = RESULT_PREFIX + "history.json"
-PLOT_FILE = RESULT_PREFIX + "convergence.png"
-CONSTANTS_PLOT_FILE = RESULT_PREFIX + "constants.png"
-WORKERS_PLOT_FILE = RESULT_PREFIX + "workers.png"
-PLOT_FILES = (PLOT_FILE, CONSTANTS_PLOT_FILE, WORKERS_PLOT_FILE)
-#: Names the user's own files cannot have: in the result folder they would meet these files.
-RESULT_NAMES = tuple(name.removeprefix(RESULT_PREFIX) for name in (CONSTANTS_FILE, HISTORY_FILE, *PLOT_FILES))
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import (
+    CONSTANTS_FILE,
+    CONSTANTS_PLOT_FILE,
+    HISTORY_FILE,
+    PLOT_FILE,
+    RESULT_PREFIX,
+    WORKERS_PLOT_FILE,
+)
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,15 @@
 after, and the agent's verdicts about workers and calibrations, stored atomically."""
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
 from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, now
-from ILCDIRAC.CalibrationSystem.logic.calibrations import (
-    FAILED,
-    JOB_ID_FORMATS,
-    NO_LIMITS,
-    RESULT_PREFIX,
-    RUNNING,
-    CalibrationError,
-    checked_id,
-)
+from ILCDIRAC.CalibrationSystem.logic.calibrations import FAILED, JOB_ID_FORMATS, RUNNING, checked_id
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits, shown
 from ILCDIRAC.CalibrationSystem.Utilities.schema import is_int
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX
+from ILCDIRAC.CalibrationSystem.Utilities.validation import NO_LIMITS, CalibrationError
 
 #: The settings the agent needs to look after a calibration's workers and deliver its results.
 AGENT_SETTINGS = (
@@ -162,7 +155,3 @@ def _calibration(db: CalibrationDB, calibrationID: int) -> dict[str, Any]:
         return db.getCalibration(checked_id(calibrationID), full=False)
     except CalibrationDBError as exc:
         raise CalibrationError(str(exc)) from None
-
-
-def older_than(moment: datetime.datetime | None, days: float, reference: datetime.datetime) -> bool:
-    return moment is not None and (reference - moment).total_seconds() > days * 86400

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import Configuration, true_starting_constants
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import make_samples, run_calibration
 from ILCDIRAC.CalibrationSystem.logic.results import final_uncertainties
-from ILCDIRAC.CalibrationSystem.test.configurations import Configuration, true_starting_constants
-from ILCDIRAC.CalibrationSystem.test.inprocess import make_samples, run_calibration
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.summary import Summary
 

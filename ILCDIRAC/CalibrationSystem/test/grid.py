@@ -17,8 +17,8 @@ from typing import Any
 import psutil
 import yaml
 
-from ILCDIRAC.CalibrationSystem.test import wms
-from ILCDIRAC.CalibrationSystem.test.scenario import Scenario, ScenarioError
+from ILCDIRAC.CalibrationSystem.localdirac import wms
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario, ScenarioError
 
 LOCAL_SETTINGS = "settings-local.yaml"
 

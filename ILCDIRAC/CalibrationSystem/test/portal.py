@@ -31,10 +31,10 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ILCDIRAC.CalibrationSystem.test.testbed import CODE_ROOT, TestbedError, _tail, _terminate
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import CODE_ROOT, TestbedError, _tail, _terminate
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+    from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 
 PORTAL_DIR = CODE_ROOT / ".portal"
 WEBAPP_SITE = PORTAL_DIR / "webapp"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from diraccfg import CFG
 
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import CODE_ROOT, Testbed
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
-from ILCDIRAC.CalibrationSystem.test.testbed import CODE_ROOT, Testbed
 
 GUIDE = CODE_ROOT / "docs" / "ADMINISTRATION.md"
 PLACEHOLDER = re.compile(r"<[^>]+>")

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from ILCDIRAC.CalibrationSystem.test import mariadb, wms
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb, wms
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import UNREGISTERED, Testbed, dn_string
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
-from ILCDIRAC.CalibrationSystem.test.testbed import UNREGISTERED, Testbed, dn_string
 
 #: Runs as the host, like the agent: one operation as alice, one as an owner without a proxy.
 PROBE = """

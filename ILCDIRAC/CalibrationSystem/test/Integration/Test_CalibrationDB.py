@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, CalibrationDBError, StepClose, mysql_url
-from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
 
 

@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 
 from ILCDIRAC.CalibrationSystem.Client.Submission import collect_input_files
 from ILCDIRAC.CalibrationSystem.DB import CalibrationDB as dbModule
-from ILCDIRAC.CalibrationSystem.test.scenario import BIN, Scenario, shifted_truth
-from ILCDIRAC.CalibrationSystem.test.testbed import CODE_ROOT, Testbed
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import BIN, Scenario, shifted_truth
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import CODE_ROOT, Testbed
 from ILCDIRAC.CalibrationSystem.Utilities.detectors import load_detector_model
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.settings import load_settings

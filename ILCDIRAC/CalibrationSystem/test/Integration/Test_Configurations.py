@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from ILCDIRAC.CalibrationSystem.Client.Submission import collect_input_files
-from ILCDIRAC.CalibrationSystem.test.configurations import Configuration
-from ILCDIRAC.CalibrationSystem.test.inprocess import EmulatorRunner, run_calibration
-from ILCDIRAC.CalibrationSystem.test.scenario import BIN
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import Configuration
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import EmulatorRunner, run_calibration
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import BIN
 from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
 from ILCDIRAC.CalibrationSystem.Utilities.phases import phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.settings import load_settings

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pytest
 
-from ILCDIRAC.CalibrationSystem.logic.power import expected_power
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import CONFIGURATIONS
 from ILCDIRAC.CalibrationSystem.test import coverage
-from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS
+from ILCDIRAC.CalibrationSystem.Utilities.power import expected_power
 
 REPEATS = 12
 CLD = next(c for c in CONFIGURATIONS if c.name == "CLD")

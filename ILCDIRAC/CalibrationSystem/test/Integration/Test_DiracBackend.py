@@ -11,7 +11,7 @@ import pytest
 from DIRAC import S_OK
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import BUNDLE_NAME, DiracBackend, job_group, job_name
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 
 RELEASE = "ILCSoft-2019-07-09_gcc62"
 PLATFORM = "x86_64-el9-gcc13-opt"
@@ -130,7 +130,7 @@ def test_the_worker_program_travels_in_the_sandbox(grid_user, tmp_path):
         names = bundle.getnames()
     assert "calibration_code/ILCDIRAC/CalibrationSystem/Client/Worker.py" in names
     assert "calibration_code/ILCDIRAC/CalibrationSystem/Utilities/phases/ecal_digitisation.py" in names
-    assert not any("/test/" in name or "__pycache__" in name for name in names)
+    assert not any("/test/" in name or "/localdirac/" in name or "__pycache__" in name for name in names)
     # DIRAC's JobWrapper unpacks sandbox tarballs into the job directory, the launcher's first
     # import path: nothing in the bundle may shadow the pilot's ILCDIRAC package there
     assert all(name.startswith("calibration_code/ILCDIRAC/CalibrationSystem") for name in names)

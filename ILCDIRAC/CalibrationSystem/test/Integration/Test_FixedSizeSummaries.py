@@ -13,10 +13,10 @@ import uproot
 
 from ILCDIRAC.CalibrationSystem.Client.Worker import Worker
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import CONFIGURATIONS
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import CALLER, EmulatorRunner, LogicRPC, input_files, make_samples
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.test import percsm
-from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS
-from ILCDIRAC.CalibrationSystem.test.inprocess import CALLER, EmulatorRunner, LogicRPC, input_files, make_samples
 from ILCDIRAC.CalibrationSystem.Utilities.phases import Measurement, PhaseContext, phase_for
 from ILCDIRAC.CalibrationSystem.Utilities.phases.base import K0L_MASS
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict

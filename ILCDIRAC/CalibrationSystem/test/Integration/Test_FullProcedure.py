@@ -8,7 +8,7 @@ estimators have their own fixed points, docs/PHYSICS.md section 8.)
 """
 import pytest
 
-from ILCDIRAC.CalibrationSystem.test.configurations import ACCURACY, CONFIGURATIONS
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import ACCURACY, CONFIGURATIONS
 
 DIGITISATION = ("CalibrECAL", "ECALEndcapCorrectionFactor", "CalibrHCALBarrel", "CalibrHCALEndcap", "CalibrHCALOther")
 PANDORA = (

@@ -28,8 +28,10 @@ import pytest
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import job_group, job_name
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
-from ILCDIRAC.CalibrationSystem.test import mariadb, wms
-from ILCDIRAC.CalibrationSystem.test.configurations import ACCURACY, CONFIGURATIONS, SAMPLES
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb, wms
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import ACCURACY, CONFIGURATIONS, SAMPLES
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 from ILCDIRAC.CalibrationSystem.test.grid import (
     GridScenario,
     application_statuses,
@@ -40,8 +42,6 @@ from ILCDIRAC.CalibrationSystem.test.grid import (
     wait_for,
 )
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
-from ILCDIRAC.CalibrationSystem.test.scenario import Scenario
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
 
 CLD = next(c for c in CONFIGURATIONS if c.name == "CLD")
 WORKERS = 4

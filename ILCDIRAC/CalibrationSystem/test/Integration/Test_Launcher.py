@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import BUNDLE_ROOT, LAUNCHER, make_worker_bundle
 from ILCDIRAC.CalibrationSystem.Client.Worker import EXIT_ENDED
-from ILCDIRAC.CalibrationSystem.test.scenario import create_via_rpc, shifted_truth
-from ILCDIRAC.CalibrationSystem.test.testbed import CODE_ROOT
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import create_via_rpc, shifted_truth
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import CODE_ROOT
 
 WORKERS = 2
 #: Runs the launcher file as DIRAC's job wrapper would (as ``__main__``), then says which

@@ -13,6 +13,8 @@ from DIRAC import gLogger
 from ILCDIRAC.CalibrationSystem.Agent import CalibrationAgent as agent_module
 from ILCDIRAC.CalibrationSystem.Agent.CalibrationAgent import CalibrationAgent
 from ILCDIRAC.CalibrationSystem.Client.Submission import collect_input_files
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import (
     FAST_WORKERS,
     require_mariadb,
@@ -22,8 +24,6 @@ from ILCDIRAC.CalibrationSystem.test.Integration.Test_Commands import (
     TRUTH,
     create_idle,
 )
-from ILCDIRAC.CalibrationSystem.test.scenario import Scenario
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
 from ILCDIRAC.CalibrationSystem.Utilities.settings import load_settings
 
 ALICE = "alice@example.org"

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import pytest
 from diraccfg import CFG
 
-from ILCDIRAC.CalibrationSystem.test.testbed import CODE_ROOT, CONFIG_TEMPLATE, PACKAGE_DIR
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import CODE_ROOT, CONFIG_TEMPLATE, PACKAGE_DIR
 
 HANDLER = Path("Service") / "CalibrationHandler.py"
 AGENT = Path("Agent") / "CalibrationAgent.py"

@@ -2,7 +2,7 @@
 by both strategies (in-process: service logic, real workers, the emulator)."""
 import pytest
 
-from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import CONFIGURATIONS
 
 
 def phases_run(outcome):

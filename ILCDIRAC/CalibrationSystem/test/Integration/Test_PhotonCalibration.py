@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 
-from ILCDIRAC.CalibrationSystem.test.scenario import Scenario, shifted_truth
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario, shifted_truth
 
 TRUTH_FACTORS = {"CalibrECAL": 1.15, "ECALEndcapCorrectionFactor": 0.96}
 

@@ -13,9 +13,9 @@ import math
 
 import pytest
 
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario, create_via_rpc, database_rows, shifted_truth
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
-from ILCDIRAC.CalibrationSystem.test.scenario import Scenario, create_via_rpc, database_rows, shifted_truth
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 
 TRUTH = shifted_truth("FCCee_o1_v04", {"CalibrECAL": 1.15})

@@ -25,9 +25,9 @@ import psutil
 import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import BIN, Scenario, shifted_truth
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
-from ILCDIRAC.CalibrationSystem.test.scenario import BIN, Scenario, shifted_truth
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
 
 TRUTH = {"CalibrECAL": 1.15, "ECALEndcapCorrectionFactor": 0.96}
 SAMPLES = {"gamma": (4, 400)}
@@ -128,7 +128,7 @@ def acknowledged(folder: Path, calibrationID: int) -> set[tuple[int, int]]:
 def retries(folder: Path, calibrationID: int) -> int:
     """How often the workers found the service unreachable and retried, from their own logs."""
     logs = (folder / "work" / f"calibration_{calibrationID}").glob("worker_*/worker.log")
-    return sum(len(re.findall(r"failed \(.*\); retrying in", log.read_text())) for log in logs)
+    return sum(len(re.findall(r"call failed, retrying \w+ \(.*\) in", log.read_text())) for log in logs)
 
 
 def test_b_a_killed_and_restarted_service_changes_nothing(bed, tmp_path):

@@ -23,8 +23,7 @@ import yaml
 from sqlalchemy import text
 
 from ILCDIRAC.CalibrationSystem.DB import CalibrationDB as dbModule
-from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
-from ILCDIRAC.CalibrationSystem.test.scenario import (
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import (
     BIN,
     Scenario,
     create_via_rpc,
@@ -32,7 +31,8 @@ from ILCDIRAC.CalibrationSystem.test.scenario import (
     shifted_truth,
     wait_for_agent_cycles,
 )
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed, dn_string
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed, dn_string
+from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
 
 TRUTH = shifted_truth("FCCee_o1_v04", {"CalibrECAL": 1.15})
@@ -459,6 +459,30 @@ def test_other_users_learn_nothing_and_unregistered_users_reach_nothing(shared, 
         for method, args in AGENT_METHODS.items():
             refused(getattr(shared.rpc(user), method)(*args), UNAUTHORIZED)
     assert database_rows(shared) == before
+
+
+def test_a_cs_that_only_says_default_authenticated_still_keeps_the_agent_methods_to_trusted_hosts():
+    """Without the template's per-method lines, DIRAC falls back to the handler's ``auth_``
+    defaults before the section's ``Default``: users are refused the agent's methods, the agent
+    (a TrustedHost) and users' own methods still work."""
+    require_mariadb()
+    with Testbed(local_backend=False, service_options=FAST_WORKERS) as testbed:
+        section = testbed.cfg["Systems"]["Calibration"][testbed.instance]["Services"]["Calibration"]["Authorization"]
+        for method in section.listOptions():
+            if method != "Default":
+                section.deleteKey(method)
+        assert section.listOptions() == ["Default"] and section["Default"] == "authenticated"
+        testbed.cfg_path.write_text(str(testbed.cfg))
+        testbed.start_service()
+        before = database_rows(testbed)
+        for user in ("alice", "admin"):
+            for method, args in AGENT_METHODS.items():
+                refused(getattr(testbed.rpc(user), method)(*args), UNAUTHORIZED)
+        assert database_rows(testbed) == before
+        agentWork = testbed.rpc("host").getAgentWork()
+        assert agentWork["OK"] and agentWork["Value"] == [], agentWork
+        status = testbed.rpc("alice").getCalibrationStatus([])
+        assert status["OK"] and status["Value"] == [], status
 
 
 def test_duplicate_and_ended_reports_are_never_counted(shared, tmp_path):

@@ -23,9 +23,9 @@ import pytest
 import uproot
 import yaml
 
-from ILCDIRAC.CalibrationSystem.test.configurations import ACCURACY, CONFIGURATIONS, SAMPLES
-from ILCDIRAC.CalibrationSystem.test.inprocess import STEERING, run_calibration
-from ILCDIRAC.CalibrationSystem.test.scenario import Scenario
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import ACCURACY, CONFIGURATIONS, SAMPLES
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import STEERING, run_calibration
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import Scenario
 from ILCDIRAC.CalibrationSystem.Utilities.carriers import DIGI_CONSTANTS
 from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for

@@ -12,9 +12,9 @@ import psutil
 import pytest
 from diraccfg import CFG
 
-from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import CODE_ROOT, HOST, USERS, Testbed, TestbedError
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import require_mariadb
-from ILCDIRAC.CalibrationSystem.test.testbed import CODE_ROOT, HOST, USERS, Testbed, TestbedError
 
 BUILTIN = ("ping", "whoami", "echo")
 SERVICE_SECTION = "Systems/Calibration/Test/Services/Calibration"

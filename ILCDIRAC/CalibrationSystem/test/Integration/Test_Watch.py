@@ -14,13 +14,13 @@ import subprocess
 import time
 
 from ILCDIRAC.CalibrationSystem.Client.Watch import EXIT_CODES, REDRAW
-from ILCDIRAC.CalibrationSystem.test.inprocess import PARTICLES
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import PARTICLES
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import BIN, Scenario
 from ILCDIRAC.CalibrationSystem.test.Integration.Test_Commands import (
     SETTINGS,
     TRUTH,
     slow_marlin,
 )
-from ILCDIRAC.CalibrationSystem.test.scenario import BIN, Scenario
 
 GAMMA_ENERGY = PARTICLES["gamma"][1]  # the emulated photons' energy: the target of phase 1.0
 

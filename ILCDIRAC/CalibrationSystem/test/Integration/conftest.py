@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from ILCDIRAC.CalibrationSystem.test import mariadb
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 
 #: Workers poll every 0.2-2 s (not minutes) so steps follow each other quickly in tests.
 FAST_WORKERS = {"WorkerPollMinimum": 0.2, "WorkerPollMaximum": 2, "WorkerPatience": 120}

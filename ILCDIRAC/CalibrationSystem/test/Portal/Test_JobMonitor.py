@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import job_name
-from ILCDIRAC.CalibrationSystem.test.configurations import ACCURACY, CONFIGURATIONS
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import ACCURACY, CONFIGURATIONS
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import CODE_ROOT, Testbed
 from ILCDIRAC.CalibrationSystem.test.grid import GridScenario, job_states
 from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, require_mariadb
 from ILCDIRAC.CalibrationSystem.test.portal import BROWSER_SITE, CHROMIUM, Portal, missing
-from ILCDIRAC.CalibrationSystem.test.testbed import CODE_ROOT, Testbed
 
 pytestmark = pytest.mark.portal
 

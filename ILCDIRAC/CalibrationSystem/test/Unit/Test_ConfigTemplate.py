@@ -1,5 +1,6 @@
 """ConfigTemplate.cfg carries every option the service and agent read, with the code's default,
-and every method of the handler is typed and covered by an authorization rule."""
+and every method of the handler is typed and covered by an authorization rule, in the CS and in
+the handler's own ``auth_`` default (which DIRAC applies where the CS has no line for a method)."""
 import ast
 import dataclasses
 import re
@@ -7,6 +8,8 @@ from pathlib import Path
 
 from diraccfg import CFG
 
+from ILCDIRAC.CalibrationSystem.logic.service import AGENT_RPCS, RPC_TYPES
+from ILCDIRAC.CalibrationSystem.Service.CalibrationHandler import CalibrationHandler
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits
 
 PACKAGE = Path(__file__).resolve().parents[2]
@@ -77,3 +80,14 @@ def test_every_exported_method_is_typed_and_agent_methods_need_trusted_host():
     for method in ("getAgentWork", "closeReadySteps", "setWorkerStates", "failCalibration", "finalizeCalibration",
                    "markDelivered", "removeCalibrationData", "claimNotification", "releaseNotification"):
         assert method in trusted, method
+
+
+def test_every_rpc_of_the_facade_is_exported_typed_and_has_an_auth_default_as_strict_as_the_template():
+    exported = {name.removeprefix("export_") for name in dir(CalibrationHandler) if name.startswith("export_")}
+    assert exported - {"ping", "whoami", "echo", "refreshConfiguration"} == set(RPC_TYPES)
+    rules = TEMPLATE["Services"]["Calibration"]["Authorization"]
+    for name, types in RPC_TYPES.items():
+        assert getattr(CalibrationHandler, f"types_{name}") == list(types), name
+        expected = ["TrustedHost"] if name in AGENT_RPCS else ["authenticated"]
+        assert getattr(CalibrationHandler, f"auth_{name}") == expected, name
+        assert listed(rules[name] if name in rules.listOptions() else rules["Default"]) == expected, name

@@ -2,7 +2,7 @@
 import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, mysql_url
-from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
 from ILCDIRAC.CalibrationSystem.test.Unit.conftest import MariaDBInUnitTest
 
 

@@ -15,14 +15,14 @@ import itertools
 import matplotlib.image
 import pytest
 
-from ILCDIRAC.CalibrationSystem.logic.progress import readings
-from ILCDIRAC.CalibrationSystem.logic.results import final_uncertainties
-from ILCDIRAC.CalibrationSystem.test.configurations import CONFIGURATIONS
-from ILCDIRAC.CalibrationSystem.test.inprocess import (
+from ILCDIRAC.CalibrationSystem.localdirac.configurations import CONFIGURATIONS
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import (
     PARTICLES,
     make_samples,
     run_calibration,
 )
+from ILCDIRAC.CalibrationSystem.logic.progress import readings
+from ILCDIRAC.CalibrationSystem.logic.results import final_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities.phases.base import K0L_MASS
 from ILCDIRAC.CalibrationSystem.Utilities.plots import (
     constants_plot,

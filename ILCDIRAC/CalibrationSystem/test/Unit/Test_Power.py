@@ -7,8 +7,8 @@ import yaml
 
 from ILCDIRAC.CalibrationSystem.Client.Status import format_constants
 from ILCDIRAC.CalibrationSystem.Client.Submission import power_report
-from ILCDIRAC.CalibrationSystem.logic.power import expected_power
 from ILCDIRAC.CalibrationSystem.logic.results import exceeding_accuracy
+from ILCDIRAC.CalibrationSystem.Utilities.power import expected_power
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, check_input_files
 from ILCDIRAC.CalibrationSystem.Utilities import reconstruction
 from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
 from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import Run, collect, plan, result_files, run_files
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.steering import STEERING_FILE, FolderFiles, SteeringError, read_steering
+from ILCDIRAC.CalibrationSystem.Utilities.validation import CalibrationError, check_input_files
 
 FOLDER = Path(__file__).resolve().parents[1] / "data" / "configurations"
 CLD = FOLDER / "CLDLike" / "CLDReconstruction.xml"

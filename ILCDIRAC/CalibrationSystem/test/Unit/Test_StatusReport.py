@@ -54,18 +54,27 @@ def test_the_job_id_comes_from_the_job_wrapper_environment(environment, expected
     assert dirac_job_id(environment) == expected
 
 
+#: DIRAC's gLogger sub-logger of the worker, as a Python logger.
+LOGGER = "dirac.CalibrationWorker"
+
+
+def logged(caplog) -> list[str]:
+    """The worker's log lines as gLogger prints them: the constant message, then the variable part."""
+    return [f"{r.getMessage()} {r.varmessage}".strip() for r in caplog.records if r.name == LOGGER]
+
+
 def test_outside_a_job_the_status_is_only_logged(monitor, caplog):
     report = status_reporter(None)
-    with caplog.at_level(logging.INFO, logger="CalibrationWorker"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         report(RUNNING)
         report(WAITING)
     assert monitor.sent == []
-    assert [r.getMessage() for r in caplog.records] == [f"status: {RUNNING}", f"status: {WAITING}"]
+    assert logged(caplog) == [f"status: {RUNNING}", f"status: {WAITING}"]
 
 
 def test_inside_a_job_each_changed_status_goes_to_the_monitor_once(monitor, caplog):
     report = status_reporter(1234)
-    with caplog.at_level(logging.INFO, logger="CalibrationWorker"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         for message in (RUNNING, WAITING, WAITING, WAITING, RUNNING, RUNNING, FINISHED):
             report(message)
     assert monitor.sent == [
@@ -74,7 +83,7 @@ def test_inside_a_job_each_changed_status_goes_to_the_monitor_once(monitor, capl
         (1234, [application_status(RUNNING)], False),
         (1234, [application_status(FINISHED)], False),
     ]
-    assert len([r for r in caplog.records if r.getMessage().startswith("status: ")]) == 7, "every report is logged"
+    assert len([line for line in logged(caplog) if line.startswith("status: ")]) == 7, "every report is logged"
 
 
 def test_a_status_the_monitor_did_not_take_is_sent_again_at_the_next_report(monitor):

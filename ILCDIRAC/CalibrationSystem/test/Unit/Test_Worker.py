@@ -31,8 +31,8 @@ from ILCDIRAC.CalibrationSystem.Client.Worker import (
     download_lfn,
 )
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import CALLER, STEERING, EmulatorRunner, LogicRPC, input_files
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
-from ILCDIRAC.CalibrationSystem.test.inprocess import CALLER, STEERING, EmulatorRunner, LogicRPC, input_files
 from ILCDIRAC.CalibrationSystem.Utilities.pandora_settings import histogram_files
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles, Steering, read_steering

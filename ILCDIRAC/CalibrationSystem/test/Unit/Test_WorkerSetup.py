@@ -2,8 +2,8 @@
 import pytest
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import CALLER, STEERING, input_files
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
-from ILCDIRAC.CalibrationSystem.test.inprocess import CALLER, STEERING, input_files
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 
 

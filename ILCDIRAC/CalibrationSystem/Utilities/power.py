@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ILCDIRAC.CalibrationSystem.logic.calibrations import results_needed
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PhaseContext, phase_for
+from ILCDIRAC.CalibrationSystem.Utilities.validation import results_needed
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
-from ILCDIRAC.CalibrationSystem.test.inprocess import STEERING, make_samples
-from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import STEERING, make_samples
+from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 from marlin_emulator.truth import DetectorTruth, load_truth
 
 BIN = Path(sys.executable).parent
@@ -78,7 +78,9 @@ class Scenario:
             raise ScenarioError(f"status of {calibrationID}: {result['Message']}")
         return result["Value"][0]
 
-    def wait(self, calibrationID: int, timeout: float = 600, until: tuple[str, ...] = ("finished", "failed", "killed")) -> dict:
+    def wait(
+        self, calibrationID: int, timeout: float = 600, until: tuple[str, ...] = ("finished", "failed", "killed")
+    ) -> dict:
         """Poll the service until the calibration reaches one of ``until``; raise with the logs otherwise."""
         deadline = time.monotonic() + timeout
         while True:
@@ -86,7 +88,9 @@ class Scenario:
             if status["status"] in until:
                 return status
             if time.monotonic() > deadline:
-                raise ScenarioError(f"calibration {calibrationID} still {status} after {timeout} s\n{self.logs(calibrationID)}")
+                raise ScenarioError(
+                    f"calibration {calibrationID} still {status} after {timeout} s\n{self.logs(calibrationID)}"
+                )
             time.sleep(1.0)
 
     def wait_for_workers(self, calibrationID: int, states: set[str], timeout: float = 60) -> list[dict[str, Any]]:
@@ -99,7 +103,9 @@ class Scenario:
                 return workers
             if time.monotonic() > deadline:
                 seen = {w["WorkerID"]: w["Status"] for w in workers}
-                raise ScenarioError(f"workers of {calibrationID} not all in {states}: {seen}\n{self.logs(calibrationID)}")
+                raise ScenarioError(
+                    f"workers of {calibrationID} not all in {states}: {seen}\n{self.logs(calibrationID)}"
+                )
             time.sleep(0.5)
 
     def history(self, calibrationID: int) -> list[dict[str, Any]]:

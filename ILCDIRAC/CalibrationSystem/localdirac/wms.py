@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 from diraccfg import CFG
 
-from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ILCDIRAC.CalibrationSystem.test.testbed import Testbed
+    from ILCDIRAC.CalibrationSystem.localdirac.testbed import Testbed
 
 #: The components started, by DIRAC system.
 SERVICES: dict[str, tuple[str, ...]] = {
@@ -239,13 +239,14 @@ class LocalWMS:
                     "User": mariadb.USER,
                     "Password": mariadb.PASSWORD,
                 }
-        from ILCDIRAC.CalibrationSystem.test.testbed import _cfg, _nested
+        from ILCDIRAC.CalibrationSystem.localdirac.testbed import _cfg, _nested
 
         cfg = _cfg(self._global_sections())
         cfg.createNewSection("Systems")
         for system, section in systems.items():
             cfg["Systems"].createNewSection(system)
-            cfg["Systems"][system].createNewSection(instance, contents=section.mergeWith(_cfg(_nested(overrides[system]))))
+            contents = section.mergeWith(_cfg(_nested(overrides[system])))
+            cfg["Systems"][system].createNewSection(instance, contents=contents)
         return cfg
 
     def _global_sections(self) -> dict[str, Any]:
@@ -375,7 +376,7 @@ class LocalWMS:
 
     def stop_pilot(self) -> None:
         """Stop the pilot and the jobs it runs (new jobs then wait in the task queue)."""
-        from ILCDIRAC.CalibrationSystem.test.testbed import _terminate
+        from ILCDIRAC.CalibrationSystem.localdirac.testbed import _terminate
 
         _terminate(self.pilot)
 
@@ -388,7 +389,7 @@ class LocalWMS:
             watched = [(self.services[c], self.serviceLogs[c]) for c in self.services]
             for process, log in watched + [(self.executor, self.executorLog)]:
                 if process is not None and process.poll() is not None:
-                    from ILCDIRAC.CalibrationSystem.test.testbed import _tail
+                    from ILCDIRAC.CalibrationSystem.localdirac.testbed import _tail
 
                     raise WMSError(f"{process.args[0]} exited with {process.returncode}; end of {log}:\n{_tail(log)}")
             for component, port in list(pending.items()):
@@ -398,7 +399,7 @@ class LocalWMS:
                 except OSError:
                     pass
             if pending and time.monotonic() > deadline:
-                from ILCDIRAC.CalibrationSystem.test.testbed import _tail
+                from ILCDIRAC.CalibrationSystem.localdirac.testbed import _tail
 
                 tails = "\n".join(f"--- {self.serviceLogs[c]}\n{_tail(self.serviceLogs[c], 10)}" for c in pending)
                 raise WMSError(f"WMS services not listening: {sorted(pending)}\n{tails}")
@@ -419,7 +420,7 @@ class LocalWMS:
         return [p for p in (self.pilot, self.executor, *self.services.values()) if p is not None]
 
     def stop(self) -> None:
-        from ILCDIRAC.CalibrationSystem.test.testbed import _terminate
+        from ILCDIRAC.CalibrationSystem.localdirac.testbed import _terminate
 
         for process in self.processes:
             _terminate(process)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ILCDIRAC.CalibrationSystem.test.inprocess import Outcome, make_samples, run_calibration
-from ILCDIRAC.CalibrationSystem.test.scenario import shifted_truth
+from ILCDIRAC.CalibrationSystem.localdirac.inprocess import Outcome, make_samples, run_calibration
+from ILCDIRAC.CalibrationSystem.localdirac.scenario import shifted_truth
 from marlin_emulator.truth import DetectorTruth
 
 #: True constants relative to the shipped truth (and so to the model's starting constants).

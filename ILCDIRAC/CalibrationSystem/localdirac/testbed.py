@@ -25,7 +25,7 @@ caller even when it is interrupted. Set ``keep=True`` or ``CALIBRATION_TESTBED_K
 the folder and the database for debugging.
 
 ``Testbed(wms=True)`` adds a real DIRAC Workload Management System, a file catalog, a local
-storage element, a pilot and a stand-in CVMFS folder (``test/wms.py``; ``start_wms()`` starts it).
+storage element, a pilot and a stand-in CVMFS folder (``localdirac/wms.py``; ``start_wms()`` starts it).
 The users' group is then ``ilc_user`` (iLCDirac submits user jobs with no other), the
 administrator's ``ilc_admin``, and a ``pilot`` identity holds a generic pilot proxy.
 """
@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from diraccfg import CFG
 
-from ILCDIRAC.CalibrationSystem.test import mariadb
+from ILCDIRAC.CalibrationSystem.localdirac import mariadb
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The folder that holds ILCDIRAC/CalibrationSystem: the repository root in a checkout.
@@ -433,7 +433,7 @@ class Testbed:
         if wms:
             if database != "mariadb":
                 raise ValueError("the WMS needs MariaDB: use database='mariadb' with wms=True")
-            from ILCDIRAC.CalibrationSystem.test import wms as _wms
+            from ILCDIRAC.CalibrationSystem.localdirac import wms as _wms
 
             self.groups = {**_wms.GROUPS}
             self.users = {"alice": _wms.USER_GROUP, "bob": _wms.USER_GROUP, "admin": _wms.ADMIN_GROUP,
@@ -504,7 +504,7 @@ class Testbed:
             self.db_url = f"sqlite+pysqlite:///{self.sqlite_path}"
         cfg = self._config(overrides)
         if wms:
-            from ILCDIRAC.CalibrationSystem.test.wms import LocalWMS
+            from ILCDIRAC.CalibrationSystem.localdirac.wms import LocalWMS
 
             self.wms = LocalWMS(self)
             self.wms.build()

@@ -1,7 +1,7 @@
 """A whole calibration in one process, without DIRAC: for physics tests and benchmarks.
 
-The service's own logic runs on an SQLite CalibrationDB (the same functions the DISET handler
-calls), N ``Worker`` objects do exactly what worker jobs do (steering file, reconstruction,
+The service's own facade (``CalibrationService``, the object the DISET handler calls) runs on an
+SQLite CalibrationDB, N ``Worker`` objects do exactly what worker jobs do (steering file, reconstruction,
 uproot, reduction, report), one after the other, and the emulator is called in-process instead
 of as a command (same steering file in, same files out; it only saves the interpreter start).
 Each step is one pass over the samples on the grid, so ``passes`` counts steps.
@@ -19,45 +19,42 @@ from typing import Any
 from ILCDIRAC.CalibrationSystem.Client.Worker import Worker
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
-from ILCDIRAC.CalibrationSystem.logic.calibrations import CalibrationError, Caller
+from ILCDIRAC.CalibrationSystem.logic.service import CalibrationService
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import collect
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 from ILCDIRAC.CalibrationSystem.Utilities.steering import FolderFiles
+from ILCDIRAC.CalibrationSystem.Utilities.validation import Caller
 from marlin_emulator import STEERING
 from marlin_emulator.run import RUN_ERRORS, run
 from marlin_emulator.samples import make_sample_files
 from marlin_emulator.truth import DetectorTruth
 
 #: The one user of a single-machine installation: local workers are theirs to run.
-CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user", properties=frozenset({"NormalUser"}),
-                localBackend=True)
+CALLER = Caller(dn="/CN=physicist", username="physicist", group="calibration_user",
+                properties=frozenset({"NormalUser"}), localBackend=True)
 
 PARTICLES = {"gamma": ("gamma", 10.0), "kaon": ("kaon0L", 50.0), "muon": ("mu-", 10.0), "zuds": ("zuds", 200.0)}
 
 
 class LogicRPC:
-    """The service logic behind the RPC method names a Worker calls (S_OK/S_ERROR results)."""
+    """The service's RPCs a Worker calls, answered by the service facade for one caller (the
+    same S_OK/S_ERROR answers the DISET handler sends), without a network in between."""
 
     def __init__(self, db: CalibrationDB, caller: Caller = CALLER):
         self.db, self.caller = db, caller
+        self.service = CalibrationService(db)
 
-    def _answer(self, function, *args) -> dict[str, Any]:
-        try:
-            return {"OK": True, "Value": function(self.db, self.caller, *args)}
-        except CalibrationError as exc:
-            return {"OK": False, "Errno": 22, "Message": str(exc)}
+    def getWorkerSetup(self, calibrationID, workerID) -> dict[str, Any]:
+        return self.service.getWorkerSetup(self.caller, calibrationID, workerID)
 
-    def getWorkerSetup(self, calibrationID, workerID):
-        return self._answer(logic.worker_setup, calibrationID, workerID, {})
+    def getStepParameters(self, calibrationID, workerID, lastStep) -> dict[str, Any]:
+        return self.service.getStepParameters(self.caller, calibrationID, workerID, lastStep)
 
-    def getStepParameters(self, calibrationID, workerID, lastStep):
-        return self._answer(logic.step_parameters, calibrationID, workerID, lastStep)
+    def submitResult(self, calibrationID, step, workerID, report) -> dict[str, Any]:
+        return self.service.submitResult(self.caller, calibrationID, step, workerID, report)
 
-    def submitResult(self, calibrationID, step, workerID, report):
-        return self._answer(logic.submit_result, calibrationID, step, workerID, report)
-
-    def getCalibrationFile(self, calibrationID, name):
-        return self._answer(logic.calibration_file, calibrationID, name)
+    def getCalibrationFile(self, calibrationID, name) -> dict[str, Any]:
+        return self.service.getCalibrationFile(self.caller, calibrationID, name)
 
 
 class EmulatorRunner:

@@ -1,6 +1,6 @@
 """The local MariaDB that tests, the test bed and ``make demo`` use: 127.0.0.1:3306, root, no password.
 
-``python -m ILCDIRAC.CalibrationSystem.test.mariadb [--wait SECONDS]`` exits 0 as soon as the server
+``python -m ILCDIRAC.CalibrationSystem.localdirac.mariadb [--wait SECONDS]`` exits 0 as soon as the server
 answers, else 1 (after waiting, if asked) with one line on stderr: the Makefile uses it to decide
 whether to start the server and to wait until it is up. Every test bed works in its own database,
 made by ``create_database`` with a unique name and removed by ``drop_database``, so runs never
