@@ -23,7 +23,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="marlin-emulator", description="Detector-response emulator standing in for Marlin.")
+    parser = _Parser(
+        prog="marlin-emulator",
+        description="Detector-response emulator standing in for Marlin: reads the steering file's input\n"
+        "files and writes what its processors would (PfoAnalysis ROOT file, photon PDF histograms).",
+        epilog="example:\n  marlin-emulator steering.xml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("steering", help="Marlin steering XML (paths in it are relative to the current directory)")
     args = parser.parse_args(argv)
     try:
@@ -44,14 +50,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def samples_main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="marlin-emulator-samples", description="Write emulator sample (input) files.")
-    parser.add_argument("--particle", required=True, choices=list(PARTICLES))
+    parser = _Parser(
+        prog="marlin-emulator-samples",
+        description="Write emulator sample (input) files: single particles or Z->uds events of a detector\n"
+        "truth, one file name per line on stdout.",
+        epilog="example:\n  marlin-emulator-samples --particle gamma --energy 10 --files 4 --events-per-file 1000 \\\n"
+        "      --truth FCCee_o1_v04 --seed 1 --outdir samples/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--particle", required=True, choices=list(PARTICLES), help="particle type")
     parser.add_argument("--energy", required=True, type=float, help="GeV (Z->uds: centre-of-mass energy)")
-    parser.add_argument("--files", required=True, type=int)
-    parser.add_argument("--events-per-file", required=True, type=int)
+    parser.add_argument("--files", required=True, type=int, help="number of files")
+    parser.add_argument("--events-per-file", required=True, type=int, help="events in each file")
     parser.add_argument("--truth", required=True, help="shipped detector truth name or alias, or a YAML file")
-    parser.add_argument("--seed", required=True, type=int)
-    parser.add_argument("--outdir", required=True, type=Path)
+    parser.add_argument("--seed", required=True, type=int, help="random seed (the same seed writes the same events)")
+    parser.add_argument("--outdir", required=True, type=Path, help="folder for the files (created if missing)")
     args = parser.parse_args(argv)
     try:
         paths = make_sample_files(

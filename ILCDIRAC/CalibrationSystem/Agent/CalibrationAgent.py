@@ -9,6 +9,9 @@ Every cycle, for every calibration that needs looking after:
 - kills the jobs of killed, failed and finished calibrations;
 - delivers a finished calibration's results to its ``outputPath``: an LFN folder inside the
   owner's grid user folder, on ``outputSE``, through the DIRAC DataManager, as the owner;
+- mails the owner once when a calibration finished (after the delivery, saying where the
+  results are) or failed (with the reason), unless its settings say ``notifyByMail: false``
+  (``logic.notification``; sent as the host through DIRAC's NotificationClient, from ``MailFrom``);
 - deletes the working data of calibrations ended more than ``DeleteAfterDays`` ago.
 Grid operations run with the owner's proxy (``executeWithUserProxy``); a problem with one
 calibration is logged and never stops the others.
@@ -30,14 +33,16 @@ from typing import Any
 
 from DIRAC import S_OK
 from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
-from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getVOForGroup
+from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getUserOption, getVOForGroup
 from DIRAC.Core.Base.AgentModule import AgentModule
 from DIRAC.Core.Utilities.Proxy import executeWithUserProxy
 from DIRAC.Core.Utilities.ReturnValues import convertToReturnValue
+from DIRAC.FrameworkSystem.Client.NotificationClient import NotificationClient
 
 from ILCDIRAC.CalibrationSystem.Client.Backends import backend_for
 from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 from ILCDIRAC.CalibrationSystem.logic.health import Limits, review_workers
+from ILCDIRAC.CalibrationSystem.logic.notification import compose, due
 from ILCDIRAC.CalibrationSystem.Utilities.clock import now, older_than
 from ILCDIRAC.CalibrationSystem.Utilities.paths import (
     PathError,
@@ -64,6 +69,7 @@ class CalibrationAgent(AgentModule):
         self.deleteAfterDays = float(self.am_getOption("DeleteAfterDays", 30))
         localDir = self.am_getOption("LocalBackendDir", "")
         self.localDir = Path(localDir).resolve() if localDir else None
+        self.mailFrom = self.am_getOption("MailFrom", "")
         return S_OK()
 
     def execute(self):
@@ -101,6 +107,8 @@ class CalibrationAgent(AgentModule):
             self.act(calibration, backend, review)
         if calibration["status"] == CalibrationStatus.FINISHED and calibration["deliveryTime"] is None:
             self.deliver(calibration)
+        if due(calibration):
+            self.notify(calibration)
         ended = calibration["status"] != CalibrationStatus.RUNNING
         if ended and older_than(calibration["endTime"], self.deleteAfterDays, now()):
             self.call("removeCalibrationData", calibrationID)
@@ -188,6 +196,23 @@ class CalibrationAgent(AgentModule):
             shutil.rmtree(folder, ignore_errors=True)
         self.call("markDelivered", calibrationID, report)
         self.log.notice("Results delivered", f"calibration {calibrationID}: {report}")
+
+    def notify(self, calibration: dict[str, Any]) -> None:
+        """Mail the owner that the calibration ended, once: the service records the mail before
+        it goes, and forgets it again if the transport refused it (tried next cycle)."""
+        calibrationID, owner = calibration["calibrationID"], calibration["owner"]
+        address = getUserOption(owner, "Email")
+        if not self.call("claimNotification", calibrationID):
+            return
+        if not address:
+            self.log.warn("Owner not notified", f"calibration {calibrationID}: the Registry has no Email for {owner}")
+            return
+        mail = compose(calibration)
+        sent = NotificationClient().sendMail(address, mail.subject, mail.body, fromAddress=self.mailFrom)
+        if not sent["OK"]:
+            self.call("releaseNotification", calibrationID)
+            raise AgentError(f"mail to {address} not sent (tried again next cycle): {sent['Message']}")
+        self.log.notice("Owner notified", f"calibration {calibrationID}: {address}")
 
     @staticmethod
     def output_problem(calibration: dict[str, Any], outputPath: str) -> str | None:

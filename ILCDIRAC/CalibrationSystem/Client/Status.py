@@ -17,14 +17,6 @@ from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus
 COLUMNS = ("ID", "Owner", "Status", "Stage", "Phase", "Step", "Results", "Workers", "Last update")
 
 
-def quiet_dirac_log() -> None:
-    """Show only DIRAC's errors (``-d`` still shows everything): its connection retries and
-    configuration notices would bury the one-line error and break ``--json`` output."""
-    from DIRAC import gLogger
-
-    gLogger.setLevel("ERROR")
-
-
 def failure(result: Mapping[str, Any]) -> str:
     """One readable line for a failed call to the Calibration service."""
     message = result["Message"]
@@ -167,6 +159,22 @@ def format_worker_table(workers: Sequence[dict[str, Any]]) -> str:
     return columns(lines, indent="  ")
 
 
+def watch_status(args: Sequence[str], interval: float) -> int:
+    """``--watch``: follow one calibration until it ends (see ``Client.Watch``)."""
+    from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
+    from ILCDIRAC.CalibrationSystem.Client.Watch import watch
+
+    ids = calibration_ids(args)
+    if ids is None:
+        return 1
+    client = CalibrationClient()
+    try:
+        return watch(ids[0], lambda calibrationID: client.getCalibrationStatus([calibrationID]), interval=interval)
+    except KeyboardInterrupt:
+        print(f"stopped watching calibration {ids[0]} (it goes on)", file=sys.stderr)
+        return 130
+
+
 def kill(text: str) -> int:
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
 
@@ -181,12 +189,13 @@ def kill(text: str) -> int:
     return 0
 
 
-def fetch_results(text: str, folder: str | None) -> int:
+def fetch_results(text: str, folder: str | None, onlyPlots: bool = False) -> int:
+    """Download the result files (only the plots with ``onlyPlots``) and print the constants."""
     from pathlib import Path
 
     from ILCDIRAC.CalibrationSystem.Client.CalibrationClient import CalibrationClient
     from ILCDIRAC.CalibrationSystem.Utilities.paths import PathError, relative_path
-    from ILCDIRAC.CalibrationSystem.Utilities.stored_files import RESULT_PREFIX, decode_file
+    from ILCDIRAC.CalibrationSystem.Utilities.stored_files import PLOT_FILES, RESULT_PREFIX, decode_file
 
     ids = calibration_ids([text])
     if ids is None:
@@ -198,7 +207,8 @@ def fetch_results(text: str, folder: str | None) -> int:
         return report_failure(result)
     summary = result["Value"]
     target = Path(folder or f"calibration_{calibrationID}")
-    for name in summary["files"]:
+    names = [name for name in summary["files"] if name in PLOT_FILES or not onlyPlots]
+    for name in names:
         stored = client.getCalibrationFile(calibrationID, name)
         if not stored["OK"]:
             print(f"ERROR: {name}: {failure(stored)}", file=sys.stderr)
@@ -216,5 +226,6 @@ def fetch_results(text: str, folder: str | None) -> int:
             return 1
     print(f"Calibration {calibrationID} ({summary['detectorModel']}, {summary['steps']} steps):")
     print(format_constants(summary["constants"], summary["uncertainties"], summary.get("exceedingAccuracy")))
-    print(f"Result files in {target}/: {', '.join(sorted(n.removeprefix(RESULT_PREFIX) for n in summary['files']))}")
+    what = "Plots" if onlyPlots else "Result files"
+    print(f"{what} in {target}/: {', '.join(sorted(n.removeprefix(RESULT_PREFIX) for n in names))}")
     return 0

@@ -57,7 +57,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ILCDIRAC.CalibrationSystem.Utilities.clock import now
 from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import CALIBRATION, STEP, WORKER, Change, announce, transition
@@ -96,6 +96,8 @@ calibrations = _table(
     Column("DeliveryTime", DateTime, nullable=True),
     Column("DeliveryReport", Text, nullable=True),
     Column("CleanupTime", DateTime, nullable=True),
+    #: When the owner was told by mail that the calibration ended (claimed before sending: never twice).
+    Column("NotificationTime", DateTime, nullable=True),
 )
 
 steps = _table(
@@ -197,7 +199,7 @@ class CalibrationDB:
         self.url = url or url_from_cs()
         self.engine: Engine = _make_engine(self.url, echo)
         metadata.create_all(self.engine, checkfirst=True)
-        _add_claim_columns(self.engine)
+        _add_missing_columns(self.engine)
 
     # ---------------------------------------------------------------- calibrations
     def insertCalibration(
@@ -319,6 +321,20 @@ class CalibrationDB:
             ).rowcount
         if changed != 1:
             raise CalibrationDBError(f"calibration {calibrationID} does not exist")
+
+    def claimNotification(self, calibrationID: int) -> bool:
+        """Record that the owner is being told of the end of an ended calibration; True only for
+        the one call that recorded it (so the mail goes once, whatever restarts in between)."""
+        condition = and_(calibrations.c.CalibrationID == calibrationID, calibrations.c.Status != RUNNING,
+                         calibrations.c.NotificationTime.is_(None))
+        with self.engine.begin() as conn:
+            return conn.execute(update(calibrations).where(condition).values(NotificationTime=now())).rowcount == 1
+
+    def releaseNotification(self, calibrationID: int) -> None:
+        """Undo a claim whose mail could not be sent, so the next agent cycle tries again."""
+        with self.engine.begin() as conn:
+            conn.execute(update(calibrations).where(calibrations.c.CalibrationID == calibrationID)
+                         .values(NotificationTime=None))
 
     def setCalibrationStatus(self, calibrationID: int, status: CalibrationStatus, reason: str) -> bool:
         """End a running calibration (killed/failed): the Status column and the stored state's
@@ -449,6 +465,16 @@ class CalibrationDB:
                 .order_by(results.c.WorkerID)
             )
             return [(int(worker), unpack(blob)) for worker, blob in rows]
+
+    def getResultTimes(self, calibrationID: int) -> list[tuple[int, int, datetime.datetime]]:
+        """(step, worker, when its result was stored) of every result kept, for the workers plot."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(results.c.Step, results.c.WorkerID, results.c.ReceivedTime)
+                .where(results.c.CalibrationID == calibrationID)
+                .order_by(results.c.Step, results.c.WorkerID)
+            )
+            return [(int(step), int(worker), received) for step, worker, received in rows]
 
     def _count(self, conn: Connection, calibrationID: int, step: int) -> tuple[int, int]:
         row = conn.execute(
@@ -721,19 +747,28 @@ class CalibrationDB:
 
 
 #: Columns of Steps added after the first release, with the SQL that adds each to an older database.
-_CLAIM_COLUMNS = {"ClaimedBy": "VARCHAR(128) NULL", "ClaimedAt": "DATETIME NULL",
-                  "CloseAttempts": "INTEGER NOT NULL DEFAULT 0", "CloseError": "TEXT NULL"}
+#: Columns later versions added, per table, as constant DDL: ``create_all`` only creates missing
+#: tables, so the service brings an older database up to date when it starts.
+_LATER_COLUMNS = {
+    "Steps": {"ClaimedBy": "VARCHAR(128) NULL", "ClaimedAt": "DATETIME NULL",
+              "CloseAttempts": "INTEGER NOT NULL DEFAULT 0", "CloseError": "TEXT NULL"},
+    "Calibrations": {"NotificationTime": "DATETIME NULL"},
+}
 
 
-def _add_claim_columns(engine: Engine) -> None:
-    """A database made before steps were claimed gets the claim columns (the service creates
-    its tables itself, so it also brings them up to date)."""
-    present = {column["name"] for column in inspect(engine).get_columns(steps.name)}
-    missing = [name for name in _CLAIM_COLUMNS if name not in present]
-    if missing:
-        with engine.begin() as conn:
-            for name in missing:
-                conn.exec_driver_sql(f"ALTER TABLE {steps.name} ADD COLUMN {name} {_CLAIM_COLUMNS[name]}")
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the columns of ``_LATER_COLUMNS`` an older database lacks (no SQL built from user
+    input); a column another replica added meanwhile is fine."""
+    for table, columns in _LATER_COLUMNS.items():
+        for name, ddl in columns.items():
+            if name in {column["name"] for column in inspect(engine).get_columns(table)}:
+                continue
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+            except DBAPIError:
+                if name not in {column["name"] for column in inspect(engine).get_columns(table)}:
+                    raise
 
 
 def closer_name() -> str:

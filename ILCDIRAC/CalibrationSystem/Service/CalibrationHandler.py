@@ -201,6 +201,20 @@ class CalibrationHandler(RequestHandler):
         """Record that the results were copied to the user's outputPath."""
         return self.service.markDelivered(self.caller(), *args)
 
+    types_claimNotification = list(RPC_TYPES["claimNotification"])
+    auth_claimNotification = AGENT_AUTH
+
+    def export_claimNotification(self, *args):
+        """Record that the owner is being mailed about the end; True only the first time."""
+        return self.service.claimNotification(self.caller(), *args)
+
+    types_releaseNotification = list(RPC_TYPES["releaseNotification"])
+    auth_releaseNotification = AGENT_AUTH
+
+    def export_releaseNotification(self, *args):
+        """The end-of-calibration mail could not be sent: try again next cycle."""
+        return self.service.releaseNotification(self.caller(), *args)
+
     types_removeCalibrationData = list(RPC_TYPES["removeCalibrationData"])
     auth_removeCalibrationData = AGENT_AUTH
 

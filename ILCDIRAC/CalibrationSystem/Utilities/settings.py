@@ -147,6 +147,8 @@ class Settings:
     pandoraSettingsTrainingFile: str | None
     cpuTime: int
     platform: str
+    #: Mail the owner (their Registry Email) when the calibration finishes or fails.
+    notifyByMail: bool
     #: The canonical name of the detector model (``detectorModel`` may be an alias or a tarball).
     detectorModelName: str
     #: ``detectorModel`` when it names a geometry tarball the jobs must ship, else None.

@@ -133,6 +133,8 @@ FIELDS: tuple[Field, ...] = (
           doc="CPU time requested for each grid job."),
     Field("platform", "str", "x86_64-el9-gcc13-opt", word=True,
           doc="Platform of the software release the grid jobs need (one word)."),
+    Field("notifyByMail", "bool", True,
+          doc="Mail the owner (at their DIRAC Registry `Email`) once when the calibration finished (after the results were delivered, saying where) or failed (with the reason). A killed calibration is not mailed about."),
     Field("detectorModelName", "derived", DERIVED, typeDoc="str",
           doc="The canonical model name behind `detectorModel` (an alias or tarball resolves to it). Output only: accepted on input only if it agrees with `detectorModel`."),
     Field("geometryTarball", "derived", DERIVED, typeDoc="str or none",

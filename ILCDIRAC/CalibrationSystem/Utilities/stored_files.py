@@ -13,8 +13,11 @@ RESULT_PREFIX = "result_"
 CONSTANTS_FILE = RESULT_PREFIX + "constants.json"
 HISTORY_FILE = RESULT_PREFIX + "history.json"
 PLOT_FILE = RESULT_PREFIX + "convergence.png"
+CONSTANTS_PLOT_FILE = RESULT_PREFIX + "constants.png"
+WORKERS_PLOT_FILE = RESULT_PREFIX + "workers.png"
+PLOT_FILES = (PLOT_FILE, CONSTANTS_PLOT_FILE, WORKERS_PLOT_FILE)
 #: Names the user's own files cannot have: in the result folder they would meet these files.
-RESULT_NAMES = tuple(name.removeprefix(RESULT_PREFIX) for name in (CONSTANTS_FILE, HISTORY_FILE, PLOT_FILE))
+RESULT_NAMES = tuple(name.removeprefix(RESULT_PREFIX) for name in (CONSTANTS_FILE, HISTORY_FILE, *PLOT_FILES))
 #: Longest stored file name (the Files table's Name column).
 MAX_FILE_NAME = 255
 

@@ -18,7 +18,14 @@ from DIRAC import gLogger
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CLAIM_TIMEOUT, CalibrationDB, CalibrationDBError, StepClose, now
 from ILCDIRAC.CalibrationSystem.logic.polling import DEFAULT_POLLING, PollPolicy, StepProgress, retry_after
-from ILCDIRAC.CalibrationSystem.logic.results import exceeding_accuracy, final_uncertainties, history, result_files
+from ILCDIRAC.CalibrationSystem.logic.progress import progress
+from ILCDIRAC.CalibrationSystem.logic.results import (
+    Timing,
+    exceeding_accuracy,
+    final_uncertainties,
+    history,
+    result_files,
+)
 from ILCDIRAC.CalibrationSystem.logic.uncertainties import step_uncertainties
 from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import IllegalTransition
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits, check_argument, payload_size, shown
@@ -196,6 +203,7 @@ def calibration_status(
                 for w in db.getWorkers(calibrationID)
             ]
             entry["uncertainties"], entry["exceedingAccuracy"] = _precision(db, calibrationID, constants)
+            entry["progress"] = _progress(db, calibrationID)
         report.append(entry)
     return report
 
@@ -207,6 +215,14 @@ def _precision(db: CalibrationDB, calibrationID: int, constants: Mapping[str, An
         name: u for name, u in final_uncertainties(db.getSteps(calibrationID)).items() if name in constants
     }
     return uncertainties, exceeding_accuracy(constants, uncertainties, db.getCalibration(calibrationID)["Settings"])
+
+
+def _progress(db: CalibrationDB, calibrationID: int) -> dict[str, Any]:
+    """The live view's readings, step durations and time estimate, and the time since creation."""
+    calibration, moment = db.getCalibration(calibrationID), now()
+    report = progress(db.getSteps(calibrationID), calibration["Settings"], calibration["State"], moment)
+    report["elapsedSeconds"] = ((calibration["EndTime"] or moment) - calibration["CreationTime"]).total_seconds()
+    return report
 
 
 def calibration_history(db: CalibrationDB, caller: Caller, calibrationID: int) -> list[dict[str, Any]]:
@@ -491,7 +507,9 @@ def finalize_calibration(db: CalibrationDB, calibrationID: int) -> list[str]:
     inputs = {name: db.getFile(calibrationID, name).decode() for name in present if is_input_file(name)}
     trained = ProcedureState.from_dict(calibration["State"]).inputs.get(MERGED_LIKELIHOOD)
     likelihood = db.getFile(calibrationID, trained).decode() if trained else None
-    files = result_files(calibration, db.getSteps(calibrationID), inputs, likelihood)
+    resubmissions = {w["WorkerID"]: w["Resubmissions"] for w in db.getWorkers(calibrationID)}
+    timing = Timing(db.getResultTimes(calibrationID), resubmissions)
+    files = result_files(calibration, db.getSteps(calibrationID), inputs, likelihood, timing)
     for name, content in files.items():
         db.putFile(calibrationID, name, content)
     return sorted(files)

@@ -2,8 +2,10 @@
 the user's own layout (the steering file as ``steering.xml`` and the files it includes with the
 calibrated constants, the Pandora settings it runs with and the photon likelihood those read, the
 retrained one when the calibration trained one), the constants with their uncertainties (and
-which of them are less precise than the accuracy asked for), the
-full per-step history, and a convergence plot.
+which of them are less precise than the accuracy asked for), the full per-step history, and
+three plots (``Utilities.plots``): each phase's observables against their targets per step
+(``convergence.png``), each constant per step with its uncertainty (``constants.png``) and when
+each worker reported (``workers.png``).
 
 They are stored with the calibration under their relative paths prefixed with ``result_`` (kept
 when the working data is cleaned up), downloaded by ``dirac-clic-calibration-results`` and copied
@@ -11,16 +13,35 @@ to the user's ``outputPath`` by the agent, both into one folder.
 """
 from __future__ import annotations
 
-import io
+import datetime
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from ILCDIRAC.CalibrationSystem.logic.progress import readings
 from ILCDIRAC.CalibrationSystem.Utilities.phases import PHASES, PhaseContext
+from ILCDIRAC.CalibrationSystem.Utilities.plots import constants_plot, phase_plot, png, workers_plot
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import result_files as reconstruction_files
 from ILCDIRAC.CalibrationSystem.Utilities.reconstruction import trained_likelihood_path
-from ILCDIRAC.CalibrationSystem.Utilities.stored_files import CONSTANTS_FILE, HISTORY_FILE, PLOT_FILE, RESULT_PREFIX
+from ILCDIRAC.CalibrationSystem.Utilities.stored_files import (
+    CONSTANTS_FILE,
+    CONSTANTS_PLOT_FILE,
+    HISTORY_FILE,
+    PLOT_FILE,
+    RESULT_PREFIX,
+    WORKERS_PLOT_FILE,
+)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When the workers reported: (step, worker, time) of each result kept, and how often each
+    worker was resubmitted."""
+
+    received: Sequence[tuple[int, int, datetime.datetime]] = ()
+    resubmissions: Mapping[int, int] = field(default_factory=dict)
 
 
 def final_uncertainties(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -74,9 +95,11 @@ def result_files(
     steps: Sequence[Mapping[str, Any]],
     inputFiles: Mapping[str, str],
     likelihood: str | None = None,
+    timing: Timing = Timing(),
 ) -> dict[str, bytes]:
     """All deliverables of a finished calibration, as file name -> content; ``inputFiles`` are
-    the user's files, ``likelihood`` the photon likelihood the calibration trained, if any."""
+    the user's files, ``likelihood`` the photon likelihood the calibration trained, if any,
+    ``timing`` when its workers reported."""
     settings = calibration["Settings"]
     constants = calibration["State"]["constants"]
     summary = {
@@ -96,42 +119,22 @@ def result_files(
     return {
         CONSTANTS_FILE: json.dumps(summary, indent=2, sort_keys=True).encode(),
         HISTORY_FILE: json.dumps(history(steps), indent=2, sort_keys=True).encode(),
-        PLOT_FILE: convergence_plot(calibration["CalibrationID"], steps, constants),
+        **plots(calibration, steps, summary["uncertainties"], timing),
         **{RESULT_PREFIX + name: text.encode() for name, text in sorted(layout.items())},
     }
 
 
-def convergence_plot(calibrationID: int, steps: Sequence[Mapping[str, Any]], final: Mapping[str, Any]) -> bytes:
-    """Each fitted constant relative to its final value, step by step (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    names = sorted(
-        name for name in final if any(_value(s["Constants"].get(name)) != _value(final[name]) for s in steps)
-    ) or sorted(final)
-    figure, axis = plt.subplots(figsize=(9, 5))
-    numbers = [s["Step"] for s in steps] + [steps[-1]["Step"] + 1 if steps else 1]
-    for index, name in enumerate(names):
-        reference = _value(final[name])
-        series = [_value(s["Constants"].get(name, final[name])) / reference for s in steps] + [1.0]
-        axis.plot(numbers, series, marker="os^D"[index // 10 % 4], linestyle=("-", "--")[index // 10 % 2], label=name)
-    for step in steps:
-        axis.annotate(",".join(step["Phases"]), (step["Step"], 1.0), fontsize=7, rotation=90, alpha=0.6,
-                      xytext=(0, 6), textcoords="offset points", ha="center")
-    axis.axhline(1.0, color="grey", lw=0.8)
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_xlabel("step (last point: final constants)")
-    axis.set_ylabel("constant / final value")
-    axis.set_title(f"Calibration {calibrationID}: convergence")
-    axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
+def plots(calibration: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], uncertainties: Mapping[str, float],
+          timing: Timing) -> dict[str, bytes]:
+    """The three result plots, as file name -> PNG."""
+    calibrationID = calibration["CalibrationID"]
+    return {
+        PLOT_FILE: png(phase_plot(calibrationID, readings(steps, calibration["Settings"]))),
+        CONSTANTS_PLOT_FILE: png(constants_plot(calibrationID, steps, calibration["State"]["constants"],
+                                                uncertainties)),
+        WORKERS_PLOT_FILE: png(workers_plot(calibrationID, steps, timing.received, timing.resubmissions,
+                                            calibration["NumberOfWorkers"])),
+    }
 
 
 def _value(value: Any) -> float:

@@ -186,5 +186,13 @@ class CalibrationService:
         return supervision.mark_delivered(self.db, calibrationID, report, self.limits)
 
     @_rpc(int, agent=True)
+    def claimNotification(self, caller: Caller, calibrationID: int) -> bool:
+        return supervision.claim_notification(self.db, calibrationID)
+
+    @_rpc(int, agent=True)
+    def releaseNotification(self, caller: Caller, calibrationID: int) -> None:
+        return supervision.release_notification(self.db, calibrationID)
+
+    @_rpc(int, agent=True)
     def removeCalibrationData(self, caller: Caller, calibrationID: int) -> None:
         return supervision.remove_calibration_data(self.db, calibrationID)

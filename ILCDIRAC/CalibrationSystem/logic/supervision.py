@@ -25,6 +25,7 @@ AGENT_SETTINGS = (
     "cpuTime",
     "geometryTarball",
     "numberOfJobs",
+    "notifyByMail",
 )
 
 
@@ -45,6 +46,9 @@ def agent_work(db: CalibrationDB) -> list[dict[str, Any]]:
                 "settings": {key: row["Settings"].get(key) for key in AGENT_SETTINGS},
                 "endTime": row["EndTime"],
                 "deliveryTime": row["DeliveryTime"],
+                "deliveryReport": row["DeliveryReport"],
+                "reason": row["Reason"],
+                "notificationTime": row["NotificationTime"],
                 "workers": [
                     {
                         "workerID": w["WorkerID"],
@@ -120,6 +124,21 @@ def mark_delivered(db: CalibrationDB, calibrationID: int, report: Any, limits: S
     if calibration["Status"] == RUNNING:
         raise CalibrationError(f"calibration {calibrationID} is still running: nothing to deliver yet")
     db.updateCalibration(calibrationID, DeliveryTime=now(), DeliveryReport=report)
+
+
+def claim_notification(db: CalibrationDB, calibrationID: int) -> bool:
+    """Record that the owner of an ended calibration is being told; True only for the one call
+    that recorded it: the agent mails only then, so the mail never goes twice."""
+    calibration = _calibration(db, calibrationID)
+    if calibration["Status"] == RUNNING:
+        raise CalibrationError(f"calibration {calibrationID} is still running: nothing to tell yet")
+    return db.claimNotification(calibrationID)
+
+
+def release_notification(db: CalibrationDB, calibrationID: int) -> None:
+    """The mail could not be sent: let the next agent cycle try again."""
+    _calibration(db, calibrationID)
+    db.releaseNotification(calibrationID)
 
 
 def remove_calibration_data(db: CalibrationDB, calibrationID: int) -> None:

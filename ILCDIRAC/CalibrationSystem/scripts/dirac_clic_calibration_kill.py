@@ -11,15 +11,14 @@ Example:
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
 
-from ILCDIRAC.CalibrationSystem.Client.Status import kill, quiet_dirac_log
+from ILCDIRAC.CalibrationSystem.Client.CommandLine import parse_command_line
+from ILCDIRAC.CalibrationSystem.Client.Status import kill
 
 
 @Script()
 def main():
     Script.registerArgument("calibrationID: calibration ID")
-    quiet_dirac_log()
-    Script.parseCommandLine()
-    calibrationID = Script.getPositionalArgs(group=True)
+    (calibrationID,) = parse_command_line(maxArguments=1)
 
     DIRACExit(kill(calibrationID))
 

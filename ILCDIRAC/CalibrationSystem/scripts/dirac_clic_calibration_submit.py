@@ -19,7 +19,7 @@ from DIRAC import S_OK
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
 
-from ILCDIRAC.CalibrationSystem.Client.Status import quiet_dirac_log
+from ILCDIRAC.CalibrationSystem.Client.CommandLine import parse_command_line
 
 
 @Script()
@@ -43,9 +43,7 @@ def main():
     dryRun = "--dry-run" in sys.argv or "-n" in sys.argv
     if dryRun:
         Script.disableCS()
-    quiet_dirac_log()
-    Script.parseCommandLine(ignoreErrors=dryRun)
-    settingsFile = Script.getPositionalArgs(group=True)
+    (settingsFile,) = parse_command_line(maxArguments=1, ignoreErrors=dryRun)
 
     from ILCDIRAC.CalibrationSystem.Client.Submission import dry_run, submit
 

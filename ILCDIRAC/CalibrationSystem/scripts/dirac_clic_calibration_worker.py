@@ -16,34 +16,38 @@ from DIRAC import S_OK
 from DIRAC import exit as DIRACExit
 from DIRAC.Core.Base.Script import Script
 
+from ILCDIRAC.CalibrationSystem.Client.CommandLine import parse_command_line, usage_error
+
 
 @Script()
 def main():
     options = {"workdir": "."}
 
-    def setter(key, convert):
+    def setter(key):
         def callback(value):
-            options[key] = convert(value)
+            options[key] = value
             return S_OK()
 
         return callback
 
-    Script.registerSwitch("", "calibration=", "calibration ID", setter("calibration", int))
-    Script.registerSwitch("", "worker=", "worker ID", setter("worker", int))
-    Script.registerSwitch("", "workdir=", "work directory (default: current)", setter("workdir", str))
-    Script.registerSwitch(
-        "", "owner-dn=", "act for this owner with the host certificate (agent only)", setter("dn", str)
-    )
-    Script.registerSwitch("", "owner-group=", "the owner's group (with --owner-dn)", setter("group", str))
-    Script.parseCommandLine(ignoreErrors=False)
-    missing = [key for key in ("calibration", "worker") if key not in options]
-    if missing or ("dn" in options) != ("group" in options):
-        Script.showHelp(exitCode=1)
+    Script.registerSwitch("", "calibration=", "calibration ID", setter("calibration"))
+    Script.registerSwitch("", "worker=", "worker ID", setter("worker"))
+    Script.registerSwitch("", "workdir=", "work directory (default: current)", setter("workdir"))
+    Script.registerSwitch("", "owner-dn=", "act for this owner with the host certificate (agent only)", setter("dn"))
+    Script.registerSwitch("", "owner-group=", "the owner's group (with --owner-dn)", setter("group"))
+    parse_command_line(maxArguments=0, quiet=False)
+    for key in ("calibration", "worker"):
+        if key not in options:
+            usage_error(f"--{key} is required")
+        if not options[key].isdigit():
+            usage_error(f"--{key} takes a whole number, not {options[key]!r}")
+    if ("dn" in options) != ("group" in options):
+        usage_error("--owner-dn and --owner-group go together")
 
     from ILCDIRAC.CalibrationSystem.Client.WorkerMain import run_worker
 
     owner = (options["dn"], options["group"]) if "dn" in options else None
-    DIRACExit(run_worker(options["calibration"], options["worker"], Path(options["workdir"]), owner))
+    DIRACExit(run_worker(int(options["calibration"]), int(options["worker"]), Path(options["workdir"]), owner))
 
 
 if __name__ == "__main__":

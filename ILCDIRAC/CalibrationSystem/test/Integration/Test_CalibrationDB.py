@@ -297,3 +297,21 @@ def test_a_worker_status_change_its_lifecycle_forbids_stores_nothing(url):
         db.updateWorkers(cid, {1: {"Status": WorkerStatus.RUNNING}, 0: {"Status": WorkerStatus.RUNNING}})
     assert db.getWorkers(cid) == before
     assert [w["Status"] for w in before] == [WorkerStatus.DEAD, WorkerStatus.CREATED]
+
+
+def test_a_database_of_an_earlier_version_gets_the_notification_column_and_keeps_its_rows(url):
+    db = CalibrationDB(url)
+    cid = new_calibration(db)
+    with db.engine.begin() as conn:  # the table as the version before end-of-calibration mails made it
+        conn.exec_driver_sql("ALTER TABLE Calibrations DROP COLUMN NotificationTime")
+    db.engine.dispose()
+    upgraded = CalibrationDB(url)
+    assert upgraded.getCalibration(cid)["NotificationTime"] is None
+    assert upgraded.getCalibration(cid)["Owner"] == "alice"
+    assert not upgraded.claimNotification(cid)  # still running: nothing to tell
+    assert upgraded.setCalibrationStatus(cid, CalibrationStatus.FAILED, "because")
+    assert upgraded.claimNotification(cid) and not upgraded.claimNotification(cid)  # once
+    upgraded.releaseNotification(cid)
+    assert upgraded.claimNotification(cid)
+    CalibrationDB(url)  # a second start (or replica) finds the column there and changes nothing
+    assert upgraded.getCalibration(cid)["NotificationTime"] is not None

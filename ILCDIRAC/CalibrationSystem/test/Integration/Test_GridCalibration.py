@@ -46,7 +46,7 @@ from ILCDIRAC.CalibrationSystem.test.Integration.conftest import FAST_WORKERS, r
 CLD = next(c for c in CONFIGURATIONS if c.name == "CLD")
 WORKERS = 4
 #: The delivered folder: the result files and the ready-to-run steering folder (its Pandora files below).
-RESULT_FILES = ["constants.json", "convergence.png", "history.json", "steering.xml"]
+RESULT_FILES = ["constants.json", "constants.png", "convergence.png", "history.json", "steering.xml", "workers.png"]
 #: Generous limits for a shared 2-core machine; nothing here waits for a fixed time.
 CALIBRATION_TIMEOUT = 900
 JOB_TIMEOUT = 180

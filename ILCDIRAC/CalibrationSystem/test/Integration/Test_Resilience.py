@@ -218,7 +218,7 @@ def test_d_two_users_calibrate_at_once_without_touching_each_other(bed, tmp_path
     # on this single-user installation the agent copies each local calibration's results below
     # its own folder (a grid outputPath would take them to the owner's grid user folder): the
     # ready-to-run folder (phase 1.0 only: with the user's own photon likelihood)
-    expected = {"constants.json", "history.json", "steering.xml", "convergence.png",
+    expected = {"constants.json", "history.json", "steering.xml", "convergence.png", "constants.png", "workers.png",
                 "PandoraSettings/PandoraSettingsDefault.xml", "PandoraSettings/PandoraLikelihoodData9EBin.xml"}
     for calibrationID in (aliceID, bobID):
         delivered = bed.local_dir / "results" / f"calibration_{calibrationID}"

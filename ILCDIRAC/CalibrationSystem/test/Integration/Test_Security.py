@@ -46,7 +46,7 @@ XML_BOMB = ('<?xml version="1.0"?><!DOCTYPE m [<!ENTITY a0 "lol">'
 AGENT_METHODS = {
     "getAgentWork": (), "closeReadySteps": (), "setWorkerStates": (1, {"0": {"Status": "dead"}}),
     "failCalibration": (1, "because"), "finalizeCalibration": (1,), "markDelivered": (1, "done"),
-    "removeCalibrationData": (1,),
+    "removeCalibrationData": (1,), "claimNotification": (1,), "releaseNotification": (1,),
 }
 
 

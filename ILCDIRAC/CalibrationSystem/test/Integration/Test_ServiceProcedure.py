@@ -66,7 +66,8 @@ def both(testbed, tmp_path_factory):
 def result_files(calibrationID: int) -> list[str]:
     trained = f"result_PandoraSettingsCLD/PandoraLikelihoodData9EBin_calibration{calibrationID}.xml"
     return sorted([trained, "result_PandoraSettingsCLD/PandoraSettingsDefault.xml", "result_constants.json",
-                   "result_convergence.png", "result_history.json", "result_steering.xml"])
+                   "result_convergence.png", "result_constants.png", "result_workers.png", "result_history.json",
+                   "result_steering.xml"])
 
 
 def test_the_service_and_the_in_process_run_end_identically(both):
@@ -148,14 +149,22 @@ def test_the_results_command_downloads_a_ready_to_run_folder_and_prints_the_cons
     assert done.returncode == 0, done.stderr
     trained = f"PandoraSettingsCLD/PandoraLikelihoodData9EBin_calibration{calibrationID}.xml"
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == sorted(
-        ["constants.json", "convergence.png", "history.json", "steering.xml",
+        ["constants.json", "convergence.png", "constants.png", "workers.png", "history.json", "steering.xml",
          "PandoraSettingsCLD/PandoraSettingsDefault.xml", trained])
     constants = json.loads((target / "constants.json").read_text())
     assert constants["constants"] == status["constants"]
     assert constants["calibrationID"] == calibrationID
     history = json.loads((target / "history.json").read_text())
     assert [h["step"] for h in history] == list(range(1, inprocess.passes + 1))
-    assert (target / "convergence.png").read_bytes().startswith(PNG_MAGIC)
+    for plot in ("convergence.png", "constants.png", "workers.png"):
+        assert (target / plot).read_bytes().startswith(PNG_MAGIC), plot
+    # --plots: only the three plots, the same files
+    plots = tmp_path / "plots"
+    done = scenario.run_command("dirac-clic-calibration-results", str(calibrationID), "--plots", "--dir", str(plots))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in plots.iterdir()) == ["constants.png", "convergence.png", "workers.png"]
+    assert all((plots / p.name).read_bytes() == (target / p.name).read_bytes() for p in plots.iterdir())
+    assert done.stdout.splitlines()[-1] == f"Plots in {plots}/: constants.png, convergence.png, workers.png"
     stored = scenario.testbed.rpc("alice").getCalibrationFile(calibrationID, "result_steering.xml")["Value"]
     assert (target / "steering.xml").read_text() == stored["content"]
     # the Pandora settings point at the likelihood stage 2 trained: the one stage 3 ran with

@@ -78,7 +78,7 @@ def test_every_exported_method_is_typed_and_agent_methods_need_trusted_host():
     trusted = {name for name in rules.listOptions() if rules[name] == "TrustedHost"}
     assert trusted <= set(exported)
     for method in ("getAgentWork", "closeReadySteps", "setWorkerStates", "failCalibration", "finalizeCalibration",
-                   "markDelivered", "removeCalibrationData"):
+                   "markDelivered", "removeCalibrationData", "claimNotification", "releaseNotification"):
         assert method in trusted, method
 
 

@@ -76,4 +76,5 @@ def test_administrators_are_the_admin_property_holders_and_trusted_hosts(service
 
 def test_the_agent_rpcs_are_the_supervision_methods():
     assert AGENT_RPCS == {"closeReadySteps", "getAgentWork", "setWorkerStates", "failCalibration",
-                          "finalizeCalibration", "markDelivered", "removeCalibrationData"}
+                          "finalizeCalibration", "markDelivered", "removeCalibrationData", "claimNotification",
+                          "releaseNotification"}
