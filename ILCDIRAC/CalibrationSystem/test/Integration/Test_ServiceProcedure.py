@@ -274,7 +274,8 @@ def test_the_service_logged_every_transition_with_its_ids(both, testbed):
     mine = transitions(testbed, calibrationID)
     steps = len(scenario.history(calibrationID))
     assert [line for line in mine if line.startswith("step ")] == [
-        f"step {n} of calibration {calibrationID}: open -> closed" for n in range(1, steps + 1)]
+        f"step {n} of calibration {calibrationID}: {change}"
+        for n in range(1, steps + 1) for change in ("open -> closing", "closing -> closed")]
     assert [line for line in mine if line.startswith("calibration ")] == [
         f"calibration {calibrationID} step {steps}: running -> finished"]
     for worker in range(4):
