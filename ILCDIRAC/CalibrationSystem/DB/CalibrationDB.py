@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from sqlalchemy import (
+    DDL,
     Column,
     DateTime,
     Integer,
@@ -747,28 +748,34 @@ class CalibrationDB:
 
 
 #: Columns of Steps added after the first release, with the SQL that adds each to an older database.
-#: Columns later versions added, per table, as constant DDL: ``create_all`` only creates missing
-#: tables, so the service brings an older database up to date when it starts.
-_LATER_COLUMNS = {
-    "Steps": {"ClaimedBy": "VARCHAR(128) NULL", "ClaimedAt": "DATETIME NULL",
-              "CloseAttempts": "INTEGER NOT NULL DEFAULT 0", "CloseError": "TEXT NULL"},
-    "Calibrations": {"NotificationTime": "DATETIME NULL"},
-}
+#: Columns later versions added: (table, column, the constant statement that adds it).
+#: ``create_all`` only creates missing tables, so the service brings an older database up to date
+#: when it starts; no SQL is built from strings.
+_LATER_COLUMNS = (
+    ("Steps", "ClaimedBy", "ALTER TABLE Steps ADD COLUMN ClaimedBy VARCHAR(128) NULL"),
+    ("Steps", "ClaimedAt", "ALTER TABLE Steps ADD COLUMN ClaimedAt DATETIME NULL"),
+    ("Steps", "CloseAttempts", "ALTER TABLE Steps ADD COLUMN CloseAttempts INTEGER NOT NULL DEFAULT 0"),
+    ("Steps", "CloseError", "ALTER TABLE Steps ADD COLUMN CloseError TEXT NULL"),
+    ("Calibrations", "NotificationTime", "ALTER TABLE Calibrations ADD COLUMN NotificationTime DATETIME NULL"),
+)
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Add the columns of ``_LATER_COLUMNS`` an older database lacks (no SQL built from user
-    input); a column another replica added meanwhile is fine."""
-    for table, columns in _LATER_COLUMNS.items():
-        for name, ddl in columns.items():
-            if name in {column["name"] for column in inspect(engine).get_columns(table)}:
-                continue
-            try:
-                with engine.begin() as conn:
-                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
-            except DBAPIError:
-                if name not in {column["name"] for column in inspect(engine).get_columns(table)}:
-                    raise
+    """Add the columns of ``_LATER_COLUMNS`` an older database lacks; a column another replica
+    added meanwhile is fine."""
+
+    def present(table: str, column: str) -> bool:
+        return column in {c["name"] for c in inspect(engine).get_columns(table)}
+
+    for table, column, statement in _LATER_COLUMNS:
+        if present(table, column):
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(DDL(statement))
+        except DBAPIError:
+            if not present(table, column):
+                raise
 
 
 def closer_name() -> str:
