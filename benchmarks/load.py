@@ -4,17 +4,21 @@
 A real test bed (``localdirac/testbed.py``: CA, proxies, ``dirac-service`` over TLS, MariaDB) runs one
 hadronic-scale calibration (phase 1.4, ``--strategy``, ``pandoraPFAAccuracy`` from
 ``--accuracy``) with N workers. The workers are the project's own ``Client/Worker.py`` loop
-(``Worker.run``: set-up, getStepParameters, submitResult, following the service's
-``retryAfter``) in ``--clients`` processes of threads; only the reconstruction is simulated: it
+(``Worker.run``: set-up, waitForNextStep, submitResult, following the service's
+``retryAfter``; worker N starts N / START_RATE seconds late, as in a job) in ``--clients``
+processes of threads; only the reconstruction is simulated: it
 sleeps a random time (``--reconstruction LO HI`` seconds) and returns one of a few real reports,
 made once by the project's worker code from emulator output (``--events`` K0L each, like
 ``benchmarks/close.py``), so every close runs the real estimators on N x events K0L.
 
 After ``--steps`` closed steps the calibration is killed and the workers end. Printed: p50/p99
-latency and count of every RPC, calls per second, the step-close latency (the report that
-reached the threshold acknowledged -> the first worker served the next step), the close compute
-time (from the service log), the service's CPU and peak memory (psutil), errors (lock waits
-among them), and the check that every acknowledged report is stored and counted exactly once.
+latency and count of every RPC (``waitForNextStep`` only where it was answered without being
+held: the calls held until a step opened are measured as the notification instead), calls per
+second, the step-close latency (the report that reached the threshold acknowledged -> the first
+worker served the next step), the notification latency (the next step committed, from the
+service log -> each held worker answered), the close compute time (from the service log), the
+service's CPU and peak memory (psutil), errors (lock waits among them), and the check that
+every acknowledged report is stored and counted exactly once.
 Then the status command (``dirac-clic-calibration-status``, and its RPC alone) with N workers,
 and with 50 calibrations in the database.
 
@@ -72,8 +76,8 @@ def client_main(specPath: str) -> int:
                 ended = time.time()
                 value = result.get("Value") if result["OK"] else None
                 note: Any = None
-                if method == "getStepParameters" and value:
-                    note = [value["action"], value.get("step")]
+                if method == "waitForNextStep" and value:
+                    note = [value["action"], value.get("step"), value.get("retryAfter")]
                 elif method == "submitResult" and value:
                     note = [args[1], value["verdict"], value.get("ready", False)]
                 with lock:
@@ -215,40 +219,54 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def log_time(line: str) -> float:
+    """The UNIX time of a DIRAC log line ("2026-11-30 04:40:03,547 UTC ...")."""
+    import datetime
+
+    stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.replace(tzinfo=datetime.UTC).timestamp()
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"count": len(values), "p50": percentile(values, 0.5), "p99": percentile(values, 0.99),
+            "max": max(values) if values else float("nan")}
+
+
 def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: float, serviceLog: str) -> dict:
     calls = [tuple(c) for out in outputs for c in out["calls"]]
+    errors = [f"{method}: {message}" for method, _, _, ok, message, _, _ in calls if not ok]
+    # when each step opened: the closer's log line after it committed the previous step's close
+    closeLines = [(log_time(line), int(m.group(1)), float(m.group(2)), float(m.group(3)))
+                  for line in serviceLog.splitlines()
+                  if (m := re.search(rf"closed step (\d+) of calibration {calibrationID} \(\w+\) in ([0-9.]+) s "
+                                     rf"\(computation ([0-9.]+) CPU s\)", line))]
+    opened = {step + 1: at for at, step, _, _ in closeLines}
+    # latency of the calls that were answered at once; waitForNextStep calls that began before
+    # the step they were answered opened were held for it: their wait is the notification's
     byMethod: dict[str, list[float]] = {}
-    errors: list[str] = []
-    for method, _, seconds, ok, message, _, _ in calls:
+    notified: dict[int, list[float]] = {}
+    holdsRunOut = 0
+    for method, began, seconds, ok, _, _, note in calls:
+        if method == "waitForNextStep" and ok:
+            action, step, retryAfter = note
+            if action == "run" and step in opened and began < opened[step]:
+                notified.setdefault(step, []).append(began + seconds - opened[step])
+                continue
+            if action == "wait" and retryAfter == 0:
+                holdsRunOut += 1
+                continue
         byMethod.setdefault(method, []).append(seconds)
-        if not ok:
-            errors.append(f"{method}: {message}")
-    latency = {m: {"count": len(v), "p50": percentile(v, 0.5), "p99": percentile(v, 0.99), "max": max(v)}
-               for m, v in byMethod.items()}
-    # the same once every worker has its set-up (the start, when all workers ask at once, apart)
+    latency = {m: stats(v) for m, v in byMethod.items()}
     settled = max(began + seconds for method, began, seconds, *_ in calls if method == "getWorkerSetup")
-    steady: dict[str, list[float]] = {}
-    for method, began, seconds, *_ in calls:
-        if began > settled:
-            steady.setdefault(method, []).append(seconds)
-    steadyLatency = {m: {"count": len(v), "p50": percentile(v, 0.5), "p99": percentile(v, 0.99), "max": max(v)}
-                     for m, v in steady.items()}
     # step-close latency: threshold report acknowledged -> first worker served the next step
     ready = {}
     served: dict[int, float] = {}
     for method, began, seconds, ok, _, _, note in calls:
         if method == "submitResult" and ok and note[2]:
             ready[note[0]] = began + seconds
-        if method == "getStepParameters" and ok and note[0] == "run":
+        if method == "waitForNextStep" and ok and note[0] == "run":
             served[note[1]] = min(served.get(note[1], float("inf")), began + seconds)
     closeLatency = {step: served[step + 1] - at for step, at in sorted(ready.items()) if step + 1 in served}
-    # every served worker of the next step: how long after the close they learnt of it
-    learnt: dict[int, list[float]] = {}
-    for method, began, seconds, ok, _, _, note in calls:
-        if method == "getStepParameters" and ok and note[0] == "run" and note[1] - 1 in ready:
-            learnt.setdefault(note[1] - 1, []).append(began + seconds - served[note[1]])
-    closes = re.findall(rf"closed step \d+ of calibration {calibrationID} \(\w+\) in ([0-9.]+) s "
-                        rf"\(computation ([0-9.]+) CPU s\)", serviceLog)
     # nothing lost, nothing twice: acknowledged 'accepted' reports are exactly the stored rows
     # (a report whose answer was lost in transit is sent again and answered 'duplicate')
     accepted: dict[int, list[int]] = {}
@@ -271,16 +289,15 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
         "calls": len(calls),
         "callsPerSecond": len(calls) / (end - start),
         "latency": latency,
-        "steadyLatency": steadyLatency,
         "startSeconds": settled - start,
+        "holdsRunOut": holdsRunOut,
         "errors": len(errors),
         "lockWaitErrors": sum("Lock wait" in e for e in errors) + serviceLog.count("Lock wait timeout"),
         "errorSamples": sorted(set(errors))[:5],
         "stepCloseLatency": closeLatency,
-        "learntAfterServed": {s: {"p50": percentile(v, 0.5), "p99": percentile(v, 0.99), "max": max(v)}
-                              for s, v in learnt.items()},
-        "closeComputeSeconds": [float(wall) for wall, _ in closes],
-        "closeComputeCpuSeconds": [float(cpu) for _, cpu in closes],
+        "notifiedAfterOpening": {s: stats(v) for s, v in notified.items()},
+        "closeComputeSeconds": [wall for _, _, wall, _ in closeLines],
+        "closeComputeCpuSeconds": [cpu for _, _, _, cpu in closeLines],
         "lost": lost,
         "countedTwice": twice,
         "storedButNotAcknowledgedOrMiscounted": uncounted,
@@ -330,15 +347,13 @@ def show(result: dict) -> None:
     for method, row in sorted(result["latency"].items()):
         print(f"  {method:18s} n={row['count']:6d}  p50 {row['p50'] * 1000:7.0f} ms  p99 {row['p99'] * 1000:7.0f} ms  "
               f"max {row['max'] * 1000:7.0f} ms")
-    print(f"  after the start ({result['startSeconds']:.0f} s until every worker had its set-up):")
-    for method, row in sorted(result["steadyLatency"].items()):
-        print(f"  {method:18s} n={row['count']:6d}  p50 {row['p50'] * 1000:7.0f} ms  p99 {row['p99'] * 1000:7.0f} ms  "
-              f"max {row['max'] * 1000:7.0f} ms")
+    print(f"  ({result['startSeconds']:.0f} s until every worker had its set-up; "
+          f"{result['holdsRunOut']} held calls ran out of hold time)")
     print("  step close (threshold report acknowledged -> first worker served the next step): "
           + ", ".join(f"step {s}: {v:.2f} s" for s, v in result["stepCloseLatency"].items()))
-    print("  workers learnt of the next step after the first (p50/p99/max s): "
-          + ", ".join(f"step {s}: {v['p50']:.1f}/{v['p99']:.1f}/{v['max']:.1f}"
-                      for s, v in result["learntAfterServed"].items()))
+    print("  held workers answered after the step opened (n, p50/p99/max s): "
+          + ", ".join(f"step {s}: {v['count']}, {v['p50']:.2f}/{v['p99']:.2f}/{v['max']:.2f}"
+                      for s, v in result["notifiedAfterOpening"].items()))
     print("  close (claim, snapshot, estimators, commit) s: "
           + ", ".join(f"{s:.2f}" for s in result["closeComputeSeconds"])
           + "; its computation alone, CPU s: "

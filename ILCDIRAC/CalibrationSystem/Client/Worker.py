@@ -6,8 +6,9 @@ the DIRAC DataManager). Per step: write the user's files with the step's constan
 steering file as ``step<N>_<sample>.xml`` beside them, so its includes and the Pandora files
 resolve as in the user's folder), run ``<marlinExecutable> step<N>_<sample>.xml`` there, read
 the PfoAnalysis output with uproot, reduce it to each
-active phase's summary and submit it; then wait for the next step, asking again when the
-service's ``wait`` answer says (``retryAfter``; a jittered back-off when it says nothing). The
+active phase's summary and submit it; then wait for the next step with ``waitForNextStep``, which
+the service holds open until the step opens (or its hold time passed), asking again when its
+``wait`` answer says (``retryAfter``; a jittered back-off when it says nothing). The
 worker relies on nothing but the reconstruction contract, so real Marlin, the
 emulator or any other command honouring it can be calibrated.
 
@@ -58,7 +59,11 @@ log.setLevel("NOTICE")
 EXIT_ENDED, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_RECONSTRUCTION = 0, 2, 3, 4
 #: Where downloaded sample files go, below the work directory (mirroring their LFN folders).
 INPUT_DIR = "inputs"
-#: Answers of getStepParameters that end the worker: the service decided the calibration's fate.
+#: Workers of one calibration that start per second at most: worker N asks for its set-up N/START_RATE
+#: seconds after it started, so a thousand jobs a site starts at once reach the service over 50 s
+#: instead of in one burst (one service process answers some 60 calls a second).
+START_RATE = 20.0
+#: Answers of waitForNextStep that end the worker: the service decided the calibration's fate.
 END_ACTIONS = (WorkerAction.FINISHED, WorkerAction.KILLED, WorkerAction.FAILED)
 #: DIRAC's job monitor stores ApplicationStatus in 255 characters.
 STATUS_LENGTH = 255
@@ -113,7 +118,8 @@ class Worker:
 
     ``sleep`` and ``clock`` are how the worker waits and measures its patience (replaceable so a
     test can run an hour of back-off in no time); ``download`` fetches one LFN into a folder and
-    returns the local path (``download_lfn``; without it a worker cannot use LFNs)."""
+    returns the local path (``download_lfn``; without it a worker cannot use LFNs);
+    ``startDelay``: seconds before its first call (by default its share of ``START_RATE``)."""
 
     def __init__(
         self,
@@ -129,6 +135,7 @@ class Worker:
         environment: Callable[[Mapping[str, Any]], str] | None = None,
         runner: Callable[[list[str], Path, Path], int] | None = None,
         download: Callable[[str, Path], Path] | None = None,
+        startDelay: float | None = None,
     ):
         self.rpc, self.calibrationID, self.workerID = rpc, calibrationID, workerID
         self.workDir = Path(workDir)
@@ -141,15 +148,18 @@ class Worker:
         self.runner = runner or run_command
         self.rng = rng or random.Random(os.getpid() ^ int(time.time()))
         self.polling = Polling()
+        self.startDelay = workerID / START_RATE if startDelay is None else startDelay
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
         try:
+            if self.startDelay > 0:
+                self.sleep(self.startDelay)
             setup = self.call("getWorkerSetup", self.calibrationID, self.workerID)
             self.prepare(setup)
             lastStep, waiting = 0, Backoff(self.polling, self.rng)
             while True:
-                params = self.call("getStepParameters", self.calibrationID, self.workerID, lastStep)
+                params = self.call("waitForNextStep", self.calibrationID, self.workerID, lastStep)
                 action = params["action"]
                 if action == WorkerAction.RUN:
                     self.report(params["applicationStatus"])
@@ -166,7 +176,7 @@ class Worker:
                     log.info("calibration ended", f"{self.calibrationID} {action} {params.get('reason', '')}")
                     return EXIT_ENDED
                 else:
-                    raise ServiceRefused(f"getStepParameters answered the unknown action {action!r}")
+                    raise ServiceRefused(f"waitForNextStep answered the unknown action {action!r}")
         except ServiceUnreachable as exc:
             log.error("giving up:", str(exc))
             self.report(f"PandoraCalib_{self.calibrationID}: service unreachable, worker stopped")

@@ -28,7 +28,7 @@ import socket
 import threading
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
@@ -404,6 +404,17 @@ class CalibrationDB:
         if row is None:
             raise CalibrationDBError(f"calibration {calibrationID} has no step {step}")
         return dict(row)
+
+    def getProgress(self, calibrationIDs: Collection[int]) -> dict[int, tuple[int, str]]:
+        """(current step, status) of each given calibration that exists: what the service's
+        step watch reads twice a second for all the calls it holds (one primary-key read)."""
+        if not calibrationIDs:
+            return {}
+        query = select(calibrations.c.CalibrationID, calibrations.c.Step, calibrations.c.Status).where(
+            calibrations.c.CalibrationID.in_(sorted(calibrationIDs))
+        )
+        with self.engine.connect() as conn:
+            return {int(c): (int(s), str(status)) for c, s, status in conn.execute(query)}
 
     # ---------------------------------------------------------------- results
     def addResult(self, calibrationID: int, step: int, workerID: int, payload: Any) -> tuple[ReportVerdict, int, int]:

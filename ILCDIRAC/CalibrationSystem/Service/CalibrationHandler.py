@@ -22,6 +22,7 @@ from ILCDIRAC.CalibrationSystem.logic.calibrations import ClosePolicy
 from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
 from ILCDIRAC.CalibrationSystem.logic.polling import PollPolicy
 from ILCDIRAC.CalibrationSystem.logic.service import RPC_TYPES, CalibrationService
+from ILCDIRAC.CalibrationSystem.logic.step_watch import StepWatch
 from ILCDIRAC.CalibrationSystem.Utilities.lifecycle import Change, observe
 from ILCDIRAC.CalibrationSystem.Utilities.limits import LimitError, ServiceLimits
 from ILCDIRAC.CalibrationSystem.Utilities.paths import user_home
@@ -32,6 +33,22 @@ from ILCDIRAC.CalibrationSystem.Utilities.validation import Caller
 #: ``Default = authenticated`` still keeps the agent's methods to trusted hosts.
 USER_AUTH = ["authenticated"]
 AGENT_AUTH = ["TrustedHost"]
+#: Threads a service keeps for everything but held calls (reports, users, the agent).
+FREE_THREADS = 20
+
+
+def hold_capacity(option) -> int:
+    """How many ``waitForNextStep`` calls this process may hold: ``MaxHeldCalls``, within what
+    DIRAC lets run at once (``MaxThreads``, ``MaxWaitingPetitions``: DIRAC's defaults 15 and
+    100; ``ThreadLimit/RPC/waitForNextStep``, default 15, below 1 no limit), keeping
+    ``FREE_THREADS`` for the other calls. ``option(name, default)`` reads the service's CS section."""
+    limits = [int(option("MaxHeldCalls", 1000)),
+              int(option("MaxThreads", 15)) - FREE_THREADS,
+              int(option("MaxWaitingPetitions", 100)) - FREE_THREADS]
+    perMethod = int(option("ThreadLimit/RPC/waitForNextStep", 15))
+    if perMethod >= 1:
+        limits.append(perMethod)
+    return max(0, min(limits))
 
 
 def log_transition(change: Change) -> None:
@@ -60,12 +77,21 @@ class CalibrationHandler(RequestHandler):
             "maximum": cls.srv_getCSOption("WorkerPollMaximum", 120.0),
             "patience": cls.srv_getCSOption("WorkerPatience", 3600.0),
         }
-        if cls.service is not None and cls.service.closer is not None:
-            cls.service.closer.stop()
+        if cls.service is not None:
+            for thread in (cls.service.closer, cls.service.watch):
+                if thread is not None:
+                    thread.stop()
+        capacity = hold_capacity(cls.srv_getCSOption)
         policy = ClosePolicy(claimTimeout=cls.srv_getCSOption("CloseClaimTimeout", 300.0),
                              maxAttempts=cls.srv_getCSOption("MaxCloseAttempts", 3))
-        closer = StepCloser(db, policy, cls.srv_getCSOption("CloserPollingTime", 5.0),
-                            gLogger.getSubLogger("StepCloser").notice, process=True)
+        watch = StepWatch(db.getProgress, capacity)
+        closerLog = gLogger.getSubLogger("StepCloser")
+
+        def closed(line: str) -> None:
+            closerLog.notice(line)
+            watch.look()
+
+        closer = StepCloser(db, policy, cls.srv_getCSOption("CloserPollingTime", 5.0), closed, process=True)
         cls.service = CalibrationService(
             db,
             limits,
@@ -75,7 +101,10 @@ class CalibrationHandler(RequestHandler):
             pollPolicy=PollPolicy(minimum=polling["minimum"], maximum=polling["maximum"],
                                   rate=cls.srv_getCSOption("WorkerPollRate", 20.0)),
             closer=closer.start(),
+            watch=watch.start(),
+            holdSeconds=cls.srv_getCSOption("WorkerHoldTime", 240.0),
         )
+        gLogger.notice("Calibration service", f"holds up to {capacity} waiting workers' calls")
         return S_OK()
 
     def caller(self) -> Caller:
@@ -136,6 +165,13 @@ class CalibrationHandler(RequestHandler):
     def export_getStepParameters(self, *args):
         """Run step N with these constants, wait, or stop; lastStep 0 means none done yet."""
         return self.service.getStepParameters(self.caller(), *args)
+
+    types_waitForNextStep = list(RPC_TYPES["waitForNextStep"])
+    auth_waitForNextStep = USER_AUTH
+
+    def export_waitForNextStep(self, *args):
+        """getStepParameters, but a wait is held until the calibration moves on or WorkerHoldTime passed."""
+        return self.service.waitForNextStep(self.caller(), *args)
 
     types_submitResult = list(RPC_TYPES["submitResult"])
     auth_submitResult = USER_AUTH

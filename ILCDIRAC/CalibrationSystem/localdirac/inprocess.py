@@ -51,6 +51,9 @@ class LogicRPC:
     def getStepParameters(self, calibrationID, workerID, lastStep) -> dict[str, Any]:
         return self.service.getStepParameters(self.caller, calibrationID, workerID, lastStep)
 
+    def waitForNextStep(self, calibrationID, workerID, lastStep) -> dict[str, Any]:
+        return self.service.waitForNextStep(self.caller, calibrationID, workerID, lastStep)
+
     def submitResult(self, calibrationID, step, workerID, report) -> dict[str, Any]:
         return self.service.submitResult(self.caller, calibrationID, step, workerID, report)
 

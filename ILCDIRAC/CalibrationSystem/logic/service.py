@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,9 +25,10 @@ from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic import supervision
 from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
 from ILCDIRAC.CalibrationSystem.logic.polling import DEFAULT_POLLING, PollPolicy
+from ILCDIRAC.CalibrationSystem.logic.step_watch import Progress, StepWatch
 from ILCDIRAC.CalibrationSystem.Utilities.limits import ServiceLimits
 from ILCDIRAC.CalibrationSystem.Utilities.validation import NO_LIMITS, CalibrationError, Caller, new_error_id
-from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import plain
+from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import WorkerAction, plain
 
 #: The argument types of every RPC, by name: the handler declares them to DIRAC as ``types_``.
 RPC_TYPES: dict[str, tuple[type, ...]] = {}
@@ -85,10 +87,15 @@ class CalibrationService:
         localBackendUsers: frozenset[str] = frozenset(),
         pollPolicy: PollPolicy = DEFAULT_POLLING,
         closer: StepCloser | None = None,
+        watch: StepWatch | None = None,
+        holdSeconds: float = 0.0,
     ):
         """``closer``: the service's step-closer thread; without one (the in-process driver) a
-        step is closed right after the answer to the report that completed it is made."""
+        step is closed right after the answer to the report that completed it is made.
+        ``watch``: where ``waitForNextStep`` holds a waiting worker's call, up to
+        ``holdSeconds``; without one it answers at once, as ``getStepParameters``."""
         self.db = db
+        self.watch, self.holdSeconds = watch, holdSeconds
         self.limits = limits
         self.polling = dict(polling or {})
         self.pollPolicy = pollPolicy
@@ -112,6 +119,11 @@ class CalibrationService:
             localBackend=username in self.localBackendUsers,
         )
 
+    def _moved_on(self) -> None:
+        """A calibration moved on (killed, failed, a step closed here): held calls learn it now."""
+        if self.watch is not None:
+            self.watch.look()
+
     # ------------------------------------------------------------------ users
     @_rpc(dict, dict)
     def createCalibration(self, caller: Caller, settings: Any, inputFiles: Any) -> int:
@@ -127,7 +139,9 @@ class CalibrationService:
 
     @_rpc(int)
     def killCalibration(self, caller: Caller, calibrationID: int) -> bool:
-        return logic.kill_calibration(self.db, caller, calibrationID)
+        killed = logic.kill_calibration(self.db, caller, calibrationID)
+        self._moved_on()
+        return killed
 
     @_rpc(int, dict)
     def registerWorkers(self, caller: Caller, calibrationID: int, jobIDs: Any) -> int:
@@ -141,6 +155,24 @@ class CalibrationService:
     @_rpc(int, int, int)
     def getStepParameters(self, caller: Caller, calibrationID: int, workerID: int, lastStep: int) -> dict[str, Any]:
         return logic.step_parameters(self.db, caller, calibrationID, workerID, lastStep, self.pollPolicy)
+
+    @_rpc(int, int, int)
+    def waitForNextStep(self, caller: Caller, calibrationID: int, workerID: int, lastStep: int) -> dict[str, Any]:
+        """``getStepParameters``, but a ``wait`` answer is held until the calibration moves on
+        (then the new step's parameters, or its end) or ``holdSeconds`` passed (then ``wait``
+        with ``retryAfter`` 0: ask again at once). When the service holds as many calls as it
+        may, the answer is the plain poll's ``wait``, with its ``retryAfter``."""
+        answer = logic.step_parameters(self.db, caller, calibrationID, workerID, lastStep, self.pollPolicy)
+        if self.watch is None or self.holdSeconds <= 0:
+            return answer
+        deadline = time.monotonic() + self.holdSeconds
+        while answer["action"] == WorkerAction.WAIT:
+            if not self.watch.hold(calibrationID, Progress(answer["step"], ended=False),
+                                   deadline - time.monotonic()):
+                # held for the whole time: ask again at once; not held (full, stopping): as a poll
+                return {**answer, "retryAfter": 0.0} if time.monotonic() >= deadline else answer
+            answer = logic.step_parameters(self.db, caller, calibrationID, workerID, lastStep, self.pollPolicy)
+        return answer
 
     @_rpc(int, int, int, dict)
     def submitResult(self, caller: Caller, calibrationID: int, step: int, workerID: int, report: Any) -> dict[str, Any]:
@@ -163,7 +195,10 @@ class CalibrationService:
     # ------------------------------------------------------------------ agent (TrustedHost)
     @_rpc(agent=True)
     def closeReadySteps(self, caller: Caller) -> list[dict[str, Any]]:
-        return self.closer.close_ready() if self.closer is not None else logic.close_ready_steps(self.db)
+        closed = self.closer.close_ready() if self.closer is not None else logic.close_ready_steps(self.db)
+        if closed:
+            self._moved_on()
+        return closed
 
     @_rpc(agent=True)
     def getAgentWork(self, caller: Caller) -> list[dict[str, Any]]:
@@ -175,7 +210,9 @@ class CalibrationService:
 
     @_rpc(int, str, agent=True)
     def failCalibration(self, caller: Caller, calibrationID: int, reason: str) -> bool:
-        return supervision.fail_calibration(self.db, calibrationID, reason, self.limits)
+        failed = supervision.fail_calibration(self.db, calibrationID, reason, self.limits)
+        self._moved_on()
+        return failed
 
     @_rpc(int, agent=True)
     def finalizeCalibration(self, caller: Caller, calibrationID: int) -> list[str]:

@@ -26,6 +26,7 @@ from ILCDIRAC.CalibrationSystem.Client.Worker import (
     EXIT_RECONSTRUCTION,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
+    START_RATE,
     ReconstructionFailed,
     Worker,
     download_lfn,
@@ -73,7 +74,7 @@ class ScriptedRPC:
     """The RPC methods a Worker calls; each answers from its script in order (the last answer
     repeats; a callable answer is called with the arguments). Every call is recorded."""
 
-    METHODS = ("getWorkerSetup", "getStepParameters", "submitResult", "getCalibrationFile")
+    METHODS = ("getWorkerSetup", "waitForNextStep", "submitResult", "getCalibrationFile")
 
     def __init__(self, **scripts):
         self.scripts = {name: list(answers) for name, answers in scripts.items()}
@@ -169,6 +170,7 @@ def worker_setup(calibration, workerID=1, polling=None, **settings):
 
 def make_worker(rpc, calibration, workDir, time_, reports, seed=1, **kwargs):
     kwargs.setdefault("runner", EmulatorRunner())
+    kwargs.setdefault("startDelay", 0.0)
     return Worker(rpc, calibration.id, 1, workDir, report=reports.append, sleep=time_.sleep, clock=time_.clock,
                   rng=random.Random(seed), **kwargs)
 
@@ -216,7 +218,7 @@ def test_patience_and_polling_come_from_the_service_once_it_answered(tmp_path, c
     time_, reports = FakeTime(), []
     polling = {"minimum": 2.0, "maximum": 8.0, "factor": 2.0, "patience": 30.0}
     rpc = ScriptedRPC(getWorkerSetup=[ok(worker_setup(calibration, polling=polling))],
-                      getStepParameters=[error("Connection refused")])
+                      waitForNextStep=[error("Connection refused")])
     worker = make_worker(rpc, calibration, tmp_path / "w", time_, reports, seed=5)
 
     assert worker.run() == EXIT_UNREACHABLE
@@ -231,7 +233,7 @@ def test_a_service_that_comes_back_within_the_patience_is_simply_used(tmp_path, 
     time_, reports = FakeTime(), []
     rpc = ScriptedRPC(
         getWorkerSetup=[error("Connection refused")] * 3 + [ok(worker_setup(calibration))],
-        getStepParameters=[error("timed out"), error("timed out"), ok({"action": "finished", "reason": ""})],
+        waitForNextStep=[error("timed out"), error("timed out"), ok({"action": "finished", "reason": ""})],
     )
     worker = make_worker(rpc, calibration, tmp_path / "w", time_, reports, seed=3)
 
@@ -243,13 +245,25 @@ def test_a_service_that_comes_back_within_the_patience_is_simply_used(tmp_path, 
     assert reports == [f"PandoraCalib_{calibration.id}: Calibration is finished."]
 
 
+def test_the_workers_of_a_calibration_reach_the_service_at_start_rate_at_most(tmp_path, calibration):
+    """A thousand jobs started in the same second ask for their set-up spread over 50 s."""
+    firstCalls = []
+    for workerID in (0, 1, 2, 999):
+        time_ = FakeTime()
+        rpc = ScriptedRPC(getWorkerSetup=[lambda *args, clock=time_: firstCalls.append(clock.now - 1000.0)
+                                          or error("no", 22)])
+        Worker(rpc, calibration.id, workerID, tmp_path / f"w{workerID}", sleep=time_.sleep, clock=time_.clock).run()
+    assert firstCalls == pytest.approx([0.0, 1 / START_RATE, 2 / START_RATE, 999 / START_RATE])
+    assert START_RATE <= 25, "one service process answers some 60 calls a second"
+
+
 def test_a_refusal_from_the_real_service_logic_is_not_retried(tmp_path, calibration):
     time_, reports = FakeTime(), []
     worker = Worker(LogicRPC(calibration.db), calibration.id, 7, tmp_path / "w", report=reports.append,
                     sleep=time_.sleep, clock=time_.clock)
 
     assert worker.run() == EXIT_REFUSED
-    assert time_.delays == []
+    assert time_.delays == [7 / START_RATE], "its share of the start, then no retry"
     assert len(reports) == 1 and f"worker ID 7 is not one of the 2 workers of calibration {calibration.id}" in reports[0]
     assert reports[0].startswith(f"PandoraCalib_{calibration.id}: getWorkerSetup: ")
 
@@ -258,17 +272,17 @@ def test_a_refusal_from_the_real_service_logic_is_not_retried(tmp_path, calibrat
                                     error("last step must be a non-negative integer", errno=22)])
 def test_unauthorized_or_invalid_requests_end_the_worker_at_once(tmp_path, calibration, answer):
     time_, reports = FakeTime(), []
-    rpc = ScriptedRPC(getWorkerSetup=[ok(worker_setup(calibration))], getStepParameters=[answer])
+    rpc = ScriptedRPC(getWorkerSetup=[ok(worker_setup(calibration))], waitForNextStep=[answer])
     worker = make_worker(rpc, calibration, tmp_path / "w", time_, reports)
 
     assert worker.run() == EXIT_REFUSED
-    assert len(rpc.called("getStepParameters")) == 1 and time_.delays == []
-    assert reports == [f"PandoraCalib_{calibration.id}: getStepParameters: {answer['Message']}"]
+    assert len(rpc.called("waitForNextStep")) == 1 and time_.delays == []
+    assert reports == [f"PandoraCalib_{calibration.id}: waitForNextStep: {answer['Message']}"]
 
 
 def test_an_answer_the_worker_does_not_understand_is_a_refusal(tmp_path, calibration):
     time_, reports = FakeTime(), []
-    rpc = ScriptedRPC(getWorkerSetup=[ok(worker_setup(calibration))], getStepParameters=[ok({"action": "pause"})])
+    rpc = ScriptedRPC(getWorkerSetup=[ok(worker_setup(calibration))], waitForNextStep=[ok({"action": "pause"})])
 
     assert make_worker(rpc, calibration, tmp_path / "w", time_, reports).run() == EXIT_REFUSED
     assert "unknown action 'pause'" in reports[-1]
@@ -280,7 +294,7 @@ def test_waiting_sleeps_with_growing_jittered_delays_and_a_run_resets_them(tmp_p
     cid = calibration.id
     rpc = ScriptedRPC(
         getWorkerSetup=[ok(worker_setup(calibration))],
-        getStepParameters=[wait_answer(cid, 0)] * 5 + [run_answer(1, "1.0", calibration.constants)]
+        waitForNextStep=[wait_answer(cid, 0)] * 5 + [run_answer(1, "1.0", calibration.constants)]
         + [wait_answer(cid, 1)] * 3 + [ok({"action": "finished", "reason": ""})],
     )
     worker = make_worker(rpc, calibration, tmp_path / "w", time_, reports, seed=21)
@@ -296,7 +310,7 @@ def test_waiting_sleeps_with_growing_jittered_delays_and_a_run_resets_them(tmp_p
     waiting1 = f"PandoraCalib_{cid}: step 1 is finished. Waiting for other jobs"
     assert reports == [waiting0] * 5 + ["Running: stage: 1; phase: 0; step: 1"] + [waiting1] * 3 + [
         f"PandoraCalib_{cid}: Calibration is finished."]
-    assert [args[2] for args in rpc.called("getStepParameters")] == [0] * 6 + [1] * 4
+    assert [args[2] for args in rpc.called("waitForNextStep")] == [0] * 6 + [1] * 4
     (submitted,) = rpc.called("submitResult")
     assert submitted[:3] == (cid, 1, 1) and set(submitted[3]["phases"]) == {"1.0"}
 
@@ -314,7 +328,7 @@ def test_waiting_follows_the_services_retry_hint_within_the_polling_bounds(tmp_p
 
     rpc = ScriptedRPC(
         getWorkerSetup=[ok(worker_setup(calibration))],
-        getStepParameters=[hinted(7.25), hinted(0.01), hinted(500), hinted("soon"), hinted(float("nan")), hinted(True),
+        waitForNextStep=[hinted(7.25), hinted(0.01), hinted(500), hinted("soon"), hinted(float("nan")), hinted(True),
                            ok({"action": "finished", "reason": ""})],
     )
     assert make_worker(rpc, calibration, tmp_path / "w", time_, reports, seed=4).run() == EXIT_ENDED
@@ -326,7 +340,7 @@ def test_waiting_follows_the_services_retry_hint_within_the_polling_bounds(tmp_p
 def test_an_ended_calibration_ends_the_worker_with_the_talks_wording(tmp_path, calibration, action):
     time_, reports = FakeTime(), []
     rpc = ScriptedRPC(getWorkerSetup=[ok(worker_setup(calibration))],
-                      getStepParameters=[ok({"action": action, "reason": "whatever the service says"})])
+                      waitForNextStep=[ok({"action": action, "reason": "whatever the service says"})])
 
     assert make_worker(rpc, calibration, tmp_path / "w", time_, reports).run() == EXIT_ENDED
     assert reports == [f"PandoraCalib_{calibration.id}: Calibration is {action}."]
@@ -356,7 +370,7 @@ def test_one_real_step_end_to_end_with_the_marlin_emulator_command(tmp_path, sam
 
     time_, reports = FakeTime(), []
     worker = Worker(CapturingRPC(calibration.db), calibration.id, 1, tmp_path / "worker_1", report=reports.append,
-                    sleep=time_.sleep, clock=time_.clock)
+                    sleep=time_.sleep, clock=time_.clock, startDelay=0.0)
     assert worker.run() == EXIT_ENDED, reports
     assert reports == ["Running: stage: 1; phase: 0; step: 1", f"PandoraCalib_{calibration.id}: Calibration is killed."]
     assert captured["answer"]["OK"] and captured["answer"]["Value"]["verdict"] == "accepted"
@@ -411,7 +425,7 @@ def test_the_setup_is_fetched_once_and_local_samples_are_read_in_place(tmp_path,
     runner = EmulatorRunner()
     rpc = ScriptedRPC(
         getWorkerSetup=[ok(worker_setup(calibration))],
-        getStepParameters=[run_answer(1, "1.0", calibration.constants), wait_answer(calibration.id, 1),
+        waitForNextStep=[run_answer(1, "1.0", calibration.constants), wait_answer(calibration.id, 1),
                            run_answer(2, "1.0", calibration.constants), run_answer(3, "1.0", calibration.constants),
                            ok({"action": "finished", "reason": ""})],
     )
@@ -445,7 +459,7 @@ def test_lfns_are_downloaded_once_per_worker_and_reused_for_every_step(tmp_path,
     setup = worker_setup(calibration)
     setup["samples"]["gamma"]["files"] = ["LFN:" + lfns[0], lfns[1]]  # with and without the prefix
     rpc = ScriptedRPC(getWorkerSetup=[ok(setup)],
-                      getStepParameters=[run_answer(1, "1.0", calibration.constants),
+                      waitForNextStep=[run_answer(1, "1.0", calibration.constants),
                                          run_answer(2, "1.0", calibration.constants), ok({"action": "finished"})])
     time_, reports, workDir = FakeTime(), [], tmp_path / "w"
     assert make_worker(rpc, calibration, workDir, time_, reports, download=grid.download).run() == EXIT_ENDED, reports
@@ -461,11 +475,11 @@ def test_lfns_are_downloaded_once_per_worker_and_reused_for_every_step(tmp_path,
 def test_an_lfn_without_a_way_to_download_it_is_a_clear_error(tmp_path, calibration):
     setup = worker_setup(calibration)
     setup["samples"]["gamma"]["files"] = ["LFN:/ilc/user/p/physicist/gamma_1.slcio"]
-    rpc = ScriptedRPC(getWorkerSetup=[ok(setup)], getStepParameters=[ok({"action": "finished"})])
+    rpc = ScriptedRPC(getWorkerSetup=[ok(setup)], waitForNextStep=[ok({"action": "finished"})])
     reports = []
     assert make_worker(rpc, calibration, tmp_path / "w", FakeTime(), reports).run() == EXIT_RECONSTRUCTION
     assert "LFN:/ilc/user/p/physicist/gamma_1.slcio is an LFN, but this worker cannot download" in reports[-1]
-    assert rpc.called("getStepParameters") == []
+    assert rpc.called("waitForNextStep") == []
 
 
 class RecordingDataManager:
@@ -508,7 +522,7 @@ def test_download_lfn_goes_through_the_dirac_data_manager(tmp_path, monkeypatch,
 )
 def test_a_failing_reconstruction_ends_the_worker_with_the_reason(tmp_path, calibration, command, words):
     rpc = ScriptedRPC(getWorkerSetup=[ok(worker_setup(calibration, marlinExecutable=command))],
-                      getStepParameters=[run_answer(1, "1.0", calibration.constants)])
+                      waitForNextStep=[run_answer(1, "1.0", calibration.constants)])
     reports = []
     worker = make_worker(rpc, calibration, tmp_path / "w", FakeTime(), reports, runner=worker_module.run_command)
 
@@ -539,7 +553,7 @@ def test_after_stage_2_the_merged_likelihood_is_fetched_once_and_the_users_setti
     inputs = {"PandoraLikelihoodData.xml": stored}
     rpc = ScriptedRPC(
         getWorkerSetup=[ok(worker_setup(calibration))],
-        getStepParameters=[run_answer(8, "3.0", calibration.constants, inputs),
+        waitForNextStep=[run_answer(8, "3.0", calibration.constants, inputs),
                            run_answer(9, "3.0", calibration.constants, inputs), ok({"action": "finished"})],
         getCalibrationFile=[ok({"encoding": "utf-8", "content": likelihood})],
     )
@@ -564,7 +578,7 @@ def test_after_stage_2_the_merged_likelihood_is_fetched_once_and_the_users_setti
 
 def test_photon_training_runs_with_the_training_settings_and_reports_the_likelihood_file(tmp_path, calibration):
     rpc = ScriptedRPC(getWorkerSetup=[ok(worker_setup(calibration))],
-                      getStepParameters=[run_answer(6, "2.5", calibration.constants), ok({"action": "finished"})])
+                      waitForNextStep=[run_answer(6, "2.5", calibration.constants), ok({"action": "finished"})])
     workDir, reports = tmp_path / "w", []
     assert make_worker(rpc, calibration, workDir, FakeTime(), reports).run() == EXIT_ENDED, reports
 
