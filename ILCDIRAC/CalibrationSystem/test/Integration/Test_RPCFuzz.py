@@ -124,6 +124,7 @@ def calls(bed: Testbed) -> list[tuple[str, str, tuple]]:
         "registerWorkers": ("alice", (idle, {"0": "1", "1": "2"}), {0: ids + stale, 1: NOT_DICT + jobs_bad}),
         "getWorkerSetup": ("alice", (idle, 0), {0: ids + stale, 1: workers}),
         "getStepParameters": ("alice", (idle, 0, 0), {0: ids, 1: workers, 2: NOT_INT + [True, -1, 2, 2**63, 10**100]}),
+        "waitForNextStep": ("alice", (idle, 0, 0), {0: ids, 1: workers, 2: NOT_INT + [True, -1, 2, 2**63, 10**100]}),
         "submitResult": ("alice", (idle, 1, 0, report),
                          {0: ids, 1: NOT_INT + [True, -1, 0, 2, 2**63, 10**100], 2: workers, 3: NOT_DICT + report_bad}),
         "getCalibrationFile": ("alice", (idle, "steering.xml"), {0: ids, 1: NOT_STR + names_bad}),

@@ -315,6 +315,7 @@ def test_administrators_see_and_kill_but_never_feed_a_calibration(single, tmp_pa
     refused(admin.registerWorkers(calibrationID, {"0": "local:11", "1": "local:12"}), foreign)
     refused(admin.getWorkerSetup(calibrationID, 0), foreign)
     refused(admin.getStepParameters(calibrationID, 0, 0), foreign)
+    refused(admin.waitForNextStep(calibrationID, 0, 0), foreign)
     assert database_rows(single) == before
     assert admin.getCalibrationStatus([calibrationID])["Value"][0]["owner"] == "alice"
     assert [h["step"] for h in admin.getCalibrationHistory(calibrationID)["Value"]] == [1]
@@ -443,6 +444,7 @@ def test_other_users_learn_nothing_and_unregistered_users_reach_nothing(shared, 
     calls = {
         "getCalibrationStatus": lambda i: ([i],), "getCalibrationHistory": lambda i: (i,),
         "getWorkerSetup": lambda i: (i, 0), "getStepParameters": lambda i: (i, 0, 0),
+        "waitForNextStep": lambda i: (i, 0, 0),
         "submitResult": lambda i: (i, 1, 0, report), "getCalibrationFile": lambda i: (i, "steering.xml"),
         "getCalibrationResults": lambda i: (i,), "registerWorkers": lambda i: (i, {"0": "1", "1": "2"}),
         "killCalibration": lambda i: (i,),
