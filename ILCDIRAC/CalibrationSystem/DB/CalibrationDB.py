@@ -505,6 +505,7 @@ class CalibrationDB:
         *,
         claimer: str | None = None,
         claimTimeout: float = CLAIM_TIMEOUT,
+        packed: bool = False,
     ) -> StepClose | None:
         """Close a ready step exactly once: claim it, compute ``decide(calibration, step,
         results)`` on the committed results outside any transaction, commit what it returns if
@@ -512,11 +513,11 @@ class CalibrationDB:
         claimed by a live closer, closed already) or the claim was lost meanwhile. When
         ``decide`` raises, the step is handed back (open again, the attempt and its error kept
         in ``CloseAttempts``/``CloseError``, which ``decide`` sees in the step) and the error
-        propagates."""
+        propagates. ``packed`` as in ``stepSnapshot``."""
         claim = self.claimStep(calibrationID, step, claimer or closer_name(), claimTimeout)
         if claim is None:
             return None
-        calibration, stepRow, stored = self.stepSnapshot(calibrationID, step)
+        calibration, stepRow, stored = self.stepSnapshot(calibrationID, step, packed=packed)
         try:
             decision = decide(calibration, stepRow, stored)
         except Exception as exc:
@@ -543,10 +544,13 @@ class CalibrationDB:
         return token
 
     def stepSnapshot(
-        self, calibrationID: int, step: int
+        self, calibrationID: int, step: int, *, packed: bool = False
     ) -> tuple[dict[str, Any], dict[str, Any], list[tuple[int, Any]]]:
         """(calibration, step, results) read in one transaction without locks. Once the step is
-        claimed its set of counted results cannot change, so this is what the close must use."""
+        claimed its set of counted results cannot change, so this is what the close must use.
+        With ``packed`` the results are the stored blobs (``unpack`` them): the service's closer
+        unpacks them in its child process, since a thousand reports are tens of MB of JSON whose
+        decoding would hold the service's interpreter lock and then be pickled to the child."""
         with self.engine.connect() as conn:
             calibration = _calibration_dict(
                 conn.execute(select(calibrations).where(calibrations.c.CalibrationID == calibrationID)).mappings().one()
@@ -557,7 +561,7 @@ class CalibrationDB:
                 ).mappings().one()
             )
             stored = [
-                (int(worker), unpack(blob))
+                (int(worker), blob if packed else unpack(blob))
                 for worker, blob in conn.execute(
                     select(results.c.WorkerID, results.c.Payload)
                     .where(and_(results.c.CalibrationID == calibrationID, results.c.Step == step))

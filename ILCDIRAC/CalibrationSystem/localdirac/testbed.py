@@ -430,6 +430,8 @@ class Testbed:
         self.sqlite_path: Path | None = None
         self.wms = None
         self._ports: set[int] = set()
+        #: every process ``_spawn`` started and not yet seen stopped: each leads its own process group
+        self._leaders: list[subprocess.Popen] = []
         if wms:
             if database != "mariadb":
                 raise ValueError("the WMS needs MariaDB: use database='mariadb' with wms=True")
@@ -626,7 +628,7 @@ class Testbed:
         with open(log, "ab") as out:
             out.write(f"\n=== {datetime.datetime.now().isoformat()} {' '.join(args)}\n".encode())
             out.flush()
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 args,
                 cwd=cwd or self.root,
                 env=dict(env) if env is not None else self.env(),
@@ -635,6 +637,8 @@ class Testbed:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._leaders.append(process)
+        return process
 
     def start_service(self, *args: str, timeout: float | None = None) -> subprocess.Popen:
         """Start ``dirac-service Calibration/Calibration`` (extra CLI ``args``) and wait until it answers ping."""
@@ -738,12 +742,19 @@ class Testbed:
             self.wms.start(self.start_timeout if timeout is None else timeout)
 
     def stop(self) -> None:
-        """Stop the agent, the service and the WMS (SIGTERM, then SIGKILL after a grace period)."""
+        """Stop the agent, the service and the WMS (SIGTERM, then SIGKILL after a grace period).
+
+        Then nothing they started may be left: what a process killed earlier (``kill_service``)
+        had started is orphaned, out of reach of stopping it, yet still in its process group.
+        Whatever remains there after a grace period is killed and reported (``TestbedError``)."""
         with self._lock:
             self.stop_agent()
             if self.wms is not None:
                 self.wms.stop()
             self.stop_service()
+            groups = {process.pid for process in self._leaders}
+            self._leaders = [process for process in self._leaders if process.poll() is None]
+            _kill_stragglers(groups)
 
     @property
     def pids(self) -> list[int]:
@@ -893,6 +904,36 @@ class Testbed:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"service {'up' if self.service_running else 'down'}"
         return f"<Testbed {self.root} port={self.port if hasattr(self, 'port') else '?'} {self.database} {state}>"
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _kill_stragglers(groups: set[int]) -> None:
+    """Kill what is left in ``groups`` (process groups whose leaders were stopped) once the grace
+    period is over, and raise ``TestbedError`` naming it: a process the test bed's components
+    started outlived them, which no test should hide (the group's leader itself is never taken:
+    its PID is free for reuse once it is reaped)."""
+    left = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError, psutil.Error):
+            if pid not in groups and os.getpgid(pid) in groups:
+                left.append(psutil.Process(pid))
+    deadline = time.monotonic() + _STOP_GRACE
+    while any(_running(p) for p in left) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stragglers = []
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            if _running(process):
+                stragglers.append(f"{process.pid} ({' '.join(process.cmdline())})")
+                process.kill()
+    if stragglers:
+        raise TestbedError(f"still running {_STOP_GRACE} s after the test bed stopped, killed: {', '.join(stragglers)}")
 
 
 def _terminate(process: subprocess.Popen | None) -> None:

@@ -16,7 +16,14 @@ from typing import Any
 
 from DIRAC import gLogger
 
-from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CLAIM_TIMEOUT, CalibrationDB, CalibrationDBError, StepClose, now
+from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import (
+    CLAIM_TIMEOUT,
+    CalibrationDB,
+    CalibrationDBError,
+    StepClose,
+    now,
+    unpack,
+)
 from ILCDIRAC.CalibrationSystem.logic.polling import DEFAULT_POLLING, PollPolicy, StepProgress, retry_after
 from ILCDIRAC.CalibrationSystem.logic.progress import progress
 from ILCDIRAC.CalibrationSystem.logic.results import (
@@ -450,7 +457,7 @@ class CloseFailed(Exception):
     """One attempt at closing a step raised; the step was handed back for another attempt."""
 
 
-#: How a close's computation is run: ``compute(decide_close, calibration, step, results)``.
+#: How a close's computation is run: ``compute(decide_packed_close, calibration, step, packed results)``.
 Compute = Callable[..., StepClose]
 
 
@@ -471,7 +478,7 @@ def close_step(db: CalibrationDB, calibrationID: int, step: int, policy: ClosePo
             return failed_close(calibration, stepRow, f"closing step {stepRow['Step']} failed {attempt - 1} times "
                                 f"(last: {stepRow['CloseError'] or 'the closer stopped'})")
         try:
-            return compute(decide_close, calibration, stepRow, stored)
+            return compute(decide_packed_close, calibration, stepRow, stored)
         except Exception as exc:  # noqa: BLE001 - a failed close is retried or fails the calibration, never lost
             errorID = new_error_id()
             gLogger.exception("Calibration service: internal error while closing a step",
@@ -483,7 +490,7 @@ def close_step(db: CalibrationDB, calibrationID: int, step: int, policy: ClosePo
             raise CloseFailed(reason) from exc
 
     try:
-        decision = db.closeStep(calibrationID, step, decide, claimTimeout=policy.claimTimeout)
+        decision = db.closeStep(calibrationID, step, decide, claimTimeout=policy.claimTimeout, packed=True)
     except CloseFailed:
         return None
     if decision is not None and decision.status == FINISHED:
@@ -567,6 +574,14 @@ def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored
         if newState.status != FAILED else {}
     )
     return _step_close(calibration, newState, outcomeDict, outcome.artifacts)
+
+
+def decide_packed_close(calibration: Mapping[str, Any], step: Mapping[str, Any], packed: list[tuple[int, bytes]]
+                        ) -> StepClose:
+    """``decide_close`` on the stored (compressed) reports: ``compute`` runs this in the
+    service's closer process, so the blobs, which pickle cheaply, are what crosses to it and the
+    decoding is done there rather than under the service's interpreter lock."""
+    return decide_close(calibration, step, [(worker, unpack(blob)) for worker, blob in packed])
 
 
 def failed_close(calibration: Mapping[str, Any], step: Mapping[str, Any], reason: str) -> StepClose:

@@ -10,12 +10,14 @@ With ``process=True`` (the service) the computation runs in a child process: mer
 and fitting are CPU-bound Python and numpy, and in the service's own process they would hold
 the interpreter lock for seconds, stalling every worker's call meanwhile. The child is started
 at once and warmed up (imports) so the first close costs no more than the others; if it dies,
-the close counts as a failed attempt and a new child is started.
+the close counts as a failed attempt and a new child is started. The child ends itself when the
+service dies, even by SIGKILL, so a killed service leaves no orphan computing for nobody.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +29,26 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, StepClose
 from ILCDIRAC.CalibrationSystem.logic.calibrations import DEFAULT_CLOSE, ClosePolicy, close_ready_steps
 
 log = logging.getLogger("Calibration")
+
+
+#: How often the child checks that the service is still its parent (seconds)
+PARENT_CHECK = 1.0
+
+
+def _follow_parent(parent: int) -> None:
+    """The child's initializer: end the child once ``parent`` (the service) is gone.
+
+    Nothing else would: the child holds both ends of its own task queue, so it never sees the
+    service's side close. The kernel's parent-death signal (prctl) is no help either, since it
+    fires when the *thread* that started the child ends, and the pool is started (again) from
+    whichever thread runs the close. Polling ``getppid`` sees the reparenting within a second."""
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), name="CalibrationParentWatch", daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK)
+    os._exit(1)
 
 
 def _warm_up() -> None:
@@ -88,7 +110,8 @@ class StepCloser:
         return result
 
     def _new_pool(self) -> None:
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_follow_parent, initargs=(os.getpid(),))
         self._pool.submit(_warm_up)
 
     def _run(self) -> None:

@@ -1,6 +1,7 @@
 """The local DIRAC test bed itself: TLS, identities, authorization, crash and restart, clean teardown."""
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -171,6 +172,28 @@ def test_kill_9_and_restart(testbed):
     running = testbed.service.pid
     testbed.restart_service()
     assert testbed.service.pid != running and _value(testbed.ping())["name"] == "Calibration/Calibration"
+
+
+def test_stop_kills_and_reports_what_a_killed_service_left_behind(testbed):
+    """The service's closer child ends itself once the service is gone; one that cannot (stopped
+    here, like a child stuck in a computation) keeps the resource tracker alive with it. Nothing
+    stops them with the killed service, so the test bed's stop must find them in its process group."""
+    service = psutil.Process(testbed.service.pid)
+    child = next(p for p in service.children() if "spawn_main" in " ".join(p.cmdline()))
+    left = [child, *(p for p in service.children() if p.pid != child.pid)]
+    child.suspend()
+    testbed.kill_service()
+    try:
+        with pytest.raises(TestbedError, match=rf"killed: .*\b{child.pid} \(.*spawn_main"):
+            testbed.stop()
+        _, alive = psutil.wait_procs(left, timeout=5)
+        assert alive == []
+        testbed.stop()
+    finally:
+        for process in left:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        testbed.start_service()
 
 
 def test_close_leaves_no_process_database_or_folder():
