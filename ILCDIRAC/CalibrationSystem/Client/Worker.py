@@ -166,6 +166,8 @@ class Worker:
                     report = self.reconstruct(params)
                     answer = self.call("submitResult", self.calibrationID, params["step"], self.workerID, report)
                     log.info("step", f"{params['step']} submitted: {answer['verdict']}")
+                    if isinstance(answer.get("applicationStatus"), str):
+                        self.report(answer["applicationStatus"])
                     lastStep = params["step"]
                     waiting.reset()
                 elif action == WorkerAction.WAIT:

@@ -386,6 +386,13 @@ class CalibrationDB:
             ).mappings()
             return [_step_dict(row) for row in rows]
 
+    def closingClaims(self) -> list[tuple[int, int, str]]:
+        """(calibration, step, claim) of every step being closed: whose closer may have died."""
+        query = select(steps.c.CalibrationID, steps.c.Step, steps.c.ClaimedBy).where(
+            and_(steps.c.Status == CLOSING, steps.c.ClaimedBy.is_not(None)))
+        with self.engine.connect() as conn:
+            return [(int(c), int(s), str(claim)) for c, s, claim in conn.execute(query)]
+
     def readySteps(self, claimTimeout: float = CLAIM_TIMEOUT) -> list[tuple[int, int]]:
         """Steps of running calibrations that a closer may claim: open ones with enough results,
         and closing ones whose claim is older than ``claimTimeout`` seconds (the closer died)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import (
     CalibrationDB,
     CalibrationDBError,
     StepClose,
+    closer_name,
     now,
     unpack,
 )
@@ -423,7 +425,10 @@ def submit_result(
         _validate_report(payload, stepRow["Phases"], PhaseContext.from_settings(calibration["Settings"]))
     verdict, have, needed = db.addResult(calibrationID, step, workerID, payload)
     ready = verdict == ReportVerdict.ACCEPTED and have >= needed
-    return {"verdict": verdict, "results": have, "needed": needed, "ready": ready}
+    # what the worker shows while it waits for the next step (its waitForNextStep is held, so no
+    # 'wait' answer may come to say it)
+    return {"verdict": verdict, "results": have, "needed": needed, "ready": ready,
+            "applicationStatus": application_status(calibrationID, WorkerAction.WAIT, step)}
 
 
 def _validate_report(payload: Any, phases: list[str], ctx: PhaseContext) -> None:
@@ -541,12 +546,37 @@ def close_ready_steps(db: CalibrationDB, policy: ClosePolicy = DEFAULT_CLOSE, co
                       ) -> list[dict[str, Any]]:
     """Close every step that has enough results (or whose closer died), each exactly once:
     the service's closer thread and the agent's safety net both call this."""
+    release_dead_claims(db)
     closed = []
     for calibrationID, step in db.readySteps(policy.claimTimeout):
         decision = close_step(db, calibrationID, step, policy, compute)
         if decision is not None:
             closed.append({"calibrationID": calibrationID, "step": step, "status": decision.status})
     return closed
+
+
+def release_dead_claims(db: CalibrationDB) -> list[tuple[int, int]]:
+    """Hand back at once the steps whose closer was a process of this host that no longer
+    exists (a service killed mid-close and restarted), instead of after ``CloseClaimTimeout``;
+    the attempt still counts. Claims of other hosts, or of a live process, wait for the timeout."""
+    released = []
+    for calibrationID, step, claim in db.closingClaims():
+        host, _, rest = claim.partition(":")
+        pid = rest.partition(":")[0]
+        if host == closer_name().partition(":")[0] and pid.isdigit() and not process_exists(int(pid)):
+            if db.releaseClaim(calibrationID, step, claim, "the closing process ended (service restarted)"):
+                released.append((calibrationID, step))
+    return released
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def decide_close(calibration: Mapping[str, Any], step: Mapping[str, Any], stored: list[tuple[int, Any]]) -> StepClose:

@@ -185,8 +185,11 @@ def test_c_hanging_workers_above_the_threshold_fail_the_calibration_with_the_rea
     assert status["status"] == "failed", run.logs(calibrationID)
     assert status["reason"].startswith("only 3 of 4 workers are left"), status["reason"]
     assert "needs 4 results" in status["reason"]
-    worker0 = CalibrationDB(bed.db_url).getWorker(calibrationID, 0)
-    assert worker0["Resubmissions"] == 1 and worker0["Status"] in ("dead", "killed")
+    db = CalibrationDB(bed.db_url)
+    # the agent records the kill of the hanging job in the same cycle, right after failing it
+    wait_until(lambda: db.getWorker(calibrationID, 0)["Status"] in ("dead", "killed"), 30,
+               lambda: str(db.getWorker(calibrationID, 0)))
+    assert db.getWorker(calibrationID, 0)["Resubmissions"] == 1
     wait_until(lambda: not _hanging(tmp_path), 60, lambda: f"hanging processes left: {_hanging(tmp_path)}")
 
 

@@ -1,11 +1,14 @@
 """Closing steps off the workers' calls (logic.close_step, logic.closer) on the real MariaDB:
 a close that raises is retried and, after its last attempt, fails the calibration with the
 reason; a report only wakes the closer thread, which closes the step exactly once."""
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, StepClose, mysql_url
+from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, StepClose, closer_name, mysql_url
 from ILCDIRAC.CalibrationSystem.localdirac import mariadb
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic.calibrations import Caller, ClosePolicy
@@ -99,6 +102,21 @@ def test_a_closer_that_keeps_dying_fails_the_calibration_without_computing_again
     assert db.getCalibration(cid)["Reason"] == "closing step 1 failed 3 times (last: the closer stopped)"
 
 
+def test_a_claim_of_a_process_of_this_host_that_ended_is_taken_over_at_once(db, monkeypatch):
+    """A service killed mid-close and restarted closes the step at once, not after the claim timeout."""
+    cid, other = ready_calibration(db), ready_calibration(db)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    host = closer_name().partition(":")[0]
+    assert db.claimStep(cid, 1, f"{host}:{ended.pid}:1") is not None
+    assert db.claimStep(other, 1, f"{host}:{os.getpid()}:1") is not None, "a live closer: this process"
+    monkeypatch.setattr(logic, "decide_close", Flaky(failures=0))
+    closed = logic.close_ready_steps(db, ClosePolicy(claimTimeout=300))
+    assert closed == [{"calibrationID": cid, "step": 1, "status": "running"}]
+    assert db.getStep(cid, 1)["CloseAttempts"] == 2, "the dead closer's attempt counts"
+    assert db.getStep(other, 1)["Status"] == "closing", "a live closer's claim is left alone"
+
+
 def test_the_report_that_completes_a_step_only_wakes_the_closer_thread(db, monkeypatch):
     """submit_result answers 'ready' without closing; the woken closer thread closes the step,
     and its polling fallback closes a step nobody woke it for."""
@@ -118,7 +136,8 @@ def test_the_report_that_completes_a_step_only_wakes_the_closer_thread(db, monke
     closer = StepCloser(db, interval=3600).start()
     try:
         answer = logic.submit_result(db, owner, cid, 1, 2, {"phases": {}})
-        assert answer == {"verdict": "accepted", "results": 3, "needed": 3, "ready": True}
+        assert answer == {"verdict": "accepted", "results": 3, "needed": 3, "ready": True,
+                          "applicationStatus": f"PandoraCalib_{cid}: step 1 is finished. Waiting for other jobs"}
         assert db.getStep(cid, 1)["Status"] == "open", "the reporting call closed nothing"
         closer.wake()
         assert computing.wait(30)

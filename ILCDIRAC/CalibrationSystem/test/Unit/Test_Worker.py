@@ -372,7 +372,9 @@ def test_one_real_step_end_to_end_with_the_marlin_emulator_command(tmp_path, sam
     worker = Worker(CapturingRPC(calibration.db), calibration.id, 1, tmp_path / "worker_1", report=reports.append,
                     sleep=time_.sleep, clock=time_.clock, startDelay=0.0)
     assert worker.run() == EXIT_ENDED, reports
-    assert reports == ["Running: stage: 1; phase: 0; step: 1", f"PandoraCalib_{calibration.id}: Calibration is killed."]
+    assert reports == ["Running: stage: 1; phase: 0; step: 1",
+                       f"PandoraCalib_{calibration.id}: step 1 is finished. Waiting for other jobs",
+                       f"PandoraCalib_{calibration.id}: Calibration is killed."]
     assert captured["answer"]["OK"] and captured["answer"]["Value"]["verdict"] == "accepted"
 
     workDir = tmp_path / "worker_1"
