@@ -245,7 +245,7 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
     # the step they were answered opened were held for it: their wait is the notification's
     byMethod: dict[str, list[float]] = {}
     notified: dict[int, list[float]] = {}
-    holdsRunOut = 0
+    holdsRunOut = endings = 0
     for method, began, seconds, ok, _, _, note in calls:
         if method == "waitForNextStep" and ok:
             action, step, retryAfter = note
@@ -254,6 +254,9 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
                 continue
             if action == "wait" and retryAfter == 0:
                 holdsRunOut += 1
+                continue
+            if action in ("finished", "killed", "failed"):
+                endings += 1  # one per worker: held until the calibration ended, or asked after
                 continue
         byMethod.setdefault(method, []).append(seconds)
     latency = {m: stats(v) for m, v in byMethod.items()}
@@ -291,6 +294,7 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
         "latency": latency,
         "startSeconds": settled - start,
         "holdsRunOut": holdsRunOut,
+        "endAnswers": endings,
         "errors": len(errors),
         "lockWaitErrors": sum("Lock wait" in e for e in errors) + serviceLog.count("Lock wait timeout"),
         "errorSamples": sorted(set(errors))[:5],
@@ -348,7 +352,8 @@ def show(result: dict) -> None:
         print(f"  {method:18s} n={row['count']:6d}  p50 {row['p50'] * 1000:7.0f} ms  p99 {row['p99'] * 1000:7.0f} ms  "
               f"max {row['max'] * 1000:7.0f} ms")
     print(f"  ({result['startSeconds']:.0f} s until every worker had its set-up; "
-          f"{result['holdsRunOut']} held calls ran out of hold time)")
+          f"{result['holdsRunOut']} held calls ran out of hold time; {result['endAnswers']} answers "
+          f"of the calibration's end left out)")
     print("  step close (threshold report acknowledged -> first worker served the next step): "
           + ", ".join(f"step {s}: {v:.2f} s" for s, v in result["stepCloseLatency"].items()))
     print("  held workers answered after the step opened (n, p50/p99/max s): "

@@ -12,13 +12,15 @@ limits (``ServiceLimits``) are checked in the logic.
 """
 from __future__ import annotations
 
+import functools
+
 from DIRAC import S_ERROR, S_OK, gLogger
 from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
 from DIRAC.ConfigurationSystem.Client.Helpers.Registry import getVOForGroup
 from DIRAC.Core.DISET.RequestHandler import RequestHandler
 
 from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
-from ILCDIRAC.CalibrationSystem.logic.calibrations import ClosePolicy
+from ILCDIRAC.CalibrationSystem.logic.calibrations import ClosePolicy, woken_answers
 from ILCDIRAC.CalibrationSystem.logic.closer import StepCloser
 from ILCDIRAC.CalibrationSystem.logic.polling import PollPolicy
 from ILCDIRAC.CalibrationSystem.logic.service import RPC_TYPES, CalibrationService
@@ -84,7 +86,7 @@ class CalibrationHandler(RequestHandler):
         capacity = hold_capacity(cls.srv_getCSOption)
         policy = ClosePolicy(claimTimeout=cls.srv_getCSOption("CloseClaimTimeout", 300.0),
                              maxAttempts=cls.srv_getCSOption("MaxCloseAttempts", 3))
-        watch = StepWatch(db.getProgress, capacity)
+        watch = StepWatch(db.getProgress, capacity, answer=functools.partial(woken_answers, db))
         closerLog = gLogger.getSubLogger("StepCloser")
 
         def closed(line: str) -> None:

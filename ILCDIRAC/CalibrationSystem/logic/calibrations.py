@@ -392,6 +392,43 @@ def step_parameters(
     }
 
 
+def woken_answers(db: CalibrationDB, calibrationID: int, workerIDs: list[int]) -> dict[int, Any]:
+    """The answers of waiting workers whose held ``waitForNextStep`` calls the calibration's
+    progress woke (logic.step_watch): the new step's parameters, or its end, computed once for
+    all of them with one read of the calibration and its step and one write of all their rows.
+    Their ownership and worker IDs were checked when they called; a worker the agent gave up
+    meanwhile gets its refusal (a CalibrationError) as its answer."""
+    calibration = db.getCalibration(calibrationID, full=False)
+    status = calibration["Status"]
+    if status != RUNNING:
+        action = END_ACTION[status]
+        answer: dict[str, Any] = {"action": action, "reason": calibration["Reason"]}
+        workerStatus, message = STOPPED_WORKER[action], application_status(calibrationID, action)
+    else:
+        current = calibration["Step"]
+        step = db.getStep(calibrationID, current)
+        message = application_status(calibrationID, WorkerAction.RUN, current, step["Phases"][0])
+        stage, phase = PhaseKey.parse(step["Phases"][0])
+        answer = {"action": WorkerAction.RUN, "step": current, "stage": stage, "phase": phase,
+                  "phases": step["Phases"], "constants": step["Constants"], "inputs": step["Inputs"],
+                  "applicationStatus": message}
+        workerStatus = WorkerStatus.RUNNING
+    stamp = now()
+    answers: dict[int, Any] = {}
+    try:
+        db.updateWorkers(calibrationID, {w: {"Status": workerStatus, "ApplicationStatus": message, "LastSeen": stamp}
+                                         for w in workerIDs})
+        answers = dict.fromkeys(workerIDs, answer)
+    except IllegalTransition:
+        for workerID in workerIDs:  # some worker was given up meanwhile: one by one
+            try:
+                _poll(db, calibrationID, workerID, workerStatus, message)
+                answers[workerID] = answer
+            except CalibrationError as exc:
+                answers[workerID] = exc
+    return answers
+
+
 def _poll(db: CalibrationDB, calibrationID: int, workerID: int, status: WorkerStatus, message: str) -> None:
     """Record what a polling worker was told; a worker the agent gave up on (dead) gets no more work."""
     try:

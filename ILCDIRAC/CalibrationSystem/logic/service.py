@@ -167,11 +167,15 @@ class CalibrationService:
             return answer
         deadline = time.monotonic() + self.holdSeconds
         while answer["action"] == WorkerAction.WAIT:
-            if not self.watch.hold(calibrationID, Progress(answer["step"], ended=False),
-                                   deadline - time.monotonic()):
+            woken = self.watch.hold(calibrationID, Progress(answer["step"], ended=False),
+                                    deadline - time.monotonic(), workerID)
+            if woken is None:
                 # held for the whole time: ask again at once; not held (full, stopping): as a poll
                 return {**answer, "retryAfter": 0.0} if time.monotonic() >= deadline else answer
-            answer = logic.step_parameters(self.db, caller, calibrationID, workerID, lastStep, self.pollPolicy)
+            if isinstance(woken, CalibrationError):
+                raise woken
+            answer = woken if isinstance(woken, dict) else logic.step_parameters(
+                self.db, caller, calibrationID, workerID, lastStep, self.pollPolicy)
         return answer
 
     @_rpc(int, int, int, dict)

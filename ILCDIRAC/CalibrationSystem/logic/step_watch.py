@@ -10,6 +10,9 @@ the new step within one look of this watch (``interval``, half a second).
 One thread per service process does the looking, whatever the number of held calls: a single
 indexed read of the held calibrations' (step, status) every ``interval`` seconds while any call
 is held, and at once when ``look()`` is called (the closer after it committed a close, a kill).
+When a calibration moved on, the same thread prepares the answers of all its held calls at once
+(``answer``: one read of the new step, one write of all the workers' rows) before waking them,
+so each woken call has nothing left to do but send its answer.
 It reads the database rather than trusting this process's memory, so a step closed by another
 replica of the service or by the agent's safety net wakes the calls held here just as well.
 
@@ -21,9 +24,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 from ILCDIRAC.CalibrationSystem.Utilities.vocabulary import CalibrationStatus
 
@@ -46,15 +49,30 @@ class Progress:
 
 #: Reads (step, status) of the given calibrations: ``CalibrationDB.getProgress``.
 ReadProgress = Callable[[Collection[int]], dict[int, tuple[int, str]]]
+#: Prepares the answers of the held calls of one calibration that moved on, by their keys (the
+#: workers): computed once for all of them, so a thousand woken calls cost one read and one write.
+Answer = Callable[[int, list[int]], dict[int, Any]]
+
+#: What ``hold`` returns when the calibration moved on but no answer was prepared for the call
+#: (no ``answer`` function, or it failed): the caller asks the database itself.
+MOVED = object()
+
+
+@dataclass(eq=False)
+class _Waiter:
+    calibrationID: int
+    seen: Progress
+    key: int
+    answer: Any = None
+    done: bool = False
 
 
 class StepWatch:
     """Holds waiting workers' calls until their calibration's ``Progress`` passes what they saw."""
 
-    def __init__(self, read: ReadProgress, capacity: int, interval: float = 0.5):
-        self.read, self.capacity, self.interval = read, capacity, interval
-        self._latest: dict[int, Progress] = {}
-        self._held: Counter[int] = Counter()
+    def __init__(self, read: ReadProgress, capacity: int, interval: float = 0.5, answer: Answer | None = None):
+        self.read, self.capacity, self.interval, self.answer = read, capacity, interval, answer
+        self._waiters: list[_Waiter] = []
         self._changed = threading.Condition()
         self._look, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="CalibrationStepWatch", daemon=True)
@@ -77,47 +95,56 @@ class StepWatch:
     @property
     def held(self) -> int:
         with self._changed:
-            return sum(self._held.values())
+            return len(self._waiters)
 
-    def hold(self, calibrationID: int, seen: Progress, seconds: float) -> bool:
-        """Wait until the calibration is past ``seen`` (True), or ``seconds`` passed or the
-        watch is stopping (False); False at once when ``capacity`` calls are held already."""
+    def hold(self, calibrationID: int, seen: Progress, seconds: float, key: int = 0) -> Any:
+        """Wait until the calibration is past ``seen``: then the answer prepared for ``key``, or
+        ``MOVED``. None when ``seconds`` passed or the watch is stopping, and at once when
+        ``capacity`` calls are held already."""
         deadline = time.monotonic() + seconds
+        waiter = _Waiter(calibrationID, seen, key)
         with self._changed:
-            if sum(self._held.values()) >= self.capacity or self._stop.is_set():
-                return False
-            self._held[calibrationID] += 1
-            self._latest[calibrationID] = max(self._latest.get(calibrationID, seen), seen)
+            if len(self._waiters) >= self.capacity or self._stop.is_set():
+                return None
+            self._waiters.append(waiter)
             try:
-                while not self._stop.is_set():
-                    if self._latest[calibrationID] > seen:
-                        return True
+                while not waiter.done and not self._stop.is_set():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        return False
+                        return None
                     self._changed.wait(remaining)
-                return False
+                return waiter.answer if waiter.done else None
             finally:
-                self._held[calibrationID] -= 1
-                if not self._held[calibrationID]:
-                    del self._held[calibrationID]
-                    self._latest.pop(calibrationID, None)
+                self._waiters.remove(waiter)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._look.wait(self.interval)
             self._look.clear()
             with self._changed:
-                watched = list(self._held)
+                watched = {w.calibrationID for w in self._waiters}
             if not watched:
                 continue
             try:
-                progress = self.read(watched)
+                progress = {cid: Progress.of(step, status) for cid, (step, status) in self.read(watched).items()}
             except Exception:  # noqa: BLE001 - a database outage must not end the thread; held calls time out
                 log.exception("the step watch could not read the calibrations' progress")
                 continue
-            with self._changed:
-                for calibrationID, (step, status) in progress.items():
-                    if calibrationID in self._latest:
-                        self._latest[calibrationID] = max(self._latest[calibrationID], Progress.of(step, status))
-                self._changed.notify_all()
+            for calibrationID, latest in progress.items():
+                with self._changed:
+                    woken = [w for w in self._waiters
+                             if w.calibrationID == calibrationID and not w.done and w.seen < latest]
+                if woken:
+                    self._wake(calibrationID, woken)
+
+    def _wake(self, calibrationID: int, woken: list[_Waiter]) -> None:
+        answers: dict[int, Any] = {}
+        if self.answer is not None:
+            try:
+                answers = self.answer(calibrationID, sorted({w.key for w in woken}))
+            except Exception:  # noqa: BLE001 - each woken call then asks the database itself
+                log.exception("the step watch could not prepare the woken calls' answers")
+        with self._changed:
+            for waiter in woken:
+                waiter.answer, waiter.done = answers.get(waiter.key, MOVED), True
+            self._changed.notify_all()

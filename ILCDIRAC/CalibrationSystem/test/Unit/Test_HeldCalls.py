@@ -3,16 +3,17 @@ a waiting worker's call is answered when its calibration moves on (a step closed
 calibration killed), also when another service replica moved it (nothing in this process knew);
 it is answered ``wait`` with ``retryAfter`` 0 when the hold time passed, and as a plain poll
 when the service holds as many calls as it may."""
+import functools
 import threading
 import time
 
 import pytest
 
-from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB
+from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import CalibrationDB, StepClose
 from ILCDIRAC.CalibrationSystem.localdirac.inprocess import CALLER, STEERING, input_files
 from ILCDIRAC.CalibrationSystem.logic import calibrations as logic
 from ILCDIRAC.CalibrationSystem.logic.service import CalibrationService
-from ILCDIRAC.CalibrationSystem.logic.step_watch import Progress, StepWatch
+from ILCDIRAC.CalibrationSystem.logic.step_watch import MOVED, Progress, StepWatch
 from ILCDIRAC.CalibrationSystem.Utilities.settings import settings_from_dict
 
 INTERVAL = 0.1
@@ -61,7 +62,7 @@ def test_a_held_call_returns_when_the_step_moves_on_even_if_another_process_move
         conn.exec_driver_sql("UPDATE Calibrations SET Step = 2 WHERE CalibrationID = ?", (cid,))
     moved = time.monotonic()
     thread.join(5.0)
-    assert box["value"] is True
+    assert box["value"] is MOVED
     assert time.monotonic() - moved < 3 * INTERVAL + 0.5, "within one look of the watch"
     assert watch.held == 0
 
@@ -71,7 +72,7 @@ def test_an_older_reading_of_the_watch_never_wakes_a_worker_that_saw_more(db, wa
     # the worker saw step 3 already (the watch's database still says step 1): it waits on
     thread, box = in_thread(watch.hold, cid, Progress(3, ended=False), 5 * INTERVAL)
     thread.join(5.0)
-    assert box["value"] is False and box["after"] >= 5 * INTERVAL
+    assert box["value"] is None and box["after"] >= 5 * INTERVAL
 
 
 def test_a_killed_calibration_wakes_its_held_calls_and_no_other(db, watch):
@@ -82,8 +83,8 @@ def test_a_killed_calibration_wakes_its_held_calls_and_no_other(db, watch):
     (t1, b1), (t2, b2) = threads
     t1.join(5.0)
     t2.join(5.0)
-    assert b1["value"] is True and b1["after"] < 10 * INTERVAL
-    assert b2["value"] is False and b2["after"] >= 20 * INTERVAL
+    assert b1["value"] is MOVED and b1["after"] < 10 * INTERVAL
+    assert b2["value"] is None and b2["after"] >= 20 * INTERVAL
 
 
 def test_beyond_its_capacity_the_watch_holds_nothing_and_says_so_at_once(db, watch):
@@ -91,7 +92,7 @@ def test_beyond_its_capacity_the_watch_holds_nothing_and_says_so_at_once(db, wat
     held = [in_thread(watch.hold, cid, Progress(1, ended=False), 20 * INTERVAL) for _ in range(3)]
     time.sleep(2 * INTERVAL)
     began = time.monotonic()
-    assert watch.hold(cid, Progress(1, ended=False), 10.0) is False
+    assert watch.hold(cid, Progress(1, ended=False), 10.0) is None
     assert time.monotonic() - began < 0.05
     for thread, _ in held:
         thread.join(5.0)
@@ -104,13 +105,16 @@ def test_stopping_the_watch_releases_every_held_call(db):
     time.sleep(2 * INTERVAL)
     watch.stop()
     thread.join(5.0)
-    assert box["value"] is False and box["after"] < 5.0
+    assert box["value"] is None and box["after"] < 5.0
 
 
 # ------------------------------------------------------------------------------------ the RPC
 @pytest.fixture
-def service(db, watch):
-    return CalibrationService(db, watch=watch, holdSeconds=1.0)
+def service(db):
+    watch = StepWatch(db.getProgress, capacity=10, interval=INTERVAL,
+                      answer=functools.partial(logic.woken_answers, db)).start()
+    yield CalibrationService(db, watch=watch, holdSeconds=1.0)
+    watch.stop()
 
 
 def waiting_calibration(service):
@@ -158,3 +162,45 @@ def test_a_worker_with_work_to_do_is_never_held(service):
     began = time.monotonic()
     answer = service.waitForNextStep(CALLER, cid, 1, 0)
     assert time.monotonic() - began < 0.5 and answer["Value"]["action"] == "run"
+
+
+def test_the_answers_of_all_woken_workers_are_prepared_once(db, monkeypatch):
+    """Four workers wait for step 2; the close wakes them with one prepared answer each, made by
+    one call that reads the step once and writes all four rows (as step_parameters would)."""
+    cid = new_calibration(db, workers=4)
+    prepared = []
+
+    def answers(calibrationID, workerIDs):
+        prepared.append(list(workerIDs))
+        return logic.woken_answers(db, calibrationID, workerIDs)
+
+    watch = StepWatch(db.getProgress, capacity=10, interval=INTERVAL, answer=answers).start()
+    service = CalibrationService(db, watch=watch, holdSeconds=30.0)
+    try:
+        for worker in range(4):
+            db.addResult(cid, 1, worker, {"phases": {"1.0": {}}})
+            db.updateWorker(cid, worker, LastStep=1)
+        held = [in_thread(service.waitForNextStep, CALLER, cid, worker, 1) for worker in range(4)]
+        time.sleep(3 * INTERVAL)
+        constants = {**db.getStep(cid, 1)["Constants"], "CalibrECAL": [40.0, 40.0]}
+
+        def next_step(calibration, step, stored):
+            return StepClose(outcome={}, state=calibration["State"], status="running", reason="", stage=1,
+                             phase=0, nextStep=2, nextPhases=["1.0"], nextConstants=constants, nextInputs={},
+                             files={})
+
+        db.updateWorker(cid, 3, Status="dead")  # the agent gave worker 3 up while it was held
+        assert db.closeStep(cid, 1, next_step) is not None
+        for thread, _ in held:
+            thread.join(10.0)
+    finally:
+        watch.stop()
+    assert prepared == [[0, 1, 2, 3]]
+    answers_ = [box["value"]["Value"] for _, box in held[:3]]
+    assert all(a["action"] == "run" and a["step"] == 2 and a["constants"] == constants for a in answers_)
+    rows = db.getWorkers(cid)
+    assert all(w["Status"] == "running" and w["ApplicationStatus"] == answers_[0]["applicationStatus"]
+               for w in rows[:3])
+    refused = held[3][1]["value"]
+    assert not refused["OK"] and "a worker that was given up gets no more work" in refused["Message"]
+    assert rows[3]["Status"] == "dead"
