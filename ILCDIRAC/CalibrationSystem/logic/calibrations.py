@@ -376,9 +376,14 @@ def step_parameters(
                                 (now() - row["OpenTime"]).total_seconds())
         return {"action": WorkerAction.WAIT, "step": current, "applicationStatus": message,
                 "retryAfter": retry_after(progress, polling, workerID, wasWaiting)}
+    answer = _run_answer(db, calibrationID, current)
+    _poll(db, calibrationID, workerID, WorkerStatus.RUNNING, answer["applicationStatus"])
+    return answer
+
+
+def _run_answer(db: CalibrationDB, calibrationID: int, current: int) -> dict[str, Any]:
+    """What a worker is told to run: the current step, its phases, constants and inputs."""
     step = db.getStep(calibrationID, current)
-    message = application_status(calibrationID, WorkerAction.RUN, current, step["Phases"][0])
-    _poll(db, calibrationID, workerID, WorkerStatus.RUNNING, message)
     stage, phase = PhaseKey.parse(step["Phases"][0])
     return {
         "action": WorkerAction.RUN,
@@ -388,7 +393,7 @@ def step_parameters(
         "phases": step["Phases"],
         "constants": step["Constants"],
         "inputs": step["Inputs"],
-        "applicationStatus": message,
+        "applicationStatus": application_status(calibrationID, WorkerAction.RUN, current, step["Phases"][0]),
     }
 
 
@@ -405,14 +410,8 @@ def woken_answers(db: CalibrationDB, calibrationID: int, workerIDs: list[int]) -
         answer: dict[str, Any] = {"action": action, "reason": calibration["Reason"]}
         workerStatus, message = STOPPED_WORKER[action], application_status(calibrationID, action)
     else:
-        current = calibration["Step"]
-        step = db.getStep(calibrationID, current)
-        message = application_status(calibrationID, WorkerAction.RUN, current, step["Phases"][0])
-        stage, phase = PhaseKey.parse(step["Phases"][0])
-        answer = {"action": WorkerAction.RUN, "step": current, "stage": stage, "phase": phase,
-                  "phases": step["Phases"], "constants": step["Constants"], "inputs": step["Inputs"],
-                  "applicationStatus": message}
-        workerStatus = WorkerStatus.RUNNING
+        answer = _run_answer(db, calibrationID, calibration["Step"])
+        workerStatus, message = WorkerStatus.RUNNING, answer["applicationStatus"]
     stamp = now()
     answers: dict[int, Any] = {}
     try:
