@@ -37,6 +37,9 @@ USER_AUTH = ["authenticated"]
 AGENT_AUTH = ["TrustedHost"]
 #: Threads a service keeps for everything but held calls (reports, users, the agent).
 FREE_THREADS = 20
+#: The longest a call is held (s): below DIRAC's RPC time-out (600 s), after which a worker's
+#: client would give up on the call and ask again.
+MAX_HOLD_TIME = 540.0
 
 
 def hold_capacity(option) -> int:
@@ -104,7 +107,7 @@ class CalibrationHandler(RequestHandler):
                                   rate=cls.srv_getCSOption("WorkerPollRate", 20.0)),
             closer=closer.start(),
             watch=watch.start(),
-            holdSeconds=cls.srv_getCSOption("WorkerHoldTime", 240.0),
+            holdSeconds=min(cls.srv_getCSOption("WorkerHoldTime", 240.0), MAX_HOLD_TIME),
         )
         gLogger.notice("Calibration service", f"holds up to {capacity} waiting workers' calls")
         return S_OK()
