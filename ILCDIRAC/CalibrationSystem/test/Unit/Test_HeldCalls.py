@@ -204,3 +204,22 @@ def test_the_answers_of_all_woken_workers_are_prepared_once(db, monkeypatch):
     refused = held[3][1]["value"]
     assert not refused["OK"] and "a worker that was given up gets no more work" in refused["Message"]
     assert rows[3]["Status"] == "dead"
+
+
+# ------------------------------------------------------------------------------------ capacity
+def options(**values):
+    return lambda name, default: values.get(name.replace("/", "_"), default)
+
+
+def test_the_service_holds_no_more_calls_than_dirac_lets_it_run_at_once():
+    from ILCDIRAC.CalibrationSystem.Service.CalibrationHandler import FREE_THREADS, hold_capacity
+
+    template = dict(MaxHeldCalls=1000, MaxThreads=1040, MaxWaitingPetitions=1040, ThreadLimit_RPC_waitForNextStep=1000)
+    assert hold_capacity(options(**template)) == 1000
+    # DIRAC's defaults (15 threads, 100 waiting petitions, 15 per method): nothing can be held
+    assert hold_capacity(options(MaxHeldCalls=1000)) == 0
+    assert hold_capacity(options(**{**template, "MaxThreads": 500})) == 500 - FREE_THREADS
+    assert hold_capacity(options(**{**template, "MaxWaitingPetitions": 300})) == 300 - FREE_THREADS
+    # ThreadLimit below 1 is no per-method limit in DIRAC
+    assert hold_capacity(options(**{**template, "ThreadLimit_RPC_waitForNextStep": 0, "MaxHeldCalls": 2000})) == 1020
+    assert hold_capacity(options(**{**template, "MaxHeldCalls": 0})) == 0
