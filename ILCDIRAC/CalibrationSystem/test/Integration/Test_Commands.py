@@ -14,6 +14,8 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -406,3 +408,29 @@ def test_bad_rpc_arguments_get_a_specific_error_and_change_nothing(testbed, idle
         assert not result["OK"], (method, args)
         assert result["Message"].startswith(expected), (method, args, result["Message"])
     assert snapshot(testbed, idle) == before
+
+
+def test_the_service_holds_a_waiting_workers_call_until_the_calibration_moves_on(testbed, tmp_path):
+    """waitForNextStep over DISET/TLS: held while the step is open, answered within a second of
+    the kill (the step watch's look), not after WorkerHoldTime."""
+    calibrationID = create_idle(testbed, tmp_path)
+    alice = testbed.rpc("alice")
+    settings = alice.getWorkerSetup(calibrationID, 0)["Value"]["settings"]
+    empty = phase_for("1.0").spec(PhaseContext.from_settings(settings)).empty().to_payload()
+    assert alice.submitResult(calibrationID, 1, 0, {"phases": {"1.0": empty}})["Value"]["verdict"] == "accepted"
+    answer = {}
+
+    def wait():
+        began = time.monotonic()
+        answer.update(result=testbed.rpc("alice").waitForNextStep(calibrationID, 0, 1), after=time.monotonic() - began)
+
+    waiting = threading.Thread(target=wait, daemon=True)
+    waiting.start()
+    time.sleep(3.0)
+    assert waiting.is_alive(), f"answered at once: {answer}"
+    assert dbModule.CalibrationDB(testbed.db_url).getWorker(calibrationID, 0)["Status"] == "waiting"
+    killed = time.monotonic()
+    assert alice.killCalibration(calibrationID)["OK"]
+    waiting.join(30)
+    assert answer["result"]["OK"] and answer["result"]["Value"]["action"] == "killed", answer
+    assert time.monotonic() - killed < 2.0 and answer["after"] < 10.0
