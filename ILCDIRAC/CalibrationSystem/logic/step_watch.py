@@ -99,11 +99,17 @@ class StepWatch:
 
     def hold(self, calibrationID: int, seen: Progress, seconds: float, key: int = 0) -> Any:
         """Wait until the calibration is past ``seen``: then the answer prepared for ``key``, or
-        ``MOVED``. None when ``seconds`` passed or the watch is stopping, and at once when
-        ``capacity`` calls are held already."""
+        ``MOVED``. None when ``seconds`` passed, the watch is stopping or a newer call of the
+        same ``key`` (worker) replaced this one, and at once when ``capacity`` calls are held
+        already. One held call per worker bounds what one user can hold to their workers, and
+        a worker whose connection broke during a hold is held again at once when it asks again."""
         deadline = time.monotonic() + seconds
         waiter = _Waiter(calibrationID, seen, key)
         with self._changed:
+            for older in self._waiters:
+                if older.calibrationID == calibrationID and older.key == key and not older.done:
+                    older.done = True  # one held call per worker: the newer replaces it
+                    self._changed.notify_all()
             if len(self._waiters) >= self.capacity or self._stop.is_set():
                 return None
             self._waiters.append(waiter)

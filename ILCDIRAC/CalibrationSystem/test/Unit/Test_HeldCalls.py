@@ -89,10 +89,10 @@ def test_a_killed_calibration_wakes_its_held_calls_and_no_other(db, watch):
 
 def test_beyond_its_capacity_the_watch_holds_nothing_and_says_so_at_once(db, watch):
     cid = new_calibration(db)
-    held = [in_thread(watch.hold, cid, Progress(1, ended=False), 20 * INTERVAL) for _ in range(3)]
+    held = [in_thread(watch.hold, cid, Progress(1, ended=False), 20 * INTERVAL, worker) for worker in range(3)]
     time.sleep(2 * INTERVAL)
     began = time.monotonic()
-    assert watch.hold(cid, Progress(1, ended=False), 10.0) is None
+    assert watch.hold(cid, Progress(1, ended=False), 10.0, 3) is None
     assert time.monotonic() - began < 0.05
     for thread, _ in held:
         thread.join(5.0)
@@ -223,3 +223,21 @@ def test_the_service_holds_no_more_calls_than_dirac_lets_it_run_at_once():
     # ThreadLimit below 1 is no per-method limit in DIRAC
     assert hold_capacity(options(**{**template, "ThreadLimit_RPC_waitForNextStep": 0, "MaxHeldCalls": 2000})) == 1020
     assert hold_capacity(options(**{**template, "MaxHeldCalls": 0})) == 0
+
+
+def test_a_newer_call_of_the_same_worker_replaces_its_held_call(db, watch):
+    """One held call per worker: a user cannot fill the service's threads with one worker ID,
+    and a worker whose connection broke is held again when it asks again."""
+    cid = new_calibration(db)
+    first = in_thread(watch.hold, cid, Progress(1, ended=False), 30.0, 0)
+    time.sleep(2 * INTERVAL)
+    second = in_thread(watch.hold, cid, Progress(1, ended=False), 30.0, 0)
+    other = in_thread(watch.hold, cid, Progress(1, ended=False), 30.0, 1)
+    first[0].join(5.0)
+    assert first[1]["value"] is None and first[1]["after"] < 1.0, "the older call is let go at once"
+    time.sleep(2 * INTERVAL)
+    assert second[0].is_alive() and other[0].is_alive() and watch.held == 2
+    logic.kill_calibration(db, CALLER, cid)
+    for thread, box in (second, other):
+        thread.join(5.0)
+        assert box["value"] is MOVED
