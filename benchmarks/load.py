@@ -260,6 +260,19 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
                 continue
         byMethod.setdefault(method, []).append(seconds)
     latency = {m: stats(v) for m, v in byMethod.items()}
+    # the same notification as the service saw it (its log: each call's peer, method and time),
+    # without the clients' own waits for the CPU they share with it here
+    executing: dict[str, str] = {}
+    answered: dict[int, list[float]] = {}
+    for line in serviceLog.splitlines():
+        if m := re.search(r"Executing action \(([^)]*)\)\[[^\]]*\] RPC/(\w+)\(", line):
+            executing[m.group(1)] = m.group(2)
+        elif (m := re.search(r"Returning response \(([^)]*)\)\[[^\]]*\] \(([0-9.]+) secs\)", line)) and \
+                executing.pop(m.group(1), None) == "waitForNextStep":
+            at = log_time(line)
+            for step, openedAt in opened.items():
+                if at - float(m.group(2)) < openedAt <= at:
+                    answered.setdefault(step, []).append(at - openedAt)
     settled = max(began + seconds for method, began, seconds, *_ in calls if method == "getWorkerSetup")
     # step-close latency: threshold report acknowledged -> first worker served the next step
     ready = {}
@@ -300,6 +313,7 @@ def analyse(db, calibrationID: int, outputs: list[dict], start: float, end: floa
         "errorSamples": sorted(set(errors))[:5],
         "stepCloseLatency": closeLatency,
         "notifiedAfterOpening": {s: stats(v) for s, v in notified.items()},
+        "answeredAfterOpening": {s: stats(v) for s, v in answered.items()},
         "closeComputeSeconds": [wall for _, _, wall, _ in closeLines],
         "closeComputeCpuSeconds": [cpu for _, _, _, cpu in closeLines],
         "lost": lost,
@@ -359,6 +373,9 @@ def show(result: dict) -> None:
     print("  held workers answered after the step opened (n, p50/p99/max s): "
           + ", ".join(f"step {s}: {v['count']}, {v['p50']:.2f}/{v['p99']:.2f}/{v['max']:.2f}"
                       for s, v in result["notifiedAfterOpening"].items()))
+    print("  the same, sent by the service (its log): "
+          + ", ".join(f"step {s}: {v['count']}, {v['p50']:.2f}/{v['p99']:.2f}/{v['max']:.2f}"
+                      for s, v in result["answeredAfterOpening"].items()))
     print("  close (claim, snapshot, estimators, commit) s: "
           + ", ".join(f"{s:.2f}" for s in result["closeComputeSeconds"])
           + "; its computation alone, CPU s: "

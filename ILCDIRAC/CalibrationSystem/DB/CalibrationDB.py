@@ -701,18 +701,31 @@ class CalibrationDB:
             if unknown:
                 raise ValueError(f"unknown worker fields {sorted(unknown)}")
         changes = []
+        # the same values for many workers (the answers of a thousand woken workers) are one
+        # locking read and one update, not three statements per worker
+        groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+        for workerID, values in updates.items():
+            groups.setdefault(repr(sorted(values.items())), (dict(values), []))[1].append(workerID)
         with self.engine.begin() as conn:
-            for workerID, values in updates.items():
-                if "Status" in values:
-                    changes.append(_worker_transition(conn, calibrationID, workerID, values["Status"]))
-                changed = conn.execute(
-                    update(workers)
-                    .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
-                    .values(**values)
-                ).rowcount
-                if changed != 1:
-                    raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+            for values, workerIDs in groups.values():
+                for chunk in (workerIDs[i:i + 500] for i in range(0, len(workerIDs), 500)):
+                    if "Status" in values:
+                        changes += _worker_transitions(conn, calibrationID, chunk, values["Status"])
+                    changed = conn.execute(
+                        update(workers)
+                        .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID.in_(chunk)))
+                        .values(**values)
+                    ).rowcount
+                    if changed != len(chunk):
+                        raise CalibrationDBError(f"calibration {calibrationID} has no worker "
+                                                 f"{min(set(chunk) - self._workerIDs(conn, calibrationID, chunk))}")
         announce(changes)
+
+    @staticmethod
+    def _workerIDs(conn: Connection, calibrationID: int, workerIDs: list[int]) -> set[int]:
+        query = select(workers.c.WorkerID).where(and_(workers.c.CalibrationID == calibrationID,
+                                                      workers.c.WorkerID.in_(workerIDs)))
+        return {int(w) for (w,) in conn.execute(query)}
 
     def attentionList(self) -> list[dict[str, Any]]:
         """Calibrations the agent looks after: running ones and ended ones not yet cleaned up."""
@@ -842,17 +855,19 @@ def _open_step(
     )
 
 
-def _worker_transition(conn: Connection, calibrationID: int, workerID: int, new: str) -> Change | None:
-    """Check a worker's status change against its stored status (locked until the commit)."""
-    old = conn.execute(
-        select(workers.c.Status)
-        .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID == workerID))
+def _worker_transitions(conn: Connection, calibrationID: int, workerIDs: list[int], new: str) -> list[Change | None]:
+    """Check workers' status changes against their stored status (locked until the commit)."""
+    old = dict(conn.execute(
+        select(workers.c.WorkerID, workers.c.Status)
+        .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID.in_(workerIDs)))
         .with_for_update()
-    ).scalar()
-    if old is None:
-        raise CalibrationDBError(f"calibration {calibrationID} has no worker {workerID}")
+    ).all())
+    missing = sorted(set(workerIDs) - set(old))
+    if missing:
+        raise CalibrationDBError(f"calibration {calibrationID} has no worker {missing[0]}")
     step = conn.execute(select(calibrations.c.Step).where(calibrations.c.CalibrationID == calibrationID)).scalar()
-    return transition(WORKER, old, new, f"worker {workerID} of calibration {calibrationID} (step {step})")
+    return [transition(WORKER, old[w], new, f"worker {w} of calibration {calibrationID} (step {step})")
+            for w in workerIDs]
 
 
 def _put_file(conn: Connection, calibrationID: int, name: str, content: bytes, stamp) -> None:
