@@ -709,23 +709,15 @@ class CalibrationDB:
         with self.engine.begin() as conn:
             for values, workerIDs in groups.values():
                 for chunk in (workerIDs[i:i + 500] for i in range(0, len(workerIDs), 500)):
+                    old = _locked_statuses(conn, calibrationID, chunk)
                     if "Status" in values:
-                        changes += _worker_transitions(conn, calibrationID, chunk, values["Status"])
-                    changed = conn.execute(
+                        changes += _worker_transitions(conn, calibrationID, old, values["Status"])
+                    conn.execute(
                         update(workers)
                         .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID.in_(chunk)))
                         .values(**values)
-                    ).rowcount
-                    if changed != len(chunk):
-                        raise CalibrationDBError(f"calibration {calibrationID} has no worker "
-                                                 f"{min(set(chunk) - self._workerIDs(conn, calibrationID, chunk))}")
+                    )
         announce(changes)
-
-    @staticmethod
-    def _workerIDs(conn: Connection, calibrationID: int, workerIDs: list[int]) -> set[int]:
-        query = select(workers.c.WorkerID).where(and_(workers.c.CalibrationID == calibrationID,
-                                                      workers.c.WorkerID.in_(workerIDs)))
-        return {int(w) for (w,) in conn.execute(query)}
 
     def attentionList(self) -> list[dict[str, Any]]:
         """Calibrations the agent looks after: running ones and ended ones not yet cleaned up."""
@@ -782,7 +774,6 @@ class CalibrationDB:
             )
 
 
-#: Columns of Steps added after the first release, with the SQL that adds each to an older database.
 #: Columns later versions added: (table, column, the constant statement that adds it).
 #: ``create_all`` only creates missing tables, so the service brings an older database up to date
 #: when it starts; no SQL is built from strings.
@@ -855,8 +846,9 @@ def _open_step(
     )
 
 
-def _worker_transitions(conn: Connection, calibrationID: int, workerIDs: list[int], new: str) -> list[Change | None]:
-    """Check workers' status changes against their stored status (locked until the commit)."""
+def _locked_statuses(conn: Connection, calibrationID: int, workerIDs: list[int]) -> dict[int, str]:
+    """The workers' stored statuses, their rows locked until the commit; CalibrationDBError
+    names the first worker the calibration does not have."""
     old = dict(conn.execute(
         select(workers.c.WorkerID, workers.c.Status)
         .where(and_(workers.c.CalibrationID == calibrationID, workers.c.WorkerID.in_(workerIDs)))
@@ -865,9 +857,14 @@ def _worker_transitions(conn: Connection, calibrationID: int, workerIDs: list[in
     missing = sorted(set(workerIDs) - set(old))
     if missing:
         raise CalibrationDBError(f"calibration {calibrationID} has no worker {missing[0]}")
+    return old
+
+
+def _worker_transitions(conn: Connection, calibrationID: int, old: Mapping[int, str], new: str) -> list[Change | None]:
+    """Check workers' status changes (from their ``old`` statuses, locked) against the lifecycle."""
     step = conn.execute(select(calibrations.c.Step).where(calibrations.c.CalibrationID == calibrationID)).scalar()
-    return [transition(WORKER, old[w], new, f"worker {w} of calibration {calibrationID} (step {step})")
-            for w in workerIDs]
+    return [transition(WORKER, status, new, f"worker {w} of calibration {calibrationID} (step {step})")
+            for w, status in old.items()]
 
 
 def _put_file(conn: Connection, calibrationID: int, name: str, content: bytes, stamp) -> None:

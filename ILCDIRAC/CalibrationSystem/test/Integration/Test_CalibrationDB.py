@@ -299,6 +299,16 @@ def test_a_worker_status_change_its_lifecycle_forbids_stores_nothing(url):
     assert [w["Status"] for w in before] == [WorkerStatus.DEAD, WorkerStatus.CREATED]
 
 
+def test_an_update_naming_a_worker_the_calibration_lacks_stores_nothing(url):
+    db = CalibrationDB(url)
+    cid = new_calibration(db, workers=2)
+    before = db.getWorkers(cid)
+    for values in ({"Status": WorkerStatus.SUBMITTED}, {"ApplicationStatus": "hello"}):
+        with pytest.raises(CalibrationDBError, match=f"calibration {cid} has no worker 7"):
+            db.updateWorkers(cid, {0: values, 7: values, 1: values})
+    assert db.getWorkers(cid) == before
+
+
 def test_a_database_of_an_earlier_version_gets_the_notification_column_and_keeps_its_rows(url):
     db = CalibrationDB(url)
     cid = new_calibration(db)
