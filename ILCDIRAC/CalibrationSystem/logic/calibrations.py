@@ -359,11 +359,8 @@ def step_parameters(
     if lastStep is not None and lastStep > calibration["Step"]:
         raise CalibrationError(f"last step {shown(lastStep)} is beyond calibration {calibrationID}'s current step "
                                f"{calibration['Step']}")
-    status = calibration["Status"]
-    if status != RUNNING:
-        action = END_ACTION[status]
-        _poll(db, calibrationID, workerID, STOPPED_WORKER[action], application_status(calibrationID, action))
-        return {"action": action, "reason": calibration["Reason"]}
+    if calibration["Status"] != RUNNING:
+        return _told(db, calibration, workerID)
     current = calibration["Step"]
     worker = db.getWorker(calibrationID, workerID)
     done = max(s for s in (lastStep, worker["LastStep"], 0) if s is not None)
@@ -376,25 +373,32 @@ def step_parameters(
                                 (now() - row["OpenTime"]).total_seconds())
         return {"action": WorkerAction.WAIT, "step": current, "applicationStatus": message,
                 "retryAfter": retry_after(progress, polling, workerID, wasWaiting)}
-    answer = _run_answer(db, calibrationID, current)
-    _poll(db, calibrationID, workerID, WorkerStatus.RUNNING, answer["applicationStatus"])
-    return answer
+    return _told(db, calibration, workerID)
 
 
-def _run_answer(db: CalibrationDB, calibrationID: int, current: int) -> dict[str, Any]:
-    """What a worker is told to run: the current step, its phases, constants and inputs."""
+def _answer(db: CalibrationDB, calibration: Mapping[str, Any]) -> tuple[dict[str, Any], WorkerStatus, str]:
+    """What a worker with nothing left to wait for is told: the calibration's end, or to run
+    its current step (phases, constants, inputs); with the status and ApplicationStatus its row
+    records for that."""
+    calibrationID, status = calibration["CalibrationID"], calibration["Status"]
+    if status != RUNNING:
+        action = END_ACTION[status]
+        return ({"action": action, "reason": calibration["Reason"]}, STOPPED_WORKER[action],
+                application_status(calibrationID, action))
+    current = calibration["Step"]
     step = db.getStep(calibrationID, current)
     stage, phase = PhaseKey.parse(step["Phases"][0])
-    return {
-        "action": WorkerAction.RUN,
-        "step": current,
-        "stage": stage,
-        "phase": phase,
-        "phases": step["Phases"],
-        "constants": step["Constants"],
-        "inputs": step["Inputs"],
-        "applicationStatus": application_status(calibrationID, WorkerAction.RUN, current, step["Phases"][0]),
-    }
+    message = application_status(calibrationID, WorkerAction.RUN, current, step["Phases"][0])
+    answer = {"action": WorkerAction.RUN, "step": current, "stage": stage, "phase": phase, "phases": step["Phases"],
+              "constants": step["Constants"], "inputs": step["Inputs"], "applicationStatus": message}
+    return answer, WorkerStatus.RUNNING, message
+
+
+def _told(db: CalibrationDB, calibration: Mapping[str, Any], workerID: int) -> dict[str, Any]:
+    """``_answer`` for one polling worker, recorded in its row."""
+    answer, workerStatus, message = _answer(db, calibration)
+    _poll(db, calibration["CalibrationID"], workerID, workerStatus, message)
+    return answer
 
 
 def woken_answers(db: CalibrationDB, calibrationID: int, workerIDs: list[int]) -> dict[int, Any]:
@@ -403,15 +407,7 @@ def woken_answers(db: CalibrationDB, calibrationID: int, workerIDs: list[int]) -
     all of them with one read of the calibration and its step and one write of all their rows.
     Their ownership and worker IDs were checked when they called; a worker the agent gave up
     meanwhile gets its refusal (a CalibrationError) as its answer."""
-    calibration = db.getCalibration(calibrationID, full=False)
-    status = calibration["Status"]
-    if status != RUNNING:
-        action = END_ACTION[status]
-        answer: dict[str, Any] = {"action": action, "reason": calibration["Reason"]}
-        workerStatus, message = STOPPED_WORKER[action], application_status(calibrationID, action)
-    else:
-        answer = _run_answer(db, calibrationID, calibration["Step"])
-        workerStatus, message = WorkerStatus.RUNNING, answer["applicationStatus"]
+    answer, workerStatus, message = _answer(db, db.getCalibration(calibrationID, full=False))
     stamp = now()
     answers: dict[int, Any] = {}
     try:
