@@ -804,9 +804,14 @@ def _add_missing_columns(engine: Engine) -> None:
                 raise
 
 
+def closer_host() -> str:
+    """This host, as a closer's name in a step's ClaimedBy starts."""
+    return socket.gethostname()[:60]
+
+
 def closer_name() -> str:
     """Who closes (host:pid:thread), as stored in a step's ClaimedBy."""
-    return f"{socket.gethostname()[:60]}:{os.getpid()}:{threading.get_ident()}"
+    return f"{closer_host()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def _claimable(claimTimeout: float, *, ready: bool):

@@ -22,7 +22,7 @@ from ILCDIRAC.CalibrationSystem.DB.CalibrationDB import (
     CalibrationDB,
     CalibrationDBError,
     StepClose,
-    closer_name,
+    closer_host,
     now,
     unpack,
 )
@@ -591,11 +591,11 @@ def release_dead_claims(db: CalibrationDB) -> list[tuple[int, int]]:
     """Hand back at once the steps whose closer was a process of this host that no longer
     exists (a service killed mid-close and restarted), instead of after ``CloseClaimTimeout``;
     the attempt still counts. Claims of other hosts, or of a live process, wait for the timeout."""
-    released = []
+    released, here = [], closer_host()
     for calibrationID, step, claim in db.closingClaims():
         host, _, rest = claim.partition(":")
         pid = rest.partition(":")[0]
-        if host == closer_name().partition(":")[0] and pid.isdigit() and not process_exists(int(pid)):
+        if host == here and pid.isdigit() and not process_exists(int(pid)):
             if db.releaseClaim(calibrationID, step, claim, "the closing process ended (service restarted)"):
                 released.append((calibrationID, step))
     return released
